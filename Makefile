@@ -1,0 +1,36 @@
+# The two commands of the README: `make demo` and `make test`.
+# Each creates .venv when missing and installs what it needs into it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+DEMO_STAMP := $(VENV)/.descend-demo
+TEST_STAMP := $(VENV)/.descend-test
+
+.PHONY: demo test bench clean
+
+demo: $(DEMO_STAMP)
+	$(VENV)/bin/descend data info mnist
+	$(VENV)/bin/descend train mnist
+
+test: $(TEST_STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: $(TEST_STAMP)
+	$(PY) benchmarks/numpy_overhead.py
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# The default engine and nothing else: what a user needs to train.
+$(DEMO_STAMP): pyproject.toml | $(PY)
+	$(PIP) -e .
+	touch $@
+
+# Everything: every engine, the search extras and the test tools.
+$(TEST_STAMP): pyproject.toml | $(PY)
+	$(PIP) -e ".[all,dev]"
+	touch $@ $(DEMO_STAMP)
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

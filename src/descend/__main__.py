@@ -1,0 +1,5 @@
+import sys
+
+from descend.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,56 @@
+"""The ``descend`` command: one module per sub-command, each a thin wrapper.
+
+Each command module defines ``register(subparsers)``, which adds its parser and
+sets ``run`` as the parser's default ``func``.  ``run(args)`` builds a config
+and calls one library function.  Errors the user caused (DescendError) print
+one line and exit 2; Ctrl-C exits 130 after the command has saved what it can.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from descend import __version__
+from descend.errors import DescendError
+
+COMMANDS = ("train", "data", "predict")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line on stderr and exit 2 (no usage dump)."""
+
+    def error(self, message):  # noqa: D102
+        self.exit(2, f"descend: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="descend",
+        description="Practical deep learning on image-classification data.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"descend {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(f"descend.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DescendError as exc:
+        print(f"descend: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("descend: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
