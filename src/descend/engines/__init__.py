@@ -1,0 +1,67 @@
+"""Engine registry: engines are chosen per call and imported lazily.
+
+``get_engine("numpy")`` returns a fresh engine object; nothing is fixed
+globally, so one process can run several engines side by side (``bench``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from descend.engines.base import Engine, Trainer
+from descend.errors import ConfigError, EngineNotInstalled
+
+# engine name -> (module defining ENGINE_CLASS, library that must be importable, pip extra)
+_REGISTRY = {
+    "numpy": ("descend.engines.numpy_engine", "numpy", None),
+    "jax": ("descend.engines.jax_engine", "jax", "jax"),
+    "torch": ("descend.engines.torch_engine", "torch", "torch"),
+    "tensorflow": ("descend.engines.tensorflow_engine", "tensorflow", "tensorflow"),
+    "pytensor": ("descend.engines.pytensor_engine", "pytensor", "pytensor"),
+}
+ENGINES = tuple(_REGISTRY)
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def _module_exists(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def is_available(name: str) -> bool:
+    """Whether engine ``name`` is implemented and its library installed."""
+    module, library, _ = _REGISTRY[name]
+    return _module_exists(module) and _module_exists(library)
+
+
+def available_engines() -> list[str]:
+    return [name for name in ENGINES if is_available(name)]
+
+
+def default_engine() -> str:
+    """The fastest installed engine: JAX when present, else the NumPy reference."""
+    return "jax" if is_available("jax") else "numpy"
+
+
+def get_engine(name: str = "auto", *, device: str = "auto", dtype: str = "float32", threads: int | None = None) -> Engine:
+    """Build engine ``name`` ("auto" = ``default_engine()``) on ``device``."""
+    if name == "auto":
+        name = default_engine()
+    if name not in _REGISTRY:
+        raise ConfigError(f"`engine` must be one of {('auto',) + ENGINES}. Received: engine={name!r}")
+    if device not in DEVICES:
+        raise ConfigError(f"`device` must be one of {DEVICES}. Received: device={device!r}")
+    if dtype not in ("float32", "float64"):
+        raise ConfigError(f"`dtype` must be 'float32' or 'float64'. Received: dtype={dtype!r}")
+    module, library, extra = _REGISTRY[name]
+    if not _module_exists(library):
+        raise EngineNotInstalled(f"engine {name!r} is not installed: pip install \"descend[{extra}]\"")
+    if not _module_exists(module):
+        raise EngineNotInstalled(f"engine {name!r} is not implemented in this version of descend")
+    return importlib.import_module(module).ENGINE_CLASS(device=device, dtype=dtype, threads=threads)
+
+
+__all__ = ["DEVICES", "ENGINES", "Engine", "Trainer", "available_engines", "default_engine", "get_engine", "is_available"]
