@@ -1,0 +1,99 @@
+"""The frozen configuration of a training run: everything needed to rerun it.
+
+``config.json`` in a run directory is ``TrainConfig.to_dict()``; ``--resume``
+rebuilds the run from it.  Validation happens here, once, with messages that
+name the option and quote the value received.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from descend.errors import ConfigError, require
+from descend.optim import OPTIMIZERS, ScheduleSpec
+
+EARLY_STOPPING = ("none", "patience", "geometric")
+MONITORS = ("valid_error", "valid_cost")
+NORMALIZATIONS = ("scale", "standardize", "none")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of ``descend train``; defaults are the default recipe.
+
+    ``batch_size=0`` means full-batch gradient descent, ``1`` stochastic.
+    ``eval_every=0`` evaluates (and checkpoints) once per epoch, otherwise
+    every that many optimizer steps.  Early-stopping ``patience`` counts
+    evaluations.
+    """
+
+    dataset: str = "mnist"
+    format: str | None = None
+    hidden: tuple[int, ...] = (500, 300)
+    activation: str = "relu"
+    optimizer: str = "nesterov"
+    lr: float = 0.05
+    momentum: float = 0.9
+    batch_size: int = 100
+    epochs: int = 20
+    schedule: str = "exponential:0.1"
+    schedule_unit: str = "epoch"
+    l1: float = 0.0
+    l2: float = 0.0
+    engine: str = "auto"
+    device: str = "auto"
+    dtype: str = "float32"
+    threads: int | None = None
+    seed: int = 0
+    normalize: str = "scale"
+    validation: float | None = None
+    eval_every: int = 0
+    early_stopping: str = "patience"
+    patience: int = 10
+    patience_increase: float = 2.0
+    improvement_threshold: float = 0.995
+    monitor: str = "valid_error"
+    name: str | None = None
+    optimizer_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        require(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", self.optimizer)
+        require(self.lr > 0, "lr", "> 0", self.lr)
+        require(0.0 <= self.momentum < 1.0, "momentum", "in [0, 1)", self.momentum)
+        require(self.batch_size >= 0, "batch_size", ">= 0 (0 = full batch)", self.batch_size)
+        require(self.epochs >= 1, "epochs", ">= 1", self.epochs)
+        require(self.l1 >= 0, "l1", ">= 0", self.l1)
+        require(self.l2 >= 0, "l2", ">= 0", self.l2)
+        require(self.eval_every >= 0, "eval_every", ">= 0 (0 = every epoch)", self.eval_every)
+        require(self.early_stopping in EARLY_STOPPING, "early_stopping", f"one of {EARLY_STOPPING}", self.early_stopping)
+        require(self.patience >= 1, "patience", ">= 1", self.patience)
+        require(self.patience_increase >= 1, "patience_increase", ">= 1", self.patience_increase)
+        require(0 < self.improvement_threshold <= 1, "improvement_threshold", "in (0, 1]", self.improvement_threshold)
+        require(self.monitor in MONITORS, "monitor", f"one of {MONITORS}", self.monitor)
+        require(self.normalize in NORMALIZATIONS, "normalize", f"one of {NORMALIZATIONS}", self.normalize)
+        require(self.threads is None or self.threads >= 1, "threads", ">= 1", self.threads)
+        if self.validation is not None:
+            require(self.validation > 0, "validation", "> 0 (a fraction < 1 or a row count)", self.validation)
+        ScheduleSpec.parse(self.schedule, self.schedule_unit)  # validates
+
+    @property
+    def schedule_spec(self) -> ScheduleSpec:
+        return ScheduleSpec.parse(self.schedule, self.schedule_unit)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"config has unknown keys {unknown}")
+        return cls(**{**d, "hidden": tuple(d.get("hidden", ()))})
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **changes)

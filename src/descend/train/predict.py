@@ -1,0 +1,113 @@
+"""Predictions from a saved model file: labels, probabilities, a Kaggle submission.
+
+The model file is safetensors (no code can run on load); its metadata carries
+the spec, the class names and the normalisation fitted on the training rows,
+so inputs are preprocessed exactly as in training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from descend.backend import numpy_ops
+from descend.data.preprocess import Normalizer
+from descend.errors import InputError
+from descend.io.modelfile import load_model
+from descend.model import MLP, predict_logits
+
+
+@dataclass
+class LoadedModel:
+    spec: MLP
+    params: dict
+    state: dict
+    classes: tuple[str, ...]
+    n_features: int
+    normalizer: Normalizer
+    metadata: dict
+
+    def predict_proba(self, X: np.ndarray, batch_size: int = 10000) -> np.ndarray:
+        """Class probabilities for raw (un-normalised) rows ``X``."""
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            shape = "x".join(map(str, X.shape))
+            raise InputError(f"input has shape {shape}; the model expects rows of {self.n_features} features")
+        out = []
+        for i in range(0, len(X), batch_size):
+            x = self.normalizer.transform(X[i:i + batch_size]).astype(self.params["dense0.W"].dtype)
+            z = predict_logits(numpy_ops, self.spec, self.params, self.state, x).astype(np.float64)
+            z -= z.max(axis=1, keepdims=True)
+            e = np.exp(z)
+            out.append(e / e.sum(axis=1, keepdims=True))
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Class indices for raw rows ``X``."""
+        return np.argmax(self.predict_proba(X), axis=1)
+
+
+def load_trained(path: str | Path) -> LoadedModel:
+    mf = load_model(path)
+    meta = mf.metadata
+    try:
+        spec = MLP.from_dict(meta["spec"])
+        norm_arrays = {k[len("normalization."):]: v for k, v in mf.extra.items() if k.startswith("normalization.")}
+        normalizer = Normalizer.from_dict(meta["normalization"], norm_arrays)
+        classes, n_features = tuple(meta["classes"]), int(meta["n_features"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: not a descend classifier model file ({exc})") from None
+    return LoadedModel(spec, mf.params, mf.state, classes, n_features, normalizer, meta)
+
+
+def read_inputs(path: str | Path, *, format: str | None = None, classes=None):
+    """Rows to predict, and their labels when the file has them (to report the error)."""
+    from descend.data.csvfiles import read_csv, read_fer2013, read_header, read_kaggle
+    from descend.data.loaders import encode_labels, sniff
+    from descend.data.npz import read_npz
+
+    path = Path(path)
+    kind = format or sniff(path)
+    if kind == "kaggle":
+        table = read_kaggle(path)
+    elif kind == "fer2013":
+        table = read_fer2013(path)
+    elif kind == "npz":
+        table, _ = read_npz(path)
+    elif kind == "csv":
+        if "label" not in read_header(path):
+            raise InputError(f"{path}: a generic CSV needs a 'label' column (use the Kaggle layout pixel0,... "
+                             "for unlabelled rows)")
+        table = read_csv(path)
+    else:
+        raise InputError(f"{path}: cannot predict from format {kind!r}; use a CSV or NPZ file")
+    labels = table.labels
+    if labels is not None and table.classes is None:
+        labels = encode_labels([(labels, path)], tuple(classes) if classes else None)[0][0]
+    return table.X, labels
+
+
+@dataclass
+class PredictResult:
+    labels: np.ndarray
+    probabilities: np.ndarray
+    error: float | None
+    submission: Path | None
+
+
+def predict_file(model_path, input_path, *, format: str | None = None, submission=None) -> PredictResult:
+    """Predict every row of ``input_path``; write a Kaggle submission when asked."""
+    from descend.reports.submission import write_submission
+
+    model = load_trained(model_path)
+    X, y = read_inputs(input_path, format=format, classes=model.classes)
+    if X.shape[1] != model.n_features:
+        raise InputError(f"{input_path}: rows have {X.shape[1]} features; the model "
+                         f"{Path(model_path).name} expects {model.n_features}")
+    proba = model.predict_proba(X)
+    labels = np.argmax(proba, axis=1)
+    error = float(np.mean(labels != y)) if y is not None else None
+    written = write_submission(submission, labels, list(model.classes)) if submission else None
+    return PredictResult(labels, proba, error, written)
