@@ -18,6 +18,20 @@ from descend.errors import DescendError
 COMMANDS = ("train", "data", "predict")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default (tuples as ``500,300``; None and False left out)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default in (None, False, argparse.SUPPRESS)
+                or action.option_strings == [] and action.nargs not in ("?", "*")):
+            return text
+        if isinstance(default, (tuple, list)):
+            default = ",".join(map(str, default)) or "none"
+        return f"{text} (default: {default})".strip()
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad option is one line on stderr and exit 2 (no usage dump)."""
 
@@ -29,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="descend",
         description="Practical deep learning on image-classification data.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"descend {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

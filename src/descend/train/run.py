@@ -110,10 +110,11 @@ def run_training(cfg: TrainConfig, *, out: str | Path | None = None, root: str |
 
     n_train = len(ds.train.y)
     batch = min(cfg.batch_size or n_train, n_train)
-    print(f"descend: training {spec.hidden or 'logistic regression'} {cfg.activation} on {ds.name} "
-          f"({n_train:,} train / {0 if y_valid is None else len(y_valid):,} validation) with {cfg.optimizer} "
-          f"lr={cfg.lr:g}, batch {batch}, {cfg.epochs} epochs, engine {engine.name} ({engine.device}); "
-          f"run directory {run_dir}", file=stream, flush=True)
+    if progress:
+        print(f"descend: training {spec.hidden or 'logistic regression'} {cfg.activation} on {ds.name} "
+              f"({n_train:,} train / {0 if y_valid is None else len(y_valid):,} validation) with {cfg.optimizer} "
+              f"lr={cfg.lr:g}, batch {batch}, {cfg.epochs} epochs, engine {engine.name} ({engine.device}); "
+              f"run directory {run_dir}", file=stream, flush=True)
     bar = Progress(epochs=cfg.epochs, total_steps=(n_train // batch) * cfg.epochs, batch_size=batch,
                    stream=stream, enabled=progress)
     history_path = run_dir / "history.csv"

@@ -1,0 +1,31 @@
+"""``descend predict``: labels for a CSV / NPZ file, optionally a Kaggle submission."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from descend.cli.main import HelpFormatter
+from descend.train.predict import predict_file
+
+
+def register(sub) -> None:
+    p = sub.add_parser("predict", help="predict labels with a saved model",
+                       description="Predict the class of every row of INPUT with MODEL (a model.safetensors of a run).",
+                       formatter_class=HelpFormatter)
+    p.add_argument("model", help="model.safetensors written by descend train")
+    p.add_argument("input", help="rows to classify: Kaggle test.csv / train.csv, FER2013 CSV, CSV with a label column, NPZ")
+    p.add_argument("--format", default=None, help="input format when it cannot be sniffed")
+    p.add_argument("--submission", default=None, metavar="CSV", help="write a Kaggle submission (ImageId,Label; ImageId from 1)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    result = predict_file(args.model, args.input, format=args.format, submission=args.submission)
+    line = f"descend: predicted {len(result.labels):,} rows"
+    if result.error is not None:
+        line += f"; error {100 * result.error:.2f}% against the file's labels"
+    if result.submission is not None:
+        line += f"; wrote {result.submission}"
+    print(line, file=sys.stderr)
+    return 0

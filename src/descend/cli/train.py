@@ -1,0 +1,105 @@
+"""``descend train``: build a TrainConfig from the options and call run_training."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+from descend.cli.main import HelpFormatter
+from descend.errors import ConfigError
+from descend.optim import OPTIMIZERS
+from descend.train import TrainConfig, run_training
+from descend.train.config import EARLY_STOPPING, MONITORS, NORMALIZATIONS
+
+D = TrainConfig()
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    if text.strip().lower() in ("", "none", "0"):
+        return ()
+    try:
+        sizes = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 500,300 (or 'none'), got {text!r}") from None
+    if any(s <= 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
+    return sizes
+
+
+def _batch(text: str) -> int:
+    if text.lower() == "full":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'full', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'full', got {text!r}")
+    return value
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a network and write a run directory",
+                       description="Train a network on DATASET (mnist, fashion-mnist, or a CSV / NPZ / IDX file) "
+                                   "and write runs/<date>-<name>/ with config, history, model, plots and report.",
+                       formatter_class=HelpFormatter)
+    p.add_argument("dataset", nargs="?", default=D.dataset, help="dataset name or file")
+    p.add_argument("--format", default=None, help="file format when it cannot be sniffed (kaggle, fer2013, csv, npz, idx)")
+    p.add_argument("--hidden", type=_hidden, default=D.hidden, help="hidden layer sizes, e.g. 500,300 ('none' = logistic regression)")
+    p.add_argument("--activation", choices=("relu", "tanh", "sigmoid"), default=D.activation, help="hidden-layer activation")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=D.optimizer, metavar="NAME",
+                   help=f"one of {', '.join(OPTIMIZERS)}")
+    p.add_argument("--lr", type=float, default=D.lr, help="learning rate (initial, with a schedule)")
+    p.add_argument("--momentum", type=float, default=D.momentum, help="momentum for momentum / nesterov / +nesterov")
+    p.add_argument("--batch-size", type=_batch, default=D.batch_size, help="mini-batch size; 1 = stochastic, 'full' = full batch")
+    p.add_argument("--epochs", type=int, default=D.epochs, help="passes over the training rows")
+    p.add_argument("--schedule", default=D.schedule,
+                   help="constant | step:FACTOR:EVERY | exponential:K | inverse:K | plateau[:FACTOR[:PATIENCE]]")
+    p.add_argument("--schedule-unit", choices=("epoch", "step"), default=D.schedule_unit, help="what t counts in the schedule")
+    p.add_argument("--l1", type=float, default=D.l1, help="L1 penalty on weight matrices")
+    p.add_argument("--l2", type=float, default=D.l2, help="L2 penalty (l2/2 * sum W^2) on weight matrices")
+    p.add_argument("--engine", default=D.engine, help="numpy, jax, torch, tensorflow, pytensor or auto")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default=D.device, help="where to compute")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=D.dtype, help="floating-point precision")
+    p.add_argument("--threads", type=int, default=D.threads, help="compute threads (default: the engine's choice)")
+    p.add_argument("--seed", type=int, default=D.seed, help="seeds the split, the initial weights and the batch order")
+    p.add_argument("--normalize", choices=NORMALIZATIONS, default=D.normalize, help="input scaling, fitted on training rows")
+    p.add_argument("--validation", type=float, default=D.validation,
+                   help="validation rows carved from training (fraction < 1 or a count; default: the dataset's)")
+    p.add_argument("--eval-every", type=int, default=D.eval_every, help="evaluate every N steps (0 = every epoch)")
+    p.add_argument("--early-stopping", choices=EARLY_STOPPING, default=D.early_stopping,
+                   help="stop when validation stops improving, keeping the best weights")
+    p.add_argument("--patience", type=int, default=D.patience, help="early-stopping patience, in evaluations")
+    p.add_argument("--monitor", choices=MONITORS, default=D.monitor, help="validation metric for early stopping and plateau")
+    p.add_argument("--name", default=None, help="run name (default: DATASET-OPTIMIZER)")
+    p.add_argument("--out", default=None, help="write the run here instead of runs/<date>-<name>/")
+    p.add_argument("--resume", metavar="DIR", default=None, help="continue the interrupted run in DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=run)
+
+
+def build_config(args) -> TrainConfig:
+    return TrainConfig(
+        dataset=args.dataset, format=args.format, hidden=args.hidden, activation=args.activation,
+        optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
+        epochs=args.epochs, schedule=args.schedule, schedule_unit=args.schedule_unit, l1=args.l1, l2=args.l2,
+        engine=args.engine, device=args.device, dtype=args.dtype, threads=args.threads, seed=args.seed,
+        normalize=args.normalize, validation=args.validation, eval_every=args.eval_every,
+        early_stopping=args.early_stopping, patience=args.patience, monitor=args.monitor, name=args.name)
+
+
+def _terminate_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run(args) -> int:
+    cfg = None if args.resume else build_config(args)
+    if args.resume and args.out:
+        raise ConfigError("`--out` cannot be combined with `--resume` (the run directory is the one resumed)")
+    # `kill` (SIGTERM) saves a checkpoint like Ctrl-C does; kill -9 loses at most the steps since the last one.
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        run_training(cfg, out=args.out, resume_dir=args.resume, progress=not args.quiet)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
