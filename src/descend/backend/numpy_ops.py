@@ -68,3 +68,12 @@ def cast(x, dtype):
 
 def to_numpy(x):
     return np.asarray(x)
+
+
+def keep_mask(key, layer, keep, shape, dtype):
+    """A {0, 1} dropout mask with P(1) = keep, drawn from the Generator ``key``.
+
+    The generator is the step's own (seeded by seed and step), and layers draw
+    in order, so ``layer`` needs no part in the draw.
+    """
+    return (key.random(shape) < keep).astype(dtype)

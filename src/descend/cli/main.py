@@ -33,7 +33,12 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad option is one line on stderr and exit 2 (no usage dump)."""
+    """argparse, but a bad option is one line on stderr and exit 2 (no usage dump),
+    and no abbreviated options (a recipe must know exactly what was typed)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):  # noqa: D102
         self.exit(2, f"descend: {message} (see '{self.prog} --help')\n")
@@ -55,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return int(args.func(args) or 0)
     except DescendError as exc:

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from descend.cli.main import HelpFormatter
+from descend.errors import ConfigError
 from descend.train.predict import predict_file
 
 
@@ -17,11 +18,16 @@ def register(sub) -> None:
     p.add_argument("input", help="rows to classify: Kaggle test.csv / train.csv, FER2013 CSV, CSV with a label column, NPZ")
     p.add_argument("--format", default=None, help="input format when it cannot be sniffed")
     p.add_argument("--submission", default=None, metavar="CSV", help="write a Kaggle submission (ImageId,Label; ImageId from 1)")
+    p.add_argument("--mc-samples", type=int, default=0, metavar="K",
+                   help="average K Monte-Carlo dropout passes instead of weight scaling (models with dropout)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    result = predict_file(args.model, args.input, format=args.format, submission=args.submission)
+    if args.mc_samples < 0:
+        raise ConfigError(f"`mc_samples` must be >= 0. Received: mc_samples={args.mc_samples}")
+    result = predict_file(args.model, args.input, format=args.format, submission=args.submission,
+                          mc_samples=args.mc_samples)
     line = f"descend: predicted {len(result.labels):,} rows"
     if result.error is not None:
         line += f"; error {100 * result.error:.2f}% against the file's labels"

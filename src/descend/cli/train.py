@@ -9,7 +9,8 @@ from descend.cli.main import HelpFormatter
 from descend.errors import ConfigError
 from descend.optim import OPTIMIZERS
 from descend.train import TrainConfig, run_training
-from descend.train.config import EARLY_STOPPING, MONITORS, NORMALIZATIONS
+from descend.train.config import BALANCING, EARLY_STOPPING, MONITORS, NORMALIZATIONS
+from descend.train.recipes import RECIPES, recipe_values
 
 D = TrainConfig()
 
@@ -38,6 +39,15 @@ def _batch(text: str) -> int:
     return value
 
 
+def _keeps(text: str) -> tuple[float, ...]:
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected keep probabilities like 0.8,0.5,0.5, got {text!r}") from None
+
+
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a network and write a run directory",
                        description="Train a network on DATASET (mnist, fashion-mnist, or a CSV / NPZ / IDX file) "
@@ -58,6 +68,16 @@ def register(sub) -> None:
     p.add_argument("--schedule-unit", choices=("epoch", "step"), default=D.schedule_unit, help="what t counts in the schedule")
     p.add_argument("--l1", type=float, default=D.l1, help="L1 penalty on weight matrices")
     p.add_argument("--l2", type=float, default=D.l2, help="L2 penalty (l2/2 * sum W^2) on weight matrices")
+    p.add_argument("--dropout-keep", type=_keeps, default=D.dropout_keep, metavar="P0,P1,...",
+                   help="dropout keep probabilities: the input's, then each hidden layer's (e.g. 0.8,0.5,0.5)")
+    p.add_argument("--batchnorm", action="store_true", help="batch normalisation before each hidden activation")
+    p.add_argument("--max-norm", type=float, default=D.max_norm,
+                   help="cap on each unit's incoming weight norm (0 = off)")
+    p.add_argument("--balance", choices=BALANCING, default=D.balance,
+                   help="oversample small classes up to the median class size")
+    p.add_argument("--recipe", choices=tuple(RECIPES), default=None, metavar="NAME",
+                   help="a named configuration (" + "; ".join(f"{k}: {v[0]}" for k, v in RECIPES.items())
+                   + "); options given explicitly override it")
     p.add_argument("--engine", default=D.engine, help="numpy, jax, torch, tensorflow, pytensor or auto")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default=D.device, help="where to compute")
     p.add_argument("--dtype", choices=("float32", "float64"), default=D.dtype, help="floating-point precision")
@@ -78,14 +98,23 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+OPTIONS = ("format", "hidden", "activation", "optimizer", "lr", "momentum", "batch_size", "epochs", "schedule",
+           "schedule_unit", "l1", "l2", "dropout_keep", "batchnorm", "max_norm", "balance", "engine", "device",
+           "dtype", "threads", "seed", "normalize", "validation", "eval_every", "early_stopping", "patience",
+           "monitor", "name")
+
+
+def _typed(argv) -> set[str]:
+    """Options written on the command line (``--lr 0.1`` or ``--lr=0.1``), as config names."""
+    return {tok[2:].split("=", 1)[0].replace("-", "_") for tok in argv or () if tok.startswith("--")}
+
+
 def build_config(args) -> TrainConfig:
-    return TrainConfig(
-        dataset=args.dataset, format=args.format, hidden=args.hidden, activation=args.activation,
-        optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
-        epochs=args.epochs, schedule=args.schedule, schedule_unit=args.schedule_unit, l1=args.l1, l2=args.l2,
-        engine=args.engine, device=args.device, dtype=args.dtype, threads=args.threads, seed=args.seed,
-        normalize=args.normalize, validation=args.validation, eval_every=args.eval_every,
-        early_stopping=args.early_stopping, patience=args.patience, monitor=args.monitor, name=args.name)
+    values = {name: getattr(args, name) for name in OPTIONS}
+    if args.recipe:
+        typed = _typed(getattr(args, "argv", ()))
+        values.update({k: v for k, v in recipe_values(args.recipe).items() if k not in typed})
+    return TrainConfig(dataset=args.dataset, recipe=args.recipe, **values)
 
 
 def _terminate_as_interrupt(signum, frame):

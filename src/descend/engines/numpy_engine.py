@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from descend.backend import numpy_ops
-from descend.engines.base import Engine, Trainer, TrainState, batch_indices
-from descend.model.mlp import weight_names
+from descend.engines.base import Engine, Trainer, TrainState, batch_indices, step_seed
+from descend.model.mlp import BN_EPS, BN_MOMENTUM, weight_names
 from descend.optim.base import apply_updates
 
 
@@ -38,17 +38,33 @@ def _activation_grad(name, a, da):
 def value_and_grad(spec, params, model_state, x, y, *, l1=0.0, l2=0.0, train=True, rng=None):
     """``(loss, grads, new_state)`` of the training objective for one batch.
 
-    Loss = mean softmax cross-entropy + l2/2*sum(W^2) + l1*sum(|W|), gradients of that mean.
+    Loss = mean softmax cross-entropy + l2/2*sum(W^2) + l1*sum(|W|), gradients
+    of that mean.  Dropout masks come from ``rng`` (a NumPy Generator), drawn
+    layer by layer exactly as ``descend.model.forward`` draws them.
     """
-    n_layers = spec.n_layers
-    acts = [x]
+    n_layers, last = spec.n_layers, spec.n_layers - 1
+    inputs, scales, caches, outputs = [], [], [], []
+    new_state = dict(model_state)
     h = x
     for i in range(n_layers):
+        keep = spec.keep(i)
+        scale = None
+        if train and keep < 1.0:
+            scale = numpy_ops.keep_mask(rng, i, keep, h.shape, h.dtype)
+            scale *= 1.0 / keep
+            h = h * scale
+        inputs.append(h)
+        scales.append(scale)
         z = h @ params[f"dense{i}.W"]
-        z += params[f"dense{i}.b"]
-        h = _activate(spec.activation, z) if i < n_layers - 1 else z
-        acts.append(h)
-    logits = acts[-1]
+        if i < last and spec.batchnorm:
+            z, caches_i = _batchnorm_forward(z, params, new_state, i, train)
+            caches.append(caches_i)
+        else:
+            z += params[f"dense{i}.b"]
+            caches.append(None)
+        h = _activate(spec.activation, z) if i < last else z
+        outputs.append(h)
+    logits = outputs[-1]
     n = x.shape[0]
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
@@ -61,11 +77,18 @@ def value_and_grad(spec, params, model_state, x, y, *, l1=0.0, l2=0.0, train=Tru
 
     grads = {}
     for i in reversed(range(n_layers)):
+        if i < last:
+            delta = _activation_grad(spec.activation, outputs[i], delta)
+            if caches[i] is not None:
+                delta = _batchnorm_backward(delta, params, caches[i], grads, i)
         W = params[f"dense{i}.W"]
-        grads[f"dense{i}.W"] = acts[i].T @ delta
-        grads[f"dense{i}.b"] = delta.sum(axis=0)
+        grads[f"dense{i}.W"] = inputs[i].T @ delta
+        if caches[i] is None:
+            grads[f"dense{i}.b"] = delta.sum(axis=0)
         if i > 0:
-            delta = _activation_grad(spec.activation, acts[i], delta @ W.T)
+            delta = delta @ W.T
+            if scales[i] is not None:
+                delta *= scales[i]
 
     if l1 or l2:
         for name in weight_names(spec):
@@ -76,7 +99,31 @@ def value_and_grad(spec, params, model_state, x, y, *, l1=0.0, l2=0.0, train=Tru
             if l1:
                 loss += l1 * float(np.sum(np.abs(w)))
                 grads[name] = grads[name] + l1 * np.sign(w)
-    return loss, grads, model_state
+    return loss, grads, new_state
+
+
+def _batchnorm_forward(z, params, state, i, train):
+    gamma, beta = params[f"bn{i}.gamma"], params[f"bn{i}.beta"]
+    if train:
+        mean = z.mean(axis=0)
+        centered = z - mean
+        var = np.mean(centered * centered, axis=0)
+        state[f"bn{i}.mean"] = BN_MOMENTUM * state[f"bn{i}.mean"] + (1.0 - BN_MOMENTUM) * mean
+        state[f"bn{i}.var"] = BN_MOMENTUM * state[f"bn{i}.var"] + (1.0 - BN_MOMENTUM) * var
+    else:
+        centered, var = z - state[f"bn{i}.mean"], state[f"bn{i}.var"]
+    inv_std = 1.0 / np.sqrt(var + BN_EPS)
+    xhat = centered * inv_std
+    return gamma * xhat + beta, (xhat, inv_std)
+
+
+def _batchnorm_backward(dy, params, cache, grads, i):
+    """dL/dz through training-mode batch norm (batch statistics depend on z)."""
+    xhat, inv_std = cache
+    grads[f"bn{i}.gamma"] = np.sum(dy * xhat, axis=0)
+    grads[f"bn{i}.beta"] = dy.sum(axis=0)
+    dxhat = dy * params[f"bn{i}.gamma"]
+    return inv_std * (dxhat - dxhat.mean(axis=0) - xhat * np.mean(dxhat * xhat, axis=0))
 
 
 class NumpyTrainer(Trainer):
@@ -86,14 +133,17 @@ class NumpyTrainer(Trainer):
         update = self.optimizer.update
         # A diverging run overflows; the loop reports the non-finite loss itself, in one line.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            return self._run(params, model_state, opt_state, losses, update, X, y, order, batch_size, first, count)
+            return self._run(params, model_state, opt_state, losses, update, X, y, order, batch_size, first, count,
+                             global_step, seed)
 
-    def _run(self, params, model_state, opt_state, losses, update, X, y, order, batch_size, first, count):
+    def _run(self, params, model_state, opt_state, losses, update, X, y, order, batch_size, first, count,
+             global_step, seed):
         for j in range(count):
             idx = batch_indices(order, batch_size, first + j)
             xb, yb = X[idx], y[idx]
+            rng = step_seed(seed, global_step + j) if self.spec.uses_dropout else None
             loss, grads, model_state = value_and_grad(
-                self.spec, params, model_state, xb, yb, l1=self.l1, l2=self.l2)
+                self.spec, params, model_state, xb, yb, l1=self.l1, l2=self.l2, rng=rng)
             losses[j] = loss
             if not np.isfinite(loss):
                 return TrainState(params, model_state, opt_state), losses[: j + 1]

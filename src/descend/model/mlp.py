@@ -7,6 +7,14 @@ symbolically on PyTensor, so every engine computes exactly this math.
 
 Loss (DESIGN §3): mean softmax cross-entropy over the batch, computed with
 log-sum-exp, plus ``l2/2 * sum(W**2) + l1 * sum(|W|)`` over weight matrices only.
+
+Layer ``i`` is ``dropout(keep[i]) -> dense_i -> [batch norm] -> activation``
+for hidden layers, and ``dropout(keep[-1]) -> dense_last`` for the output:
+``dropout_keep`` holds the keep probability of the input and of each hidden
+layer's output.  Dropout is inverted (kept units scaled by 1/keep in training,
+identity at inference).  Batch norm sits before the activation, replaces the
+dense bias, uses batch statistics in training and running averages
+(momentum 0.9, eps 1e-5) at inference.
 """
 
 from __future__ import annotations
@@ -32,22 +40,43 @@ class MLP:
 
     hidden: tuple[int, ...] = (300,)
     activation: str = "relu"
+    dropout_keep: tuple[float, ...] = ()
+    batchnorm: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "dropout_keep", tuple(float(p) for p in self.dropout_keep))
         require(all(h > 0 for h in self.hidden), "hidden", "positive layer sizes", self.hidden)
         require(self.activation in ACTIVATIONS, "activation", f"one of {ACTIVATIONS}", self.activation)
+        require(len(self.dropout_keep) in (0, len(self.hidden) + 1), "dropout_keep",
+                f"{len(self.hidden) + 1} keep probabilities (input, then each hidden layer)", self.dropout_keep)
+        require(all(0.0 < p <= 1.0 for p in self.dropout_keep), "dropout_keep", "probabilities in (0, 1]",
+                self.dropout_keep)
+
+    @property
+    def uses_dropout(self) -> bool:
+        return any(p < 1.0 for p in self.dropout_keep)
+
+    def keep(self, layer: int) -> float:
+        """Keep probability of the input of dense layer ``layer``."""
+        return self.dropout_keep[layer] if self.dropout_keep else 1.0
 
     @property
     def n_layers(self) -> int:
         return len(self.hidden) + 1
 
     def to_dict(self) -> dict:
-        return {"type": "MLP", "hidden": list(self.hidden), "activation": self.activation}
+        return {"type": "MLP", "hidden": list(self.hidden), "activation": self.activation,
+                "dropout_keep": list(self.dropout_keep), "batchnorm": self.batchnorm}
 
     @classmethod
     def from_dict(cls, d: dict) -> MLP:
-        return cls(hidden=tuple(d.get("hidden", ())), activation=d.get("activation", "relu"))
+        return cls(hidden=tuple(d.get("hidden", ())), activation=d.get("activation", "relu"),
+                   dropout_keep=tuple(d.get("dropout_keep", ())), batchnorm=bool(d.get("batchnorm", False)))
+
+
+BN_MOMENTUM = 0.9
+BN_EPS = 1e-5
 
 
 def weight_names(spec: MLP) -> tuple[str, ...]:
@@ -73,13 +102,22 @@ def init_params(spec: MLP, n_in: int, n_out: int, key, dtype="float32") -> dict[
             limit = math.sqrt(6.0 / (fan_in + fan_out))
             w = rng.uniform(-limit, limit, size=(fan_in, fan_out))
         params[f"dense{i}.W"] = w.astype(dtype)
-        params[f"dense{i}.b"] = np.zeros(fan_out, dtype=dtype)
+        if spec.batchnorm and i < len(spec.hidden):
+            params[f"bn{i}.gamma"] = np.ones(fan_out, dtype=dtype)
+            params[f"bn{i}.beta"] = np.zeros(fan_out, dtype=dtype)
+        else:
+            params[f"dense{i}.b"] = np.zeros(fan_out, dtype=dtype)
     return params
 
 
 def init_state(spec: MLP, n_in: int, n_out: int, dtype="float32") -> dict[str, np.ndarray]:
-    """Non-trained state (batch-norm running statistics); empty for a plain MLP."""
-    return {}
+    """Non-trained state: batch-norm running mean and variance (empty without batch norm)."""
+    state = {}
+    if spec.batchnorm:
+        for i, width in enumerate(spec.hidden):
+            state[f"bn{i}.mean"] = np.zeros(width, dtype=dtype)
+            state[f"bn{i}.var"] = np.ones(width, dtype=dtype)
+    return state
 
 
 def _activate(ops, name: str, z):
@@ -90,19 +128,48 @@ def _activate(ops, name: str, z):
     return ops.sigmoid(z)
 
 
-def forward(ops, spec: MLP, params, state, x, *, train: bool = False, key=None):
+def batchnorm(ops, z, gamma, beta, mean, var, *, train: bool):
+    """``(gamma * (z - m) / sqrt(v + eps) + beta, new_mean, new_var)``.
+
+    Training uses the batch's mean and (biased) variance and moves the running
+    averages towards them; inference uses the running averages unchanged.
+    """
+    if train:
+        m = ops.mean(z, axis=0)
+        centered = z - m
+        v = ops.mean(centered * centered, axis=0)
+        new_mean = BN_MOMENTUM * mean + (1.0 - BN_MOMENTUM) * m
+        new_var = BN_MOMENTUM * var + (1.0 - BN_MOMENTUM) * v
+        return gamma * centered / ops.sqrt(v + BN_EPS) + beta, new_mean, new_var
+    return gamma * (z - mean) / ops.sqrt(var + BN_EPS) + beta, mean, var
+
+
+def forward(ops, spec: MLP, params, state, x, *, train: bool = False, key=None, dropout: bool | None = None):
     """Logits for a batch ``x`` of shape (n, n_in).  Returns ``(logits, new_state)``.
 
-    ``train`` and ``key`` select training behaviour (dropout, batch statistics)
-    for the layers that have one; a plain MLP behaves the same either way.
+    ``train`` selects batch statistics for batch norm (and updates the running
+    averages in ``new_state``).  ``dropout`` (default: ``train``) applies
+    dropout masks drawn from ``key`` via ``ops.keep_mask(key, layer, keep,
+    shape, dtype)``; Monte-Carlo dropout prediction is ``train=False,
+    dropout=True``.
     """
+    dropout = train if dropout is None else dropout
     h = x
     last = spec.n_layers - 1
+    new_state = dict(state)
     for i in range(spec.n_layers):
-        h = ops.matmul(h, params[f"dense{i}.W"]) + params[f"dense{i}.b"]
-        if i < last:
-            h = _activate(ops, spec.activation, h)
-    return h, state
+        keep = spec.keep(i)
+        if dropout and keep < 1.0:
+            h = h * ops.keep_mask(key, i, keep, h.shape, h.dtype) * (1.0 / keep)
+        z = ops.matmul(h, params[f"dense{i}.W"])
+        if i < last and spec.batchnorm:
+            z, new_state[f"bn{i}.mean"], new_state[f"bn{i}.var"] = batchnorm(
+                ops, z, params[f"bn{i}.gamma"], params[f"bn{i}.beta"], state[f"bn{i}.mean"],
+                state[f"bn{i}.var"], train=train)
+        else:
+            z = z + params[f"dense{i}.b"]
+        h = _activate(ops, spec.activation, z) if i < last else z
+    return h, new_state
 
 
 def softmax_cross_entropy(ops, logits, y):
@@ -132,7 +199,7 @@ def loss_fn(ops, spec: MLP, params, state, x, y, *, l1=0.0, l2=0.0, train=True, 
     return loss, (new_state, logits)
 
 
-def predict_logits(ops, spec: MLP, params, state, x):
-    """Inference-mode logits."""
-    logits, _ = forward(ops, spec, params, state, x, train=False)
+def predict_logits(ops, spec: MLP, params, state, x, *, key=None, mc_dropout: bool = False):
+    """Inference-mode logits (with ``mc_dropout``, one Monte-Carlo dropout sample drawn from ``key``)."""
+    logits, _ = forward(ops, spec, params, state, x, train=False, key=key, dropout=mc_dropout)
     return logits

@@ -14,6 +14,7 @@ from descend.optim.schedules import (
 from descend.optim.transforms import (
     ScaleByLearningRateState,
     add_l2,
+    max_norm,
     scale,
     scale_by_adam,
     scale_by_learning_rate,
@@ -25,6 +26,6 @@ from descend.optim.transforms import (
 __all__ = [
     "OPTIMIZERS", "GradientTransformation", "ReduceOnPlateau", "ScaleByLearningRateState", "ScheduleSpec",
     "adagrad", "adam", "add_l2", "apply_updates", "chain", "constant", "exponential", "inverse_time",
-    "make_optimizer", "momentum", "nesterov", "per_epoch", "rmsprop", "scale", "scale_by_adam",
+    "make_optimizer", "max_norm", "momentum", "nesterov", "per_epoch", "rmsprop", "scale", "scale_by_adam",
     "scale_by_learning_rate", "scale_by_rms", "scale_by_rss", "sgd", "step_decay", "trace",
 ]

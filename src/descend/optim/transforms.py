@@ -211,3 +211,33 @@ def add_l2(weight: float, *, names=None):
         return {k: g + weight * params[k] if k in chosen else g for k, g in grads.items()}, state
 
     return GradientTransformation(init, update)
+
+
+def max_norm(max_value: float, *, names=None):
+    """Max-norm constraint (Srivastava et al. 2014): after the step, every unit's
+    incoming weight vector (a column of ``W``) has L2 norm at most ``max_value``.
+
+    A projection written as an update, ``u' = proj(w + u) - w``, so it is the
+    last element of a chain and runs on every engine.  ``names`` defaults to
+    every weight matrix (``*.W``); biases and batch-norm parameters are free.
+    """
+
+    def init(params):
+        return ()
+
+    def update(grads, state, params=None):
+        if params is None:
+            raise ValueError("max_norm needs the current params")
+        ops = _ops(grads)
+        out = {}
+        for k, u in grads.items():
+            if (k.endswith(".W") if names is None else k in names):
+                w = params[k] + u
+                norms = ops.sqrt(ops.sum(w * w, axis=0, keepdims=True))
+                factor = ops.minimum(max_value / ops.maximum(norms, 1e-12), 1.0)
+                out[k] = w * factor - params[k]
+            else:
+                out[k] = u
+        return out, state
+
+    return GradientTransformation(init, update)

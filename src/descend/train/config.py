@@ -16,6 +16,7 @@ from descend.optim import OPTIMIZERS, ScheduleSpec
 EARLY_STOPPING = ("none", "patience", "geometric")
 MONITORS = ("valid_error", "valid_cost")
 NORMALIZATIONS = ("scale", "standardize", "none")
+BALANCING = ("none", "oversample")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class TrainConfig:
     schedule_unit: str = "epoch"
     l1: float = 0.0
     l2: float = 0.0
+    dropout_keep: tuple[float, ...] = ()
+    batchnorm: bool = False
+    max_norm: float = 0.0
+    balance: str = "none"
     engine: str = "auto"
     device: str = "auto"
     dtype: str = "float32"
@@ -55,10 +60,19 @@ class TrainConfig:
     improvement_threshold: float = 0.995
     monitor: str = "valid_error"
     name: str | None = None
+    recipe: str | None = None
     optimizer_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "dropout_keep", tuple(float(p) for p in self.dropout_keep))
+        require(len(self.dropout_keep) in (0, len(self.hidden) + 1), "dropout_keep",
+                f"{len(self.hidden) + 1} keep probabilities for hidden={self.hidden} (input, then each hidden layer)",
+                self.dropout_keep)
+        require(all(0.0 < p <= 1.0 for p in self.dropout_keep), "dropout_keep", "probabilities in (0, 1]",
+                self.dropout_keep)
+        require(self.max_norm >= 0, "max_norm", ">= 0 (0 = off)", self.max_norm)
+        require(self.balance in BALANCING, "balance", f"one of {BALANCING}", self.balance)
         require(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", self.optimizer)
         require(self.lr > 0, "lr", "> 0", self.lr)
         require(0.0 <= self.momentum < 1.0, "momentum", "in [0, 1)", self.momentum)
@@ -85,6 +99,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)
+        d["dropout_keep"] = list(self.dropout_keep)
         return d
 
     @classmethod
@@ -93,7 +108,7 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"config has unknown keys {unknown}")
-        return cls(**{**d, "hidden": tuple(d.get("hidden", ()))})
+        return cls(**{**d, "hidden": tuple(d.get("hidden", ())), "dropout_keep": tuple(d.get("dropout_keep", ()))})
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)

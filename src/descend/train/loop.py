@@ -23,7 +23,7 @@ from descend.errors import DivergenceError
 from descend.io.modelfile import load_checkpoint, save_checkpoint
 from descend.io.tree import flatten_with_paths, unflatten_from_paths
 from descend.model import softmax_cross_entropy
-from descend.optim import ReduceOnPlateau, make_optimizer
+from descend.optim import ReduceOnPlateau, chain, make_optimizer, max_norm
 from descend.train.config import TrainConfig
 from descend.train.early_stopping import EarlyStopping
 from descend.train.progress import Progress
@@ -62,7 +62,8 @@ def build_optimizer(cfg: TrainConfig, steps_per_epoch: int):
     options = dict(cfg.optimizer_options)
     if cfg.optimizer not in ("sgd", "adam", "adagrad", "rmsprop"):
         options["momentum"] = cfg.momentum
-    return make_optimizer(cfg.optimizer, lr, **options)
+    optimizer = make_optimizer(cfg.optimizer, lr, **options)
+    return chain(optimizer, max_norm(cfg.max_norm)) if cfg.max_norm else optimizer
 
 
 def learning_rate_at(cfg: TrainConfig, steps_per_epoch: int, step: int, scale: float = 1.0) -> float:

@@ -19,6 +19,22 @@ from descend.io.modelfile import load_model
 from descend.model import MLP, predict_logits
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def mc_dropout_proba(spec: MLP, params, state, x, *, samples: int, seed: int = 0) -> np.ndarray:
+    """Mean softmax over ``samples`` passes with dropout on (batch norm in inference mode)."""
+    total = 0.0
+    for k in range(samples):
+        total = total + softmax(predict_logits(numpy_ops, spec, params, state, x,
+                                               key=np.random.default_rng([seed, k]), mc_dropout=True))
+    return total / samples
+
+
 @dataclass
 class LoadedModel:
     spec: MLP
@@ -29,19 +45,22 @@ class LoadedModel:
     normalizer: Normalizer
     metadata: dict
 
-    def predict_proba(self, X: np.ndarray, batch_size: int = 10000) -> np.ndarray:
-        """Class probabilities for raw (un-normalised) rows ``X``."""
+    def predict_proba(self, X: np.ndarray, *, mc_samples: int = 0, seed: int = 0,
+                      batch_size: int = 10000) -> np.ndarray:
+        """Class probabilities for raw (un-normalised) rows ``X``.
+
+        ``mc_samples=K > 0`` averages K Monte-Carlo dropout passes instead of
+        the deterministic weight-scaling rule (a model without dropout ignores it).
+        """
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             shape = "x".join(map(str, X.shape))
             raise InputError(f"input has shape {shape}; the model expects rows of {self.n_features} features")
-        out = []
-        for i in range(0, len(X), batch_size):
-            x = self.normalizer.transform(X[i:i + batch_size]).astype(self.params["dense0.W"].dtype)
-            z = predict_logits(numpy_ops, self.spec, self.params, self.state, x).astype(np.float64)
-            z -= z.max(axis=1, keepdims=True)
-            e = np.exp(z)
-            out.append(e / e.sum(axis=1, keepdims=True))
+        x = self.normalizer.transform(X).astype(self.params["dense0.W"].dtype)
+        if mc_samples and self.spec.uses_dropout:
+            return mc_dropout_proba(self.spec, self.params, self.state, x, samples=mc_samples, seed=seed)
+        out = [softmax(predict_logits(numpy_ops, self.spec, self.params, self.state, x[i:i + batch_size]))
+               for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -97,7 +116,8 @@ class PredictResult:
     submission: Path | None
 
 
-def predict_file(model_path, input_path, *, format: str | None = None, submission=None) -> PredictResult:
+def predict_file(model_path, input_path, *, format: str | None = None, submission=None,
+                 mc_samples: int = 0) -> PredictResult:
     """Predict every row of ``input_path``; write a Kaggle submission when asked."""
     from descend.reports.submission import write_submission
 
@@ -106,7 +126,7 @@ def predict_file(model_path, input_path, *, format: str | None = None, submissio
     if X.shape[1] != model.n_features:
         raise InputError(f"{input_path}: rows have {X.shape[1]} features; the model "
                          f"{Path(model_path).name} expects {model.n_features}")
-    proba = model.predict_proba(X)
+    proba = model.predict_proba(X, mc_samples=mc_samples)
     labels = np.argmax(proba, axis=1)
     error = float(np.mean(labels != y)) if y is not None else None
     written = write_submission(submission, labels, list(model.classes)) if submission else None

@@ -1,0 +1,51 @@
+"""Named, documented training recipes: ``descend train mnist --recipe dropout``.
+
+A recipe is a set of TrainConfig values; options given explicitly on the
+command line override it, and the resolved config (with the recipe's name) is
+stored in the run's config.json.  Published references for MNIST test error
+with fully connected networks: lisa-lab MLP 1.65%, Simard et al. 2003 1.6%,
+Srivastava et al. 2014 dropout 1.25%, 1.06% with max-norm.
+"""
+
+from __future__ import annotations
+
+from descend.errors import ConfigError
+
+RECIPES: dict[str, tuple[str, dict]] = {
+    "baseline": (
+        "Fast: 784-500-300-10 ReLU, Nesterov momentum with exponential decay, 20 epochs (the default).",
+        {},
+    ),
+    "dropout": (
+        "Srivastava et al. 2014: 784-1024-1024-10 ReLU, dropout keep 0.8 (input) / 0.5 / 0.5, max-norm 3.0, "
+        "Nesterov momentum 0.95 with exponential decay, batch 100, 150 epochs, plain patience early stopping "
+        "switched off so the decayed rate can settle.",
+        {"hidden": (1024, 1024), "dropout_keep": (0.8, 0.5, 0.5), "max_norm": 3.0, "optimizer": "nesterov",
+         "lr": 0.05, "momentum": 0.95, "schedule": "exponential:0.02", "batch_size": 100, "epochs": 150,
+         "early_stopping": "none"},
+    ),
+    "batchnorm": (
+        "Ioffe & Szegedy 2015: 784-500-300-10 ReLU with batch normalisation before each activation, "
+        "Nesterov momentum at a higher rate, 20 epochs.",
+        {"hidden": (500, 300), "batchnorm": True, "optimizer": "nesterov", "lr": 0.1, "momentum": 0.9,
+         "schedule": "exponential:0.15", "batch_size": 100, "epochs": 20},
+    ),
+    "fer2013": (
+        "FER2013 (48x48 faces, 7 emotions): per-pixel standardisation, the rare Disgust class (and the other "
+        "small ones) oversampled to the median class size as the curriculum repeats it, 2304-2048-1024-7 ReLU "
+        "with dropout 0.8/0.5/0.5 and max-norm, Adam, early stopping on PublicTest.",
+        {"hidden": (2048, 1024), "dropout_keep": (0.8, 0.5, 0.5), "max_norm": 4.0, "normalize": "standardize",
+         "balance": "oversample", "optimizer": "adam", "lr": 2e-4, "schedule": "exponential:0.03",
+         "batch_size": 128, "epochs": 60, "early_stopping": "patience", "patience": 15},
+    ),
+}
+
+
+def recipe_values(name: str) -> dict:
+    if name not in RECIPES:
+        raise ConfigError(f"`recipe` must be one of {tuple(RECIPES)}. Received: recipe={name!r}")
+    return dict(RECIPES[name][1])
+
+
+def describe() -> str:
+    return "\n".join(f"{name}: {text}" for name, (text, _) in RECIPES.items())
