@@ -16,8 +16,11 @@ demo: $(DEMO_STAMP)
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# Speed against the peers (PyTorch, Keras, scikit-learn): tens of minutes on 2 cores.
 bench: $(TEST_STAMP)
-	$(PY) benchmarks/numpy_overhead.py
+	$(PIP) -e ".[all,dev,bench]"
+	$(PY) benchmarks/numpy_overhead.py --write
+	$(PY) benchmarks/peers.py --write
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

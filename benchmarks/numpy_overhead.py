@@ -104,8 +104,19 @@ def main():
     print("all descend:", " ".join(f"{t:.3f}" for t in times["descend"]))
     print("all bare:   ", " ".join(f"{t:.3f}" for t in times["bare"]))
     if args.write:
-        with open(os.path.join(os.path.dirname(__file__), "..", "docs", "benchmarks.md"), "a") as f:
-            f.write(line + "\n")
+        from pathlib import Path
+
+        path = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+        begin, end = "<!-- numpy-overhead:begin -->", "<!-- numpy-overhead:end -->"
+        section = (f"{begin}\nLatest `make bench` measurement:\n\n{line}\n\nRaw (s): descend "
+                   + " ".join(f"{t:.3f}" for t in times["descend"]) + "; bare "
+                   + " ".join(f"{t:.3f}" for t in times["bare"]) + f"\n{end}")
+        text = path.read_text()
+        if begin in text:
+            text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
+        else:
+            text += "\n" + section + "\n"
+        path.write_text(text)
     return 0 if ratio <= 1.2 else 1
 
 
