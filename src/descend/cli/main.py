@@ -15,7 +15,7 @@ import sys
 from descend import __version__
 from descend.errors import DescendError
 
-COMMANDS = ("train", "data", "predict")
+COMMANDS = ("train", "data", "predict", "bench")
 
 
 class HelpFormatter(argparse.HelpFormatter):

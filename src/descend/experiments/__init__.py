@@ -1,0 +1,1 @@
+"""Experiments built on the training layer: compare, search, ensemble, bench, pca."""

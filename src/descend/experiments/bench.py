@@ -1,0 +1,169 @@
+"""``descend bench``: one configuration on several engines and devices, side by side.
+
+All engines run in this one process (engines are chosen per call, nothing is
+fixed at import), on the same data, initial weights and batch order.  For each
+(engine, device): the first epoch's extra time over a warm epoch (compilation
+and warm-up), the median seconds per epoch, samples per second, the final test
+error, and the ratio to the fastest.  Engines that are not installed, or a
+device that is absent, are reported as such, never crashed on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from descend.engines import ENGINES, get_engine
+from descend.errors import ConfigError, DescendError
+from descend.io.atomic import atomic_path, atomic_write_text
+from descend.model import MLP, init_params
+from descend.train.config import TrainConfig
+from descend.train.loop import batch_plan, build_optimizer, epoch_order
+
+COLUMNS = ("engine", "device", "status", "compile_s", "epoch_s", "samples_per_s", "test_error", "ratio")
+
+
+@dataclass
+class BenchRow:
+    engine: str
+    device: str
+    status: str = "ok"
+    compile_s: float | None = None
+    epoch_s: float | None = None
+    samples_per_s: float | None = None
+    test_error: float | None = None
+    ratio: float | None = None
+
+
+def parse_list(text: str, allowed: tuple[str, ...], name: str) -> list[str]:
+    items = list(allowed) if text == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in items if t not in allowed]
+    if bad or not items:
+        raise ConfigError(f"`{name}` must be 'all' or a comma-separated subset of {allowed}. Received: {name}={text!r}")
+    return items
+
+
+def bench_one(engine_name: str, device: str, cfg: TrainConfig, data) -> BenchRow:
+    X, y, Xt, yt = data
+    row = BenchRow(engine_name, device)
+    try:
+        engine = get_engine(engine_name, device=device, dtype=cfg.dtype, threads=cfg.threads)
+    except DescendError as exc:
+        row.status = str(exc)
+        return row
+    if device != "auto" and engine.device != device:
+        row.status = f"device {device!r} not available for {engine_name}"
+        return row
+    spec = MLP(hidden=cfg.hidden, activation=cfg.activation)
+    batch, steps = batch_plan(cfg, len(y))
+    trainer = engine.trainer(spec, build_optimizer(cfg, steps), l1=cfg.l1, l2=cfg.l2)
+    ts = trainer.init(init_params(spec, X.shape[1], int(y.max()) + 1, key=cfg.seed, dtype=cfg.dtype), {})
+    Xd, yd, Xtd = engine.asarray(X), engine.put_labels(y), engine.asarray(Xt)
+    times = []
+    for epoch in range(cfg.epochs):
+        started = time.perf_counter()
+        ts, losses = trainer.run(ts, Xd, yd, epoch_order(cfg.seed, epoch, len(y)), batch, 0, steps,
+                                 epoch * steps, cfg.seed)
+        float(losses[-1])  # host copy: the epoch's work is finished
+        times.append(time.perf_counter() - started)
+        if not np.all(np.isfinite(losses)):
+            row.status = f"diverged in epoch {epoch + 1}"
+            return row
+    warm = times[1:] or times
+    row.epoch_s = statistics.median(warm)
+    row.compile_s = max(times[0] - row.epoch_s, 0.0)
+    row.samples_per_s = steps * batch / row.epoch_s
+    logits = engine.logits(spec, ts.params, ts.model_state, Xtd)
+    row.test_error = float(np.mean(np.argmax(logits, axis=1) != yt))
+    return row
+
+
+def run_bench(cfg: TrainConfig, engines: list[str], devices: list[str], out: Path | None = None,
+              log=print) -> list[BenchRow]:
+    """Benchmark ``cfg`` on every (engine, device); write bench.csv and bench.png into ``out``."""
+    from descend.data import Normalizer, load
+
+    if cfg.epochs < 2:
+        raise ConfigError(f"`epochs` must be >= 2 for bench (the first one includes compilation). "
+                          f"Received: epochs={cfg.epochs}")
+    ds = load(cfg.dataset, seed=cfg.seed, **({"format": cfg.format} if cfg.format else {}))
+    if ds.test is None or ds.test.y is None:
+        raise ConfigError(f"bench needs a labelled test set; dataset {cfg.dataset!r} has none")
+    norm = Normalizer(cfg.normalize).fit(ds.train.X)
+    data = (norm.transform(ds.train.X), ds.train.y, norm.transform(ds.test.X), ds.test.y)
+    rows = []
+    for engine in engines:
+        for device in devices:
+            row = bench_one(engine, device, cfg, data)
+            log(format_row(row))
+            rows.append(row)
+    fastest = min((r.epoch_s for r in rows if r.epoch_s), default=None)
+    for r in rows:
+        if r.epoch_s and fastest:
+            r.ratio = r.epoch_s / fastest
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_csv(out / "bench.csv", rows)
+        plot(out / "bench.png", rows, cfg)
+    return rows
+
+
+def format_row(r: BenchRow) -> str:
+    if r.status != "ok":
+        return f"{r.engine:>10} {r.device:>4}  {r.status}"
+    return (f"{r.engine:>10} {r.device:>4}  compile {r.compile_s:6.2f} s  {r.epoch_s:7.3f} s/epoch  "
+            f"{r.samples_per_s:>10,.0f} samples/s  test error {100 * r.test_error:5.2f}%")
+
+
+def table(rows: list[BenchRow]) -> str:
+    lines = ["| engine | device | compile (s) | s/epoch | samples/s | test error | x fastest |", "|---" * 7 + "|"]
+    for r in rows:
+        if r.status != "ok":
+            lines.append(f"| {r.engine} | {r.device} | {r.status} | | | | |")
+        else:
+            lines.append(f"| {r.engine} | {r.device} | {r.compile_s:.2f} | {r.epoch_s:.3f} | "
+                         f"{r.samples_per_s:,.0f} | {100 * r.test_error:.2f}% | {r.ratio:.2f} |")
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, rows: list[BenchRow]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in asdict(r).items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def plot(path: Path, rows: list[BenchRow], cfg: TrainConfig) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    done = [r for r in rows if r.status == "ok"]
+    fig = Figure(figsize=(7, 0.6 * max(len(done), 1) + 1.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    labels = [f"{r.engine} ({r.device})" for r in done]
+    values = [r.epoch_s for r in done]
+    bars = ax.barh(labels, values, color="#4c72b0")
+    for bar, r in zip(bars, done):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {r.epoch_s:.3f} s  ({r.ratio:.2f}x)",
+                va="center", fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds per epoch (median of warm epochs)")
+    hidden = "-".join(map(str, cfg.hidden)) or "none"
+    ax.set_title(f"{cfg.dataset}: hidden {hidden}, {cfg.optimizer}, batch {cfg.batch_size}")
+    ax.set_xlim(0, max(values, default=1) * 1.35)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+
+
+ALL_ENGINES = ENGINES
