@@ -104,3 +104,20 @@ def test_float32_stays_float32():
     trainer = engine.trainer(spec, sgd(0.1))
     ts, _ = trainer.run(trainer.init(params32, {}), engine.asarray(x), y, np.arange(7), 3, 0, 2, 0, 0)
     assert all(v.dtype == np.float32 for v in ts.params.values())
+
+
+def test_default_threads_policy():
+    from descend.engines import default_threads
+
+    assert default_threads("jax", 500, cores=2) == 2
+    assert default_threads("jax", 32, cores=2) == 1
+    assert default_threads("torch", 1, cores=16) == 1
+    assert default_threads("numpy", 32, cores=2) == 2  # OpenBLAS gains from a second thread even here
+
+
+def test_threads_scope_limits_blas_during_a_run():
+    from threadpoolctl import threadpool_info
+
+    engine = get_engine("numpy", threads=1)
+    with engine.threads_scope():
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info() if pool["user_api"] == "blas")

@@ -8,6 +8,8 @@ gradient with respect to the input, which nothing needs.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from descend.backend import numpy_ops
@@ -132,7 +134,7 @@ class NumpyTrainer(Trainer):
         losses = np.empty(count)
         update = self.optimizer.update
         # A diverging run overflows; the loop reports the non-finite loss itself, in one line.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), self.engine.threads_scope():
             return self._run(params, model_state, opt_state, losses, update, X, y, order, batch_size, first, count,
                              global_step, seed)
 
@@ -157,10 +159,9 @@ class NumpyEngine(Engine):
     ops = numpy_ops
     capabilities = frozenset({"float64", "hand_written_backprop"})
 
-    def __init__(self, device="auto", dtype="float32", threads=None):
-        super().__init__(device, dtype, threads)
-        if threads:
-            _limit_blas_threads(threads)
+    def threads_scope(self):
+        """A context in which BLAS uses ``self.threads`` threads (no-op when unset)."""
+        return _blas_threads(self.threads)
 
     def asarray(self, x, dtype=None):
         return np.ascontiguousarray(x, dtype=dtype or self.dtype)
@@ -176,13 +177,13 @@ class NumpyEngine(Engine):
         return np.concatenate(out) if out else np.zeros((0, 0), dtype=self.dtype)
 
 
-def _limit_blas_threads(threads: int) -> None:
-    """Cap BLAS threads when threadpoolctl is present (OMP_NUM_THREADS works only before import)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(threads)
+def _blas_threads(threads: int | None):
+    """Scoped BLAS thread limit (OMP_NUM_THREADS only works before NumPy is imported)."""
+    if not threads:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(threads)
 
 
 ENGINE_CLASS = NumpyEngine

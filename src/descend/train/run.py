@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import descend
-from descend.engines import get_engine
+from descend.engines import default_threads, get_engine
 from descend.errors import ConfigError
 from descend.io.atomic import atomic_write_text
 from descend.io.modelfile import save_model
@@ -86,7 +86,8 @@ def run_training(cfg: TrainConfig, *, out: str | Path | None = None, root: str |
             raise ConfigError(f"`resume` must be a run directory with config.json. Received: resume={str(run_dir)!r}")
         cfg = TrainConfig.from_dict(read_json(run_dir / "config.json")["config"])
     ds, normalizer = prepare_data(cfg)
-    engine = get_engine(cfg.engine, device=cfg.device, dtype=cfg.dtype, threads=cfg.threads)
+    threads = cfg.threads or default_threads(cfg.engine, min(cfg.batch_size or len(ds.train.y), len(ds.train.y)))
+    engine = get_engine(cfg.engine, device=cfg.device, dtype=cfg.dtype, threads=threads)
     if ds.train.y is None:
         raise ConfigError(f"dataset {cfg.dataset!r} has no training labels")
     if resume_dir is None:
