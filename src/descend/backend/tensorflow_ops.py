@@ -1,0 +1,79 @@
+"""The TensorFlow ops namespace (eager tensors and tf.function graphs alike)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not the user's business
+import tensorflow as tf  # noqa: E402
+
+name = "tensorflow"
+
+matmul = tf.matmul
+exp = tf.exp
+log = tf.math.log
+log1p = tf.math.log1p
+tanh = tf.tanh
+sqrt = tf.sqrt
+square = tf.square
+abs = tf.abs  # noqa: A001 - the namespace mirrors the array API's names
+sign = tf.sign
+floor = tf.floor
+maximum = tf.maximum
+minimum = tf.minimum
+where = tf.where
+zeros_like = tf.zeros_like
+ones_like = tf.ones_like
+sigmoid = tf.sigmoid
+relu = tf.nn.relu
+
+
+def to_dtype(dtype):
+    return tf.as_dtype(np.dtype(dtype) if isinstance(dtype, str) else dtype)
+
+
+def asarray(x, dtype=None):
+    if isinstance(x, tf.Tensor) and dtype is None:
+        return x
+    return tf.convert_to_tensor(np.asarray(x, dtype=dtype) if dtype is not None else x)
+
+
+def zeros(shape, dtype="float32"):
+    return tf.zeros(shape, dtype=to_dtype(dtype))
+
+
+def full(shape, value, dtype="float32"):
+    return tf.fill(shape, tf.constant(value, dtype=to_dtype(dtype)))
+
+
+def sum(x, axis=None, keepdims=False):  # noqa: A001
+    return tf.reduce_sum(x, axis=axis, keepdims=keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    return tf.reduce_mean(x, axis=axis, keepdims=keepdims)
+
+
+def max(x, axis=None, keepdims=False):  # noqa: A001
+    return tf.reduce_max(x, axis=axis, keepdims=keepdims)
+
+
+def take_labels(logp, y):
+    """``logp[i, y[i]]`` for every row i."""
+    return tf.gather(logp, tf.cast(y, tf.int32), axis=1, batch_dims=1)
+
+
+def cast(x, dtype):
+    return tf.cast(x, to_dtype(dtype))
+
+
+def to_numpy(x):
+    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+
+
+def keep_mask(key, layer, keep, shape, dtype):
+    """A {0, 1} dropout mask with P(1) = keep from the stateless seed pair ``key``, folded with the layer."""
+    seed = tf.random.experimental.stateless_fold_in(key, layer)
+    return tf.cast(tf.random.stateless_uniform(shape, seed=seed, dtype=tf.float32) < keep, dtype)
