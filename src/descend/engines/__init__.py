@@ -58,15 +58,28 @@ def default_threads(engine: str, batch_size: int, cores: int | None = None) -> i
     import os
 
     cores = cores or os.cpu_count() or 1
+    engine = engine.partition(":")[0]
     if engine == "auto":
         engine = default_engine()
     return cores if engine == "numpy" or batch_size >= 256 else 1
 
 
+VARIANTS = {"pytensor": ("c", "numba"), "tensorflow": ("xla", "noxla")}
+
+
 def get_engine(name: str = "auto", *, device: str = "auto", dtype: str = "float32", threads: int | None = None) -> Engine:
-    """Build engine ``name`` ("auto" = ``default_engine()``) on ``device``."""
+    """Build engine ``name`` ("auto" = ``default_engine()``) on ``device``.
+
+    ``name`` may carry a variant after a colon: ``pytensor:numba`` (default
+    ``pytensor:c``, the C backend) or ``tensorflow:noxla`` (default ``xla``).
+    """
+    full = name
+    name, _, variant = name.partition(":")
     if name == "auto":
         name = default_engine()
+    if variant and variant not in VARIANTS.get(name, ()):
+        known = ", ".join(f"{n}:{v}" for n, vs in VARIANTS.items() for v in vs)
+        raise ConfigError(f"`engine` variant must be one of {known}. Received: engine={full!r}")
     if name not in _REGISTRY:
         raise ConfigError(f"`engine` must be one of {('auto',) + ENGINES}. Received: engine={name!r}")
     if device not in DEVICES:
@@ -78,7 +91,8 @@ def get_engine(name: str = "auto", *, device: str = "auto", dtype: str = "float3
         raise EngineNotInstalled(f"engine {name!r} is not installed: pip install \"descend[{extra}]\"")
     if not _module_exists(module):
         raise EngineNotInstalled(f"engine {name!r} is not implemented in this version of descend")
-    return importlib.import_module(module).ENGINE_CLASS(device=device, dtype=dtype, threads=threads)
+    kwargs = {"variant": variant} if variant else {}
+    return importlib.import_module(module).ENGINE_CLASS(device=device, dtype=dtype, threads=threads, **kwargs)
 
 
 __all__ = ["DEVICES", "ENGINES", "Engine", "Trainer", "available_engines", "default_engine", "default_threads",

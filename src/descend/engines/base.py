@@ -13,6 +13,7 @@ resumed run draws exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -107,7 +108,7 @@ class Trainer:
 
     def with_lr_scale(self, ts: TrainState, value: float) -> TrainState:
         """Set the reduce-on-plateau multiplier inside the optimizer state."""
-        scale = self.engine.ops.asarray(np.asarray(value, dtype=self.engine.dtype))
+        scale = self.engine.put_tree(np.asarray(value, dtype=self.engine.dtype))
         return ts._replace(opt_state=_replace_lr_scale(ts.opt_state, scale))
 
 
@@ -119,6 +120,15 @@ def _replace_lr_scale(node, scale):
     if isinstance(node, (tuple, list)):
         return type(node)(_replace_lr_scale(n, scale) for n in node)
     return node
+
+
+def blas_threads(threads: int | None):
+    """A scope in which BLAS uses ``threads`` threads (OMP_NUM_THREADS only works before NumPy loads)."""
+    if not threads:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(threads)
 
 
 def batch_indices(order: np.ndarray, batch_size: int, step: int) -> np.ndarray:

@@ -8,12 +8,10 @@ gradient with respect to the input, which nothing needs.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
 from descend.backend import numpy_ops
-from descend.engines.base import Engine, Trainer, TrainState, batch_indices, step_seed
+from descend.engines.base import Engine, Trainer, TrainState, batch_indices, blas_threads, step_seed
 from descend.model.mlp import BN_EPS, BN_MOMENTUM, weight_names
 from descend.optim.base import apply_updates
 
@@ -161,7 +159,7 @@ class NumpyEngine(Engine):
 
     def threads_scope(self):
         """A context in which BLAS uses ``self.threads`` threads (no-op when unset)."""
-        return _blas_threads(self.threads)
+        return blas_threads(self.threads)
 
     def asarray(self, x, dtype=None):
         return np.ascontiguousarray(x, dtype=dtype or self.dtype)
@@ -175,15 +173,6 @@ class NumpyEngine(Engine):
         out = [predict_logits(numpy_ops, spec, params, model_state, X[i:i + batch_size])
                for i in range(0, len(X), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, 0), dtype=self.dtype)
-
-
-def _blas_threads(threads: int | None):
-    """Scoped BLAS thread limit (OMP_NUM_THREADS only works before NumPy is imported)."""
-    if not threads:
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(threads)
 
 
 ENGINE_CLASS = NumpyEngine

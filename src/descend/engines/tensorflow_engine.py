@@ -75,7 +75,7 @@ class TensorflowTrainer(Trainer):
 class TensorflowEngine(Engine):
     name = "tensorflow"
 
-    def __init__(self, device="auto", dtype="float32", threads=None, jit_compile: bool = True):
+    def __init__(self, device="auto", dtype="float32", threads=None, variant: str = "xla"):
         from descend.backend import get_ops
 
         tf = _tf()
@@ -88,7 +88,7 @@ class TensorflowEngine(Engine):
         self.ops = get_ops("tensorflow")
         self._gpus = tf.config.list_physical_devices("GPU")
         self.capabilities = frozenset({"float64", "fused_epoch", "autodiff"} | ({"gpu"} if self._gpus else set()))
-        self.jit_compile = jit_compile
+        self.jit_compile = variant == "xla"
         super().__init__(device, dtype, threads)
         self.tf_device = "/GPU:0" if self.device == "gpu" else "/CPU:0"
         self._logits = {}

@@ -1,4 +1,9 @@
-"""The TensorFlow engine against the NumPy reference (the generic parity suite covers more)."""
+"""The graph-building engines (TensorFlow, PyTensor) against the NumPy reference.
+
+The generic parity suite covers every engine more broadly; these pin each
+graph engine's own mechanics: compiled loops, shared variables, stateless or
+reseeded dropout keys, batch-norm state, resume.
+"""
 
 import numpy as np
 import pytest
@@ -26,49 +31,63 @@ def _run(engine_name, spec, optimizer_name, steps=12, dtype="float64", state=Non
     return np.array(losses), trainer.to_numpy(ts)
 
 
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
-def test_matches_numpy_step_for_step_in_float64(optimizer):
+ENGINES = ["tensorflow", "pytensor", "pytensor:numba"]
+
+
+@pytest.fixture(params=ENGINES)
+def engine_name(request):
+    return request.param
+
+
+# Every optimizer on each engine's default backend; the numba backend compiles every graph
+# cold (about 7 s each in a fresh CI cache), so it gets one of each kind of rule.
+PAIRS = [(e, o) for e in ("tensorflow", "pytensor") for o in OPTIMIZERS]
+PAIRS += [("pytensor:numba", o) for o in ("nesterov", "adagrad", "adam", "rmsprop+nesterov")]
+
+
+@pytest.mark.parametrize("engine_name,optimizer", PAIRS)
+def test_matches_numpy_step_for_step_in_float64(engine_name, optimizer):
     spec = MLP(hidden=(16, 8), activation="tanh")
     a_loss, a = _run("numpy", spec, optimizer)
-    b_loss, b = _run("tensorflow", spec, optimizer)
+    b_loss, b = _run(engine_name, spec, optimizer)
     np.testing.assert_allclose(b_loss, a_loss, rtol=1e-10)
     for k in a.params:
         np.testing.assert_allclose(b.params[k], a.params[k], rtol=1e-9, atol=1e-12)
 
 
-def test_batchnorm_training_and_running_statistics_match_numpy():
+def test_batchnorm_training_and_running_statistics_match_numpy(engine_name):
     spec = MLP(hidden=(16, 8), batchnorm=True)
     state = {k: v.astype(np.float64) for k, v in init_state(spec, 20, 5).items()}
     a_loss, a = _run("numpy", spec, "nesterov", state=state)
-    b_loss, b = _run("tensorflow", spec, "nesterov", state=state)
+    b_loss, b = _run(engine_name, spec, "nesterov", state=state)
     np.testing.assert_allclose(b_loss, a_loss, rtol=1e-9)
     for k in a.model_state:
         np.testing.assert_allclose(b.model_state[k], a.model_state[k], rtol=1e-9, atol=1e-12)
-    engine = get_engine("tensorflow", dtype="float64")
+    engine = get_engine(engine_name, dtype="float64")
     logits = engine.logits(spec, engine.put_tree(b.params), engine.put_tree(b.model_state), engine.asarray(X))
     expected = get_engine("numpy", dtype="float64").logits(spec, a.params, a.model_state, X)
     np.testing.assert_allclose(logits, expected, rtol=1e-9, atol=1e-12)
 
 
-def test_float32_stays_float32():
-    _, ts = _run("tensorflow", MLP(hidden=(8,)), "adam", dtype="float32")
+def test_float32_stays_float32(engine_name):
+    _, ts = _run(engine_name, MLP(hidden=(8,)), "adam", dtype="float32")
     assert all(v.dtype == np.float32 for v in ts.params.values())
 
 
-def test_dropout_masks_depend_on_seed_and_step_only():
+def test_dropout_masks_depend_on_seed_and_step_only(engine_name):
     spec = MLP(hidden=(16,), dropout_keep=(0.8, 0.5))
-    a, _ = _run("tensorflow", spec, "sgd", steps=8, seed=3, l1=0, l2=0)
-    b, _ = _run("tensorflow", spec, "sgd", steps=8, seed=3, l1=0, l2=0)
-    c, _ = _run("tensorflow", spec, "sgd", steps=8, seed=4, l1=0, l2=0)
+    a, _ = _run(engine_name, spec, "sgd", steps=8, seed=3, l1=0, l2=0)
+    b, _ = _run(engine_name, spec, "sgd", steps=8, seed=3, l1=0, l2=0)
+    c, _ = _run(engine_name, spec, "sgd", steps=8, seed=4, l1=0, l2=0)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
 
-def test_fit_resumes_to_identical_weights(tmp_path):
+def test_fit_resumes_to_identical_weights(engine_name, tmp_path):
     cfg = TrainConfig(dataset="synthetic", hidden=(8,), optimizer="rmsprop+nesterov", lr=0.01, batch_size=16,
                       epochs=4, schedule="plateau:0.5:0", eval_every=3, early_stopping="none", dtype="float64",
-                      engine="tensorflow")
-    engine = get_engine("tensorflow", dtype="float64")
+                      engine=engine_name)
+    engine = get_engine(engine_name, dtype="float64")
     spec = MLP(hidden=(8,))
     params = init_params(spec, 20, 5, key=0, dtype="float64")
     Xd, yd = engine.asarray(X), engine.put_labels(Y)
