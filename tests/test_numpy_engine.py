@@ -113,6 +113,9 @@ def test_default_threads_policy():
     assert default_threads("jax", 32, cores=2) == 1
     assert default_threads("torch", 1, cores=16) == 1
     assert default_threads("numpy", 32, cores=2) == 2  # OpenBLAS gains from a second thread even here
+    wide = 784 * 1024 + 1024 * 1024 + 1024 * 10
+    assert default_threads("tensorflow", 100, wide, cores=2) == 2  # a wide network splits at smaller batches
+    assert default_threads("tensorflow", 100, cores=2) == 1
 
 
 def test_threads_scope_limits_blas_during_a_run():

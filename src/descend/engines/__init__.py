@@ -46,14 +46,21 @@ def default_engine() -> str:
     return "jax" if is_available("jax") else "numpy"
 
 
-def default_threads(engine: str, batch_size: int, cores: int | None = None) -> int:
-    """The ``--threads`` default: every core for batches of 256 rows or more, one below.
+# Multiply-adds per optimizer step above which a second thread pays off in the compiled
+# engines: 256 rows of 784-300-10 (the measured break-even on 2 cores).
+PARALLEL_MACS = 256 * (784 * 300 + 300 * 10)
 
-    Below 256 rows a step's matrix products are too short for a second thread
-    to pay for itself in the compiled engines.  The NumPy engine is the
-    exception: OpenBLAS splits even a 100-row product profitably (measured:
-    784-500-300-10 at batch 100, 1.77 s/epoch on one thread, 1.18 s on two),
-    so it always gets every core.
+
+def default_threads(engine: str, batch_size: int, macs_per_row: int | None = None, cores: int | None = None) -> int:
+    """The ``--threads`` default: every core when a step is big enough to split, else one.
+
+    For 784-300-10 that is the measured rule "both cores for batch >= 256, one
+    below": a smaller step's matrix products are too short for a second thread
+    to pay for itself.  Wider networks cross the line at smaller batches
+    (``macs_per_row`` = multiply-adds of one row's forward pass).  The NumPy
+    engine always gets every core: OpenBLAS splits even a 100-row product
+    profitably (784-500-300-10 at batch 100: 1.77 s/epoch on one thread, 1.18 s
+    on two).
     """
     import os
 
@@ -61,7 +68,8 @@ def default_threads(engine: str, batch_size: int, cores: int | None = None) -> i
     engine = engine.partition(":")[0]
     if engine == "auto":
         engine = default_engine()
-    return cores if engine == "numpy" or batch_size >= 256 else 1
+    work = batch_size * (macs_per_row if macs_per_row is not None else 784 * 300 + 300 * 10)
+    return cores if engine == "numpy" or work >= PARALLEL_MACS else 1
 
 
 VARIANTS = {"pytensor": ("c", "numba"), "tensorflow": ("xla", "noxla")}

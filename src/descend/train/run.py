@@ -86,7 +86,9 @@ def run_training(cfg: TrainConfig, *, out: str | Path | None = None, root: str |
             raise ConfigError(f"`resume` must be a run directory with config.json. Received: resume={str(run_dir)!r}")
         cfg = TrainConfig.from_dict(read_json(run_dir / "config.json")["config"])
     ds, normalizer = prepare_data(cfg)
-    threads = cfg.threads or default_threads(cfg.engine, min(cfg.batch_size or len(ds.train.y), len(ds.train.y)))
+    sizes = (ds.n_features, *cfg.hidden, len(ds.classes))
+    macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    threads = cfg.threads or default_threads(cfg.engine, min(cfg.batch_size or len(ds.train.y), len(ds.train.y)), macs)
     engine = get_engine(cfg.engine, device=cfg.device, dtype=cfg.dtype, threads=threads)
     if ds.train.y is None:
         raise ConfigError(f"dataset {cfg.dataset!r} has no training labels")
