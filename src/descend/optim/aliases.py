@@ -8,6 +8,8 @@ form (``v = mu*v + g; w -= lr*v``); with a constant rate both are the same.
 
 from __future__ import annotations
 
+import inspect
+
 from descend.errors import ConfigError, require
 from descend.optim.base import GradientTransformation, chain
 from descend.optim.transforms import scale_by_adam, scale_by_learning_rate, scale_by_rms, scale_by_rss, trace
@@ -97,6 +99,12 @@ def make_optimizer(name: str, learning_rate, **options) -> GradientTransformatio
     """
     require(name in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", name)
     base, _, extra = name.partition("+")
+    accepted = set(inspect.signature(BASE[base]).parameters) - {"learning_rate"}
+    unknown = sorted(set(options) - accepted - {"momentum"})
+    if unknown:
+        takes = sorted(accepted | ({"momentum"} if extra or base in ("momentum", "nesterov") else set()))
+        raise ConfigError(f"optimizer {name!r} takes no option {unknown[0]!r} "
+                          f"({'it takes ' + ', '.join(takes) if takes else 'it takes no options'})")
     mu = options.pop("momentum", None)
     if base in ("momentum", "nesterov"):
         return BASE[base](learning_rate, MOMENTUM_DEFAULT if mu is None else mu, **options)
