@@ -1,8 +1,9 @@
-"""The graph-building engines (TensorFlow, PyTensor) against the NumPy reference.
+"""The compiled engines (JAX, TensorFlow, PyTensor): their own mechanics.
 
-The generic parity suite covers every engine more broadly; these pin each
-graph engine's own mechanics: compiled loops, shared variables, stateless or
-reseeded dropout keys, batch-norm state, resume.
+The generic parity suite holds every engine to the NumPy reference; these pin
+what each compiled engine does its own way: fused loops, shared variables,
+stateless or reseeded dropout keys, batch-norm state, resume, compile caches,
+the GPU.
 """
 
 import numpy as np
@@ -31,7 +32,7 @@ def _run(engine_name, spec, optimizer_name, steps=12, dtype="float64", state=Non
     return np.array(losses), trainer.to_numpy(ts)
 
 
-ENGINES = ["tensorflow", "pytensor", "pytensor:numba"]
+ENGINES = ["jax", "tensorflow", "pytensor", "pytensor:numba"]
 
 
 @pytest.fixture(params=ENGINES)
@@ -39,10 +40,10 @@ def engine_name(request):
     return request.param
 
 
-# Every optimizer on each engine's default backend; the numba backend compiles every graph
-# cold (about 7 s each in a fresh CI cache), so it gets one of each kind of rule.
-PAIRS = [(e, o) for e in ("tensorflow", "pytensor") for o in OPTIMIZERS]
-PAIRS += [("pytensor:numba", o) for o in ("nesterov", "adagrad", "adam", "rmsprop+nesterov")]
+# Every optimizer on every engine's default backend is in the generic parity suite; the
+# numba backend compiles each graph cold (about 7 s in a fresh CI cache), so it gets one of
+# each kind of rule here.
+PAIRS = [("pytensor:numba", o) for o in ("nesterov", "adagrad", "adam", "rmsprop+nesterov")]
 
 
 @pytest.mark.parametrize("engine_name,optimizer", PAIRS)
@@ -72,6 +73,54 @@ def test_batchnorm_training_and_running_statistics_match_numpy(engine_name):
 def test_float32_stays_float32(engine_name):
     _, ts = _run(engine_name, MLP(hidden=(8,)), "adam", dtype="float32")
     assert all(v.dtype == np.float32 for v in ts.params.values())
+    assert all(np.asarray(v).dtype == np.float32 for v in ts.opt_state[0].mu.values())
+
+
+def test_jax_compile_cache_survives_the_process(tmp_path):
+    """A second process running the same configuration finds its compiled code on disk."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\n"
+            "from descend.engines import get_engine\n"
+            "from descend.model import MLP, init_params\n"
+            "from descend.optim import nesterov\n"
+            "e = get_engine('jax'); spec = MLP(hidden=(32,))\n"
+            "tr = e.trainer(spec, nesterov(0.05)); ts = tr.init(init_params(spec, 20, 5, key=0), {})\n"
+            "X = e.asarray(np.random.default_rng(0).random((64, 20))); y = e.put_labels(np.arange(64) % 5)\n"
+            "tr.run(ts, X, y, np.arange(64), 16, 0, 4, 0, 0)\n")
+    env = {**os.environ, "DESCEND_CACHE": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+    cache = tmp_path / "jax"
+    first = sorted(p.name for p in cache.iterdir())
+    assert first, "the first run wrote no compiled executables"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+    assert sorted(p.name for p in cache.iterdir()) == first, "the second run compiled again"
+
+
+def _gpu_available():
+    try:
+        return bool(get_engine("jax").capabilities & {"gpu"})
+    except Exception:
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _gpu_available(), reason="no GPU visible to JAX")
+def test_jax_on_gpu_matches_numpy():
+    spec = MLP(hidden=(16, 8), batchnorm=True)
+    state = {k: v.astype(np.float64) for k, v in init_state(spec, 20, 5).items()}
+    a_loss, a = _run("numpy", spec, "rmsprop+nesterov", state=state)
+    engine = get_engine("jax", device="gpu", dtype="float64")
+    assert engine.device == "gpu"
+    trainer = engine.trainer(spec, make_optimizer("rmsprop+nesterov", exponential(0.05, 0.01)), l1=1e-3, l2=1e-2)
+    ts = trainer.init(init_params(spec, 20, 5, key=0, dtype="float64"), state)
+    losses = []
+    for k in range(0, 12, 4):
+        ts, chunk = trainer.run(ts, engine.asarray(X), engine.put_labels(Y), ORDER, 16, 0, 4, k, 0)
+        losses += list(chunk)
+    np.testing.assert_allclose(losses, a_loss, rtol=1e-9)
 
 
 def test_dropout_masks_depend_on_seed_and_step_only(engine_name):

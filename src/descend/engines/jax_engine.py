@@ -1,0 +1,263 @@
+"""The JAX engine: a whole run of optimizer steps fused into one compiled call.
+
+The step is pure: descend's own model function (``descend.model.loss_fn``)
+under ``jax.value_and_grad``, descend's own optimizer update, and
+``jax.lax.scan`` over the run's batches, all inside one ``jax.jit``, so an
+epoch is one XLA computation and one dispatch.  The dataset is put on the
+device once (by the training loop, through :meth:`JaxEngine.asarray` and
+:meth:`JaxEngine.put_labels`); each call receives the run's batch indices (the
+loop's order, so every engine sees the same batches) and gathers the rows on
+the device.  Randomness is an explicit key per step,
+``fold_in(PRNGKey(seed), global_step)``, so a resumed run draws what an
+uninterrupted one would.
+
+Precision: float32 by default.  ``dtype="float64"`` switches JAX's x64 mode
+on for the whole process (JAX has no per-computation switch); a float32 engine
+created afterwards still computes in float32, because every array it makes is
+cast explicitly and Python constants are weakly typed.
+
+Compilation is cached per shape in memory and on disk: JAX's persistent
+compilation cache under ``$DESCEND_CACHE/jax`` (default ``~/.cache/descend/jax``),
+with the size and compile-time thresholds at zero so that small programs are
+kept too.  A second process training the same configuration loads the
+compiled program instead of compiling it.  A cache directory the user has
+configured for JAX already (``JAX_COMPILATION_CACHE_DIR``) is left alone.
+
+Threads: XLA's CPU client sizes its thread pool once, when JAX first starts a
+backend in the process.  ``threads=N`` sets ``PJRT_NPROC=N`` (and, for one
+thread, ``--xla_cpu_multi_thread_eigen=false`` in ``XLA_FLAGS``) if that has
+not happened yet; once a JAX backend is running in this process, ``threads``
+is ignored without error (the pool keeps its size).
+
+Buffer donation: on a GPU the train state's buffers are donated to the
+compiled call, so parameters and optimizer state are updated in place in
+device memory.  On the CPU they are not: the copy it would save is a few
+microseconds per call, and without donation the caller's previous state stays
+valid (a Ctrl-C during a run can still checkpoint it).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+from descend.engines.base import Engine, Trainer, TrainState
+from descend.errors import ConfigError
+from descend.model import loss_fn, predict_logits
+from descend.optim.base import apply_updates
+
+
+def _backend_started() -> bool:
+    """Whether JAX has created its backends (after which XLA's thread pool is fixed)."""
+    if "jax" not in sys.modules:
+        return False
+    try:
+        from jax._src import xla_bridge
+
+        return bool(getattr(xla_bridge, "_backends", True))
+    except ImportError:  # a JAX without that module: assume the worst
+        return True
+
+
+def _set_threads(threads: int | None) -> bool:
+    """Size XLA's CPU thread pool, if JAX has not started yet.  Returns whether it took effect."""
+    if not threads or _backend_started():
+        return False
+    os.environ["PJRT_NPROC"] = str(int(threads))
+    flags = os.environ.get("XLA_FLAGS", "")
+    if threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    return True
+
+
+_CACHE_CONFIGURED = False
+
+
+def _configure_cache(jax) -> None:
+    """Point JAX's persistent compilation cache at descend's cache directory (once per process)."""
+    global _CACHE_CONFIGURED
+    if _CACHE_CONFIGURED:
+        return
+    _CACHE_CONFIGURED = True
+    from descend.data.download import cache_dir
+
+    try:
+        if jax.config.jax_compilation_cache_dir is None:
+            path = cache_dir() / "jax"
+            path.mkdir(parents=True, exist_ok=True)
+            jax.config.update("jax_compilation_cache_dir", str(path))
+        # Cache every program, however small or quick to compile: descend's are small.
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    except (OSError, AttributeError):  # a read-only cache folder or an older JAX: compile every run
+        pass
+
+
+def _import_jax(threads: int | None):
+    _set_threads(threads)
+    import jax
+
+    _configure_cache(jax)
+    return jax
+
+
+def _build_run(engine, spec, optimizer, l1, l2):
+    """The jitted ``run_steps(params, model_state, opt_state, X, y, idx, global_step, seed)``.
+
+    ``idx`` is ``(count, batch_size)`` row indices; the scan applies one
+    optimizer step per row of ``idx`` and stacks the losses.
+    """
+    jax = engine.jax
+    jnp = jax.numpy
+    ops = engine.ops
+    update = optimizer.update
+    uses_key = spec.uses_dropout
+
+    def objective(params, model_state, xb, yb, key):
+        return loss_fn(ops, spec, params, model_state, xb, yb, l1=l1, l2=l2, train=True, key=key)
+
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+
+    def run_steps(params, model_state, opt_state, X, y, idx, global_step, seed):
+        base = jax.random.PRNGKey(seed) if uses_key else None
+
+        def step(carry, inputs):
+            params, model_state, opt_state = carry
+            rows, t = inputs
+            xb = jnp.take(X, rows, axis=0, mode="clip")
+            yb = jnp.take(y, rows, axis=0, mode="clip")
+            key = jax.random.fold_in(base, t) if uses_key else None
+            (loss, (new_state, _)), grads = grad_fn(params, model_state, xb, yb, key)
+            updates, opt_state = update(grads, opt_state, params)
+            return (apply_updates(params, updates), new_state, opt_state), loss
+
+        steps = global_step + jnp.arange(idx.shape[0], dtype=jnp.uint32)
+        unroll = engine.unroll(idx.shape)
+        (params, model_state, opt_state), losses = jax.lax.scan(
+            step, (params, model_state, opt_state), (idx, steps), unroll=unroll)
+        return params, model_state, opt_state, losses
+
+    import json
+    return jax.jit(run_steps, donate_argnums=(0, 1, 2) if engine.donate else (),
+                   compiler_options=json.loads(os.environ.get("DESCEND_XLA_OPTIONS", "{}")) or None)
+
+
+# Inference functions per model spec, shared by every engine in the process (jit caches per shape).
+_LOGITS: dict = {}
+
+
+class JaxTrainer(Trainer):
+    """Runs of steps as one ``jax.jit``-compiled ``lax.scan`` (compiled once per shape)."""
+
+    def __init__(self, engine, spec, optimizer, *, l1=0.0, l2=0.0):
+        super().__init__(engine, spec, optimizer, l1=l1, l2=l2)
+        key = (spec, optimizer, float(l1), float(l2))
+        run = engine._runs.get(key)
+        if run is None:
+            run = engine._runs[key] = _build_run(engine, spec, optimizer, float(l1), float(l2))
+        self._run = run
+
+    def init(self, params, model_state, opt_state=None):
+        """Put NumPy params/state on the device; a fresh optimizer state is built on the host.
+
+        ``optimizer.init`` on NumPy arrays costs no compilation (on device
+        arrays every ``zeros_like`` would be one small XLA program), and every
+        leaf is then committed to the engine's device, like the outputs of
+        :meth:`run`, so the second run does not compile again.
+        """
+        engine = self.engine
+        if opt_state is None:
+            host = {k: np.asarray(v).astype(engine.dtype) for k, v in params.items()}
+            opt_state = self.optimizer.init(host)
+        return TrainState(engine.put_tree(params), engine.put_tree(model_state), engine.put_tree(opt_state))
+
+    def run(self, ts, X, y, order, batch_size, first, count, global_step, seed):
+        engine = self.engine
+        idx = np.asarray(order[first * batch_size:(first + count) * batch_size], dtype=np.int32)
+        if idx.size != count * batch_size:
+            raise ValueError(f"order holds {len(order)} rows: too few for {count} steps of {batch_size} "
+                             f"from step {first}")
+        idx = engine.jax.device_put(idx.reshape(count, batch_size), engine.jax_device)
+        params, model_state, opt_state, losses = self._run(
+            ts.params, ts.model_state, ts.opt_state, X, y, idx,
+            np.uint32(global_step % 2**32), np.uint32(seed % 2**32))
+        return TrainState(params, model_state, opt_state), np.asarray(losses)
+
+
+class JaxEngine(Engine):
+    name = "jax"
+
+    def __init__(self, device="auto", dtype="float32", threads=None):
+        from descend.backend import get_ops
+
+        self.threads_applied = _set_threads(threads)
+        self.jax = _import_jax(None)
+        if dtype == "float64" and not self.jax.config.jax_enable_x64:
+            self.jax.config.update("jax_enable_x64", True)
+        self.ops = get_ops("jax")
+        self._gpus = self._devices("gpu")
+        self.capabilities = frozenset({"float64", "fused_epoch", "autodiff"} | ({"gpu"} if self._gpus else set()))
+        super().__init__(device, dtype, threads)
+        self.jax_device = self._gpus[0] if self.device == "gpu" else self._devices("cpu")[0]
+        self.donate = self.device == "gpu"
+        self._runs = {}
+
+    def _devices(self, kind):
+        try:
+            return self.jax.devices(kind)
+        except RuntimeError:  # no such backend in this JAX installation
+            return []
+
+    def resolve_device(self, device):
+        if device == "gpu" and not self._gpus:
+            raise ConfigError("`device` 'gpu' is not available to JAX here (no GPU backend; "
+                              "pip install \"jax[cuda12]\"). Received: device='gpu'")
+        return "gpu" if device in ("gpu", "auto") and self._gpus else "cpu"
+
+    def unroll(self, idx_shape) -> int:
+        """Scan unrolling: small steps (a few rows) pay the loop's per-iteration overhead."""
+        count, batch = idx_shape
+        if self.device != "cpu" or batch > 4:
+            return 1
+        return max(1, min(count, int(os.environ.get("DESCEND_UNROLL", 4))))
+
+    # Arrays -----------------------------------------------------------------
+    def _put(self, a):
+        a = np.asarray(a)
+        if a.dtype.kind == "f":
+            a = a.astype(self.dtype, copy=False)
+        elif a.dtype.kind in "iu" and a.dtype.itemsize > 4 and not self.jax.config.jax_enable_x64:
+            a = a.astype(np.int32)
+        return self.jax.device_put(a, self.jax_device)
+
+    def asarray(self, x, dtype=None):
+        return self.jax.device_put(np.asarray(x, dtype=dtype or self.dtype), self.jax_device)
+
+    def put_labels(self, y):
+        return self.jax.device_put(np.asarray(y, dtype=np.int32), self.jax_device)
+
+    def put_tree(self, tree):
+        from descend.io.tree import map as tree_map
+
+        return tree_map(self._put, tree)
+
+    def to_numpy(self, x):
+        return np.asarray(x)
+
+    # Training ---------------------------------------------------------------
+    def trainer(self, spec, optimizer, *, l1=0.0, l2=0.0):
+        return JaxTrainer(self, spec, optimizer, l1=l1, l2=l2)
+
+    def logits(self, spec, params, model_state, X, batch_size=10000):
+        fn = _LOGITS.get(spec)
+        if fn is None:
+            ops = self.ops
+            fn = _LOGITS[spec] = self.jax.jit(lambda p, s, x: predict_logits(ops, spec, p, s, x))
+        n = int(X.shape[0])
+        out = [np.asarray(fn(params, model_state, X[i:i + batch_size])) for i in range(0, n, batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, 0), dtype=self.dtype)
+
+
+ENGINE_CLASS = JaxEngine

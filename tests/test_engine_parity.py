@@ -1,0 +1,202 @@
+"""Every engine against the NumPy reference (DESIGN §7: the hand-written NumPy engine is the oracle).
+
+From the same initial weights (``descend.model.init_params``, one seed) and the
+same batch order, 50 optimizer steps run through ``Trainer.run`` on the engine
+and on NumPy, in two calls of 25 steps (the second starting mid-order, as the
+fit loop's evaluation points make it).  Compared:
+
+- the 50 per-step losses, elementwise, ``rtol`` relative;
+- the final parameters (and batch-norm statistics) and the inference logits
+  of all samples, with ``|got - ref| <= rtol * (|ref| + max|ref|)`` per
+  tensor (a near-zero weight has no meaningful relative error of its own);
+
+``rtol`` is 1e-5 in float64 and 1e-4 in float32.  Float32 runs are 20 steps:
+adaptive rules divide by square roots of accumulated squares, so the rounding
+of two float32 programs drifts apart over a long run while the algorithms agree.
+
+Engines are discovered (``available_engines()`` minus numpy), so an engine
+installed later is held to all of this at once.  The sweeps are sized to keep
+compilation affordable: every optimizer x {constant, exponential} schedule in
+float64, then smaller sweeps for schedules, activations, batch modes,
+penalties, float32, the plateau multiplier and inference chunking.  GPU tests
+are marked ``gpu`` and skipped where no engine sees a GPU (the only skip).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from descend.engines import available_engines, get_engine
+from descend.model import MLP, init_params, init_state
+from descend.optim import OPTIMIZERS, make_optimizer
+from descend.optim.schedules import ScheduleSpec
+from descend.train.loop import epoch_order
+
+ENGINES = [e for e in available_engines() if e != "numpy"]
+STEPS = 50
+STEPS_FLOAT32 = 20
+N, D, K = 64, 20, 5
+_rng = np.random.default_rng(0)
+X = _rng.standard_normal((N, D))
+Y = _rng.integers(0, K, N)
+SPEC = MLP(hidden=(16, 8))
+SEED = 3
+
+
+def batch_order(batch: int, steps: int) -> np.ndarray:
+    """Epoch permutations (the fit loop's own) concatenated to cover ``steps`` batches."""
+    epochs = -(-steps * batch // N)
+    return np.concatenate([epoch_order(7, e, N) for e in range(epochs)])
+
+
+def trajectory(engine_name, spec, optimizer, *, batch=16, dtype="float64", l1=0.0, l2=0.0, steps=STEPS,
+               plateau=None, device="auto", logits_batch=10000):
+    """``(losses, final TrainState as NumPy, inference logits)`` of ``steps`` steps on one engine."""
+    engine = get_engine(engine_name, device="cpu" if engine_name == "numpy" else device, dtype=dtype)
+    trainer = engine.trainer(spec, optimizer, l1=l1, l2=l2)
+    ts = trainer.init(init_params(spec, D, K, key=SEED, dtype=dtype), init_state(spec, D, K, dtype=dtype))
+    Xd, yd = engine.asarray(X), engine.put_labels(Y)
+    order = batch_order(batch, steps)
+    half = steps // 2
+    ts, first = trainer.run(ts, Xd, yd, order, batch, 0, half, 0, SEED)
+    if plateau is not None:
+        ts = trainer.with_lr_scale(ts, plateau)
+    ts, second = trainer.run(ts, Xd, yd, order, batch, half, steps - half, half, SEED)
+    logits = engine.logits(spec, ts.params, ts.model_state, Xd, batch_size=logits_batch)
+    return np.concatenate([first, second]), trainer.to_numpy(ts), np.asarray(logits)
+
+
+def assert_close(got, ref, rtol, what):
+    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    assert got.shape == ref.shape, f"{what}: shape {got.shape} != {ref.shape}"
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol * scale, err_msg=what)
+
+
+def assert_same(engine_name, spec, make, *, dtype="float64", rtol=None, steps=None, **kw):
+    """Run ``make()`` (a fresh optimizer each time) on NumPy and on the engine; compare."""
+    rtol = rtol or (1e-5 if dtype == "float64" else 1e-4)
+    steps = steps or (STEPS if dtype == "float64" else STEPS_FLOAT32)
+    ref_losses, ref, ref_logits = trajectory("numpy", spec, make(), dtype=dtype, steps=steps, **kw)
+    losses, got, logits = trajectory(engine_name, spec, make(), dtype=dtype, steps=steps, **kw)
+    assert np.all(np.isfinite(ref_losses)), "the reference diverged: the test setup is wrong"
+    assert len(losses) == len(ref_losses) == steps
+    np.testing.assert_allclose(losses, ref_losses, rtol=rtol, err_msg="per-step losses")
+    assert np.mean(ref_losses[-10:]) < np.mean(ref_losses[:10]), "no learning: the comparison would prove little"
+    assert set(got.params) == set(ref.params)
+    for name in ref.params:
+        assert np.asarray(got.params[name]).dtype == np.dtype(dtype), name
+        assert_close(got.params[name], ref.params[name], rtol, f"param {name}")
+    for name in ref.model_state:
+        assert_close(got.model_state[name], ref.model_state[name], rtol, f"state {name}")
+    assert_close(logits, ref_logits, rtol, "inference logits")
+    return losses, got
+
+
+def lr_for(name: str) -> float:
+    return 0.01 if name.startswith(("adam", "rmsprop", "adagrad")) else 0.05
+
+
+def schedule(kind: str, lr0: float):
+    """Step-unit schedules that change visibly within 50 steps."""
+    text = {"constant": "constant", "step": "step:0.5:10", "exponential": "exponential:0.02",
+            "inverse": "inverse:0.05"}[kind]
+    return ScheduleSpec.parse(text, unit="step").build(lr0, steps_per_epoch=N // 16)
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request):
+    return request.param
+
+
+def test_some_engine_besides_numpy_is_installed():
+    assert ENGINES, "the parity suite needs at least one engine besides numpy (make test installs them all)"
+
+
+@pytest.mark.parametrize("kind", ["constant", "exponential"])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_every_optimizer(engine, optimizer, kind):
+    assert_same(engine, SPEC, lambda: make_optimizer(optimizer, schedule(kind, lr_for(optimizer))))
+
+
+@pytest.mark.parametrize("kind", ["step", "inverse"])
+@pytest.mark.parametrize("optimizer", ["nesterov", "adam"])
+def test_schedules(engine, kind, optimizer):
+    assert_same(engine, SPEC, lambda: make_optimizer(optimizer, schedule(kind, lr_for(optimizer))))
+
+
+def test_plateau_multiplier(engine):
+    """``with_lr_scale`` (reduce-on-plateau) between two runs: the multiplier reaches the optimizer."""
+    make = lambda: make_optimizer("rmsprop+nesterov", 0.01)  # noqa: E731
+    _, scaled = assert_same(engine, SPEC, make, plateau=0.25)
+    _, plain = trajectory(engine, SPEC, make())[:2]
+    assert not np.allclose(scaled.params["dense0.W"], plain.params["dense0.W"]), "the multiplier had no effect"
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_activations(engine, activation):
+    assert_same(engine, MLP(hidden=(16, 8), activation=activation), lambda: make_optimizer("momentum", 0.1))
+
+
+@pytest.mark.parametrize("batch", [N, 1], ids=["full-batch", "stochastic"])
+def test_batch_modes(engine, batch):
+    assert_same(engine, SPEC, lambda: make_optimizer("nesterov", 0.02), batch=batch)
+
+
+@pytest.mark.parametrize("l1,l2", [(1e-2, 0.0), (0.0, 1e-1), (1e-3, 1e-2)], ids=["l1", "l2", "l1+l2"])
+def test_penalties(engine, l1, l2):
+    assert_same(engine, SPEC, lambda: make_optimizer("adam", 0.01), l1=l1, l2=l2)
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam", "rmsprop+nesterov"])
+def test_float32(engine, optimizer):
+    assert_same(engine, SPEC, lambda: make_optimizer(optimizer, lr_for(optimizer)), dtype="float32")
+
+
+def test_logistic_regression(engine):
+    assert_same(engine, MLP(hidden=()), lambda: make_optimizer("adagrad", 0.1))
+
+
+def test_batchnorm_training_and_inference(engine):
+    assert_same(engine, MLP(hidden=(16, 8), batchnorm=True), lambda: make_optimizer("nesterov", 0.05))
+
+
+def test_max_norm(engine):
+    from descend.optim import chain, max_norm
+
+    assert_same(engine, SPEC, lambda: chain(make_optimizer("nesterov", 0.2), max_norm(0.5)))
+
+
+def test_logits_in_chunks(engine):
+    """``Engine.logits`` over several chunks (the last one short) equals NumPy's, from the same weights."""
+    params = init_params(SPEC, D, K, key=SEED, dtype="float64")
+    ref = get_engine("numpy", dtype="float64").logits(SPEC, params, {}, X, batch_size=N)
+    eng = get_engine(engine, dtype="float64")
+    ts = eng.trainer(SPEC, make_optimizer("sgd", 0.1)).init(params, {})
+    got = eng.logits(SPEC, ts.params, ts.model_state, eng.asarray(X), batch_size=24)
+    assert_close(got, ref, 1e-12, "logits in chunks of 24")
+
+
+def _gpu_engines():
+    found = []
+    for name in ENGINES:
+        try:
+            if "gpu" in get_engine(name, device="auto").capabilities:
+                found.append(name)
+        except Exception:  # noqa: BLE001 - an engine that cannot even start has no GPU either
+            pass
+    return found
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("optimizer", ["nesterov", "adam"])
+def test_gpu_matches_numpy(optimizer):
+    """On device="gpu", float64 (no TF32 shortcuts), every engine that sees a GPU matches NumPy."""
+    engines = _gpu_engines()
+    if not engines:
+        pytest.skip("no engine sees a GPU here")
+    for name in engines:
+        assert get_engine(name, device="gpu").device == "gpu"
+        assert_same(name, MLP(hidden=(16, 8), batchnorm=True), lambda: make_optimizer(optimizer, lr_for(optimizer)),
+                    device="gpu")
