@@ -25,9 +25,9 @@ bench: $(TEST_STAMP)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# The default engine and nothing else: what a user needs to train.
+# descend with its default engine (JAX) and nothing else: what a user needs to train.
 $(DEMO_STAMP): pyproject.toml | $(PY)
-	$(PIP) -e .
+	$(PIP) -e ".[jax]"
 	touch $@
 
 # Everything: every engine, the search extras and the test tools.
