@@ -15,7 +15,7 @@ import sys
 from descend import __version__
 from descend.errors import DescendError
 
-COMMANDS = ("train", "data", "predict", "bench")
+COMMANDS = ("train", "data", "predict", "bench", "serve", "ensemble")
 
 
 class HelpFormatter(argparse.HelpFormatter):
