@@ -1,0 +1,102 @@
+"""``descend ensemble``: build an EnsembleConfig from the options and call run_ensemble."""
+
+from __future__ import annotations
+
+import signal
+
+from descend.cli.main import HelpFormatter
+from descend.cli.train import _batch, _hidden, _keeps
+from descend.experiments.ensemble import VOTES, EnsembleConfig, run_ensemble
+from descend.optim import OPTIMIZERS
+from descend.train import TrainConfig
+from descend.train.config import EARLY_STOPPING, MONITORS, NORMALIZATIONS
+
+D = TrainConfig()
+E = EnsembleConfig()
+
+TRAIN_OPTIONS = ("format", "hidden", "activation", "optimizer", "lr", "momentum", "batch_size", "epochs", "schedule",
+                 "schedule_unit", "l1", "l2", "dropout_keep", "batchnorm", "max_norm", "engine", "device", "dtype",
+                 "threads", "seed", "normalize", "validation", "eval_every", "early_stopping", "patience", "monitor",
+                 "name")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "ensemble", help="train an ensemble (bagging, feature subsets, soft / hard voting) and compare it",
+        description="Train --members networks on DATASET, each on its own sample of the training rows "
+                    "(--rows, with replacement under --bootstrap) and its own random subset of the input columns "
+                    "(--features), in --workers parallel processes; combine them by soft (mean probability) or "
+                    "hard (majority) vote. Writes runs/<date>-<name>/ with ensemble.safetensors (all members in one "
+                    "file), members.csv, metrics.json and report.html (ensemble vs best and mean member, error vs "
+                    "ensemble size, and with dropout: weight scaling vs Monte-Carlo averaging).",
+        formatter_class=HelpFormatter)
+    p.add_argument("dataset", nargs="?", default=D.dataset, help="dataset name or file")
+    g = p.add_argument_group("ensemble")
+    g.add_argument("--members", type=int, default=E.members, help="number of networks")
+    g.add_argument("--rows", type=float, default=E.rows, help="fraction of the training rows each member sees")
+    g.add_argument("--bootstrap", action="store_true", help="draw each member's rows with replacement (bagging)")
+    g.add_argument("--features", type=float, default=E.features,
+                   help="fraction of the input columns each member sees (a random subset per member)")
+    g.add_argument("--vote", choices=VOTES, default=E.vote,
+                   help="how the saved ensemble combines members: soft = mean probability, hard = majority "
+                        "(the report shows both)")
+    g.add_argument("--workers", type=int, default=E.workers, help="parallel worker processes (0 = one per core)")
+    g.add_argument("--mc-samples", type=int, default=E.mc_samples,
+                   help="most Monte-Carlo dropout passes compared with weight scaling (members with dropout)")
+    t = p.add_argument_group("each member's training (as in descend train)")
+    t.add_argument("--format", default=None, help="file format when it cannot be sniffed (kaggle, fer2013, csv, npz, idx)")
+    t.add_argument("--hidden", type=_hidden, default=D.hidden, help="hidden layer sizes, e.g. 500,300 ('none' = logistic regression)")
+    t.add_argument("--activation", choices=("relu", "tanh", "sigmoid"), default=D.activation, help="hidden-layer activation")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default=D.optimizer, metavar="NAME", help=f"one of {', '.join(OPTIMIZERS)}")
+    t.add_argument("--lr", type=float, default=D.lr, help="learning rate (initial, with a schedule)")
+    t.add_argument("--momentum", type=float, default=D.momentum, help="momentum for momentum / nesterov / +nesterov")
+    t.add_argument("--batch-size", type=_batch, default=D.batch_size, help="mini-batch size; 1 = stochastic, 'full' = full batch")
+    t.add_argument("--epochs", type=int, default=D.epochs, help="passes over each member's rows")
+    t.add_argument("--schedule", default=D.schedule,
+                   help="constant | step:FACTOR:EVERY | exponential:K | inverse:K | plateau[:FACTOR[:PATIENCE]]")
+    t.add_argument("--schedule-unit", choices=("epoch", "step"), default=D.schedule_unit, help="what t counts in the schedule")
+    t.add_argument("--l1", type=float, default=D.l1, help="L1 penalty on weight matrices")
+    t.add_argument("--l2", type=float, default=D.l2, help="L2 penalty (l2/2 * sum W^2) on weight matrices")
+    t.add_argument("--dropout-keep", type=_keeps, default=D.dropout_keep, metavar="P0,P1,...",
+                   help="dropout keep probabilities: the input's, then each hidden layer's (e.g. 0.8,0.5)")
+    t.add_argument("--batchnorm", action="store_true", help="batch normalisation before each hidden activation")
+    t.add_argument("--max-norm", type=float, default=D.max_norm, help="cap on each unit's incoming weight norm (0 = off)")
+    t.add_argument("--engine", default=D.engine, help="numpy, jax, torch, tensorflow, pytensor or auto")
+    t.add_argument("--device", choices=("auto", "cpu", "gpu"), default=D.device, help="where to compute")
+    t.add_argument("--dtype", choices=("float32", "float64"), default=D.dtype, help="floating-point precision")
+    t.add_argument("--threads", type=int, default=D.threads,
+                   help="compute threads per member (default: cores / workers, the engine's choice with one worker)")
+    t.add_argument("--seed", type=int, default=D.seed,
+                   help="seeds the split and, per member, its rows, columns, weights and batch order")
+    t.add_argument("--normalize", choices=NORMALIZATIONS, default=D.normalize, help="input scaling, fitted on training rows")
+    t.add_argument("--validation", type=float, default=D.validation,
+                   help="validation rows carved from training (fraction < 1 or a count; default: the dataset's)")
+    t.add_argument("--eval-every", type=int, default=D.eval_every, help="evaluate every N steps (0 = every epoch)")
+    t.add_argument("--early-stopping", choices=EARLY_STOPPING, default=D.early_stopping,
+                   help="stop each member when validation stops improving, keeping its best weights")
+    t.add_argument("--patience", type=int, default=D.patience, help="early-stopping patience, in evaluations")
+    t.add_argument("--monitor", choices=MONITORS, default=D.monitor, help="validation metric for early stopping and plateau")
+    p.add_argument("--name", default=None, help="run name (default: DATASET-ensemble)")
+    p.add_argument("--out", default=None, help="write the run here instead of runs/<date>-<name>/")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=run)
+
+
+def build_config(args) -> EnsembleConfig:
+    train = TrainConfig(dataset=args.dataset, **{name: getattr(args, name) for name in TRAIN_OPTIONS})
+    return EnsembleConfig(train=train, members=args.members, rows=args.rows, bootstrap=args.bootstrap,
+                          features=args.features, vote=args.vote, workers=args.workers, mc_samples=args.mc_samples)
+
+
+def _terminate_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run(args) -> int:
+    cfg = build_config(args)
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        run_ensemble(cfg, out=args.out, progress=not args.quiet)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0

@@ -1,0 +1,427 @@
+"""``descend.MLPClassifier``: descend's training as a scikit-learn estimator.
+
+It works wherever scikit-learn expects a classifier (``Pipeline``,
+``cross_val_score``, ``GridSearchCV``, ``clone``, pickling in the user's own
+process) and passes scikit-learn's own estimator checks.  Underneath it is the
+same engine, optimizer and model code as ``descend train``: the engine's
+:class:`~descend.engines.Trainer` advances ``(params, model_state,
+optimizer state)`` one epoch at a time, so ``partial_fit`` is exactly one more
+epoch with the optimizer state (momentum, Adam moments, step count of a
+schedule) carried over.
+
+Differences from ``descend train`` worth knowing:
+
+- Inputs are used as given: no 0-255 scaling or standardisation happens
+  inside.  Put a ``StandardScaler`` (or any scaling you choose) in front, in a
+  ``Pipeline``.
+- Stopping follows scikit-learn's ``MLPClassifier``: after each epoch the
+  training loss (or, with ``early_stopping=True``, the accuracy on a held-out
+  ``validation_fraction``) must improve by ``tol`` at least once in every
+  ``n_iter_no_change`` epochs; with early stopping the best weights are kept.
+- An epoch is split into ``ceil(n / batch_size)`` batches of equal size
+  ``n // n_batches``: at most ``n_batches - 1`` rows sit out an epoch (others
+  every epoch, the order being reshuffled), none for full-batch training.
+- Default engine ``numpy`` (deterministic, no compilation: right for the
+  small data of a typical scikit-learn workflow); ``engine="auto"``, ``"jax"``,
+  ``"torch"``... train on the named engine, prediction is always NumPy.
+- ``dtype=None`` computes in float32 for float32 input and float64 otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+
+import numpy as np
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.utils import check_random_state
+    from sklearn.utils.multiclass import check_classification_targets, unique_labels
+    from sklearn.utils.validation import check_is_fitted
+except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
+    raise ImportError('descend.MLPClassifier needs scikit-learn: pip install "descend[sklearn]"') from exc
+
+try:
+    from sklearn.utils.validation import validate_data
+except ImportError:  # scikit-learn < 1.6
+    def validate_data(estimator, X="no_validation", y="no_validation", **kwargs):
+        return estimator._validate_data(X, y, **kwargs)
+
+from descend.backend import numpy_ops
+from descend.errors import DivergenceError, require
+from descend.model import MLP, init_params, init_state, predict_logits
+from descend.train.config import TrainConfig
+from descend.train.loop import build_optimizer, epoch_order
+from descend.train.predict import softmax
+
+__all__ = ["MLPClassifier"]
+
+PREDICT_CHUNK = 10_000
+
+
+def _as_tuple(value, kind=int) -> tuple:
+    if value is None:
+        return ()
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return (kind(value),)
+    return tuple(kind(v) for v in value)
+
+
+def batch_layout(n: int, batch_size: int) -> tuple[int, int]:
+    """``(rows per batch, batches per epoch)``: ``ceil(n / batch_size)`` equal batches.
+
+    ``batch_size=0`` is full-batch gradient descent.
+    """
+    limit = min(batch_size or n, n)
+    batches = math.ceil(n / limit)
+    return n // batches, batches
+
+
+class MLPClassifier(ClassifierMixin, BaseEstimator):
+    """A multilayer perceptron classifier trained by descend, with the scikit-learn API.
+
+    Parameters
+    ----------
+    hidden : tuple of int, default=(100,)
+        Hidden layer sizes; ``()`` is multinomial logistic regression.
+    activation : {"relu", "tanh", "sigmoid"}, default="relu"
+        Hidden-layer activation (He initialisation for ReLU, Glorot otherwise).
+    optimizer : str, default="adam"
+        One of descend's optimizers: sgd, momentum, nesterov, adagrad, rmsprop,
+        adam and their combinations (see ``descend.optim.OPTIMIZERS``).
+    lr : float, default=0.001
+        (Initial) learning rate.
+    momentum : float, default=0.9
+        Momentum of momentum / nesterov / ``+nesterov`` optimizers.
+    batch_size : int, default=200
+        Largest mini-batch; ``0`` means full batch, ``1`` stochastic.
+    epochs : int, default=200
+        Most passes over the data per ``fit`` (``partial_fit`` runs one).
+    schedule : str, default="constant"
+        ``constant | step:FACTOR:EVERY | exponential:K | inverse:K | plateau[:FACTOR[:PATIENCE]]``.
+    schedule_unit : {"epoch", "step"}, default="epoch"
+        What ``t`` counts in the schedule.
+    l1, l2 : float, default=0.0
+        ``l1 * sum|W| + l2/2 * sum W**2`` over weight matrices (not biases).
+    dropout_keep : tuple of float or None, default=None
+        Keep probabilities of the input and of each hidden layer's output
+        (``len(hidden) + 1`` values); None means no dropout.  Inference uses
+        the weight-scaling rule (inverted dropout).
+    batchnorm : bool, default=False
+        Batch normalisation before each hidden activation.
+    max_norm : float, default=0.0
+        Cap on each unit's incoming weight norm (0 = off).
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows (stratified) and stop when
+        their accuracy has not improved by ``tol`` for ``n_iter_no_change``
+        epochs, keeping the best weights.  Without it the training loss is
+        watched instead.  ``partial_fit`` never stops early.
+    validation_fraction : float, default=0.1
+    n_iter_no_change : int, default=10
+    tol : float, default=1e-4
+    engine : str, default="numpy"
+        Training engine: numpy, jax, torch, tensorflow, pytensor or auto.
+    device : {"auto", "cpu", "gpu"}, default="auto"
+    dtype : {None, "float32", "float64"}, default=None
+        Compute precision; None follows the input (float32 stays float32,
+        anything else is float64).
+    threads : int or None, default=None
+        Compute threads of the engine (None: the library's default).  On a
+        busy machine or for small data, ``threads=1`` is often much faster
+        than a BLAS thread per core.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial weights, the batch order, dropout and the
+        validation split.
+    warm_start : bool, default=False
+        ``fit`` continues from the previous weights and optimizer state
+        (``loss_curve_`` and ``n_iter_`` keep counting) instead of starting over.
+    verbose : bool, default=False
+        Print the loss after each epoch (to stderr).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    feature_names_in_ : ndarray, only when X had string column names
+    loss_curve_ : list of float
+        Mean training loss (cross-entropy + penalties) of each epoch.
+    n_iter_ : int
+        Epochs run so far (all ``fit`` calls of a warm start, all ``partial_fit`` calls).
+    t_ : int
+        Optimizer steps taken so far.
+    best_loss_ : float or None
+        Lowest epoch loss seen (None with early stopping).
+    validation_scores_ : list of float or None
+        Held-out accuracy of each epoch, with ``early_stopping=True``.
+    best_validation_score_ : float or None
+    spec_ : descend.model.MLP
+        The network description.
+    params_ : dict of str to ndarray
+        Weights, by descend's names (``dense0.W``, ``dense0.b``, ``bn0.gamma``...).
+    model_state_ : dict of str to ndarray
+        Batch-norm running statistics (empty without batch norm).
+    """
+
+    def __init__(self, hidden=(100,), activation="relu", *, optimizer="adam", lr=0.001, momentum=0.9,
+                 batch_size=200, epochs=200, schedule="constant", schedule_unit="epoch", l1=0.0, l2=0.0,
+                 dropout_keep=None, batchnorm=False, max_norm=0.0, early_stopping=False,
+                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, engine="numpy", device="auto",
+                 dtype=None, threads=None, random_state=None, warm_start=False, verbose=False):
+        self.hidden = hidden
+        self.activation = activation
+        self.optimizer = optimizer
+        self.lr = lr
+        self.momentum = momentum
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.schedule = schedule
+        self.schedule_unit = schedule_unit
+        self.l1 = l1
+        self.l2 = l2
+        self.dropout_keep = dropout_keep
+        self.batchnorm = batchnorm
+        self.max_norm = max_norm
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.engine = engine
+        self.device = device
+        self.dtype = dtype
+        self.threads = threads
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+
+    # scikit-learn API ---------------------------------------------------------
+    def fit(self, X, y):
+        """Train on ``(X, y)`` for up to ``epochs`` epochs; returns self.
+
+        Starts from fresh weights unless ``warm_start`` is set and the
+        estimator is already fitted.
+        """
+        return self._fit(X, y, incremental=False)
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over ``(X, y)``, continuing from the current weights and optimizer state.
+
+        ``classes`` (every label that will ever occur) is required on the first call.
+        """
+        return self._fit(X, y, classes=classes, incremental=True)
+
+    def predict_proba(self, X):
+        """Class probabilities, columns in the order of ``classes_``."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        x = np.asarray(X, dtype=self._dtype)
+        out = [softmax(predict_logits(numpy_ops, self.spec_, self.params_, self.model_state_,
+                                      x[i:i + PREDICT_CHUNK]))
+               for i in range(0, len(x), PREDICT_CHUNK)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes_)))
+
+    def predict(self, X):
+        """The most probable label of each row (labels as given to ``fit``)."""
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    # internals ------------------------------------------------------------------
+    def _config(self, seed: int) -> TrainConfig:
+        """The options as a validated TrainConfig (bad values raise ValueError naming them)."""
+        require(isinstance(self.batch_size, (int, np.integer)) and not isinstance(self.batch_size, bool),
+                "batch_size", "an integer (0 = full batch)", self.batch_size)
+        require(isinstance(self.epochs, (int, np.integer)) and not isinstance(self.epochs, bool),
+                "epochs", "an integer >= 1", self.epochs)
+        require(self.dtype in (None, "float32", "float64"), "dtype", "None, 'float32' or 'float64'", self.dtype)
+        require(0.0 < self.validation_fraction < 1.0, "validation_fraction", "in (0, 1)", self.validation_fraction)
+        require(self.n_iter_no_change >= 1, "n_iter_no_change", ">= 1", self.n_iter_no_change)
+        require(self.tol >= 0, "tol", ">= 0", self.tol)
+        hidden = _as_tuple(self.hidden)
+        MLP(hidden=hidden, activation=self.activation)  # validates hidden and activation
+        return TrainConfig(
+            dataset="<array>", hidden=hidden, activation=self.activation, optimizer=self.optimizer,
+            lr=float(self.lr), momentum=float(self.momentum), batch_size=int(self.batch_size),
+            epochs=int(self.epochs), schedule=self.schedule, schedule_unit=self.schedule_unit,
+            l1=float(self.l1), l2=float(self.l2), dropout_keep=_as_tuple(self.dropout_keep, float),
+            batchnorm=bool(self.batchnorm), max_norm=float(self.max_norm), engine=self.engine,
+            device=self.device, dtype=self.dtype or "float64", threads=self.threads, seed=seed, normalize="none",
+            early_stopping="none")
+
+    def _labels(self, y, classes, first: bool, incremental: bool) -> np.ndarray:
+        """Set ``classes_`` on a first call and return ``y`` as class indices."""
+        check_classification_targets(y)
+        if first:
+            if incremental:
+                if classes is None:
+                    raise ValueError("classes must be passed on the first call to partial_fit.")
+                self.classes_ = unique_labels(np.asarray(classes))
+            else:
+                self.classes_ = unique_labels(y)
+        elif incremental and classes is not None and not np.array_equal(unique_labels(np.asarray(classes)),
+                                                                         self.classes_):
+            raise ValueError(f"`classes={list(classes)!r}` is not the same as on the first call to "
+                             f"partial_fit ({list(self.classes_)!r}).")
+        elif not incremental and not np.array_equal(unique_labels(y), self.classes_):
+            raise ValueError(f"warm_start can only be used where `y` has the same classes as in the previous "
+                             f"call to fit. Previously got {self.classes_}, `y` has {unique_labels(y)}.")
+        if not np.all(np.isin(y, self.classes_)):
+            unknown = np.setdiff1d(unique_labels(y), self.classes_)
+            raise ValueError(f"`y` has classes not in `self.classes_`: {unknown}; pass every class to the "
+                             f"first partial_fit call with `classes=`.")
+        return np.searchsorted(self.classes_, y).astype(np.int64)
+
+    def _fit(self, X, y, *, classes=None, incremental: bool):
+        fitted = hasattr(self, "params_")
+        first = not fitted or (not incremental and not self.warm_start)
+        X, y = validate_data(self, X, y, reset=first, dtype=(np.float64, np.float32))
+        if first:
+            self._dtype = self.dtype or ("float32" if X.dtype == np.float32 else "float64")
+            self._seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        cfg = self._config(self._seed)
+        y_idx = self._labels(y, classes, first, incremental)
+        spec = MLP(hidden=cfg.hidden, activation=cfg.activation, dropout_keep=cfg.dropout_keep,
+                   batchnorm=cfg.batchnorm)
+        if first:
+            n_in, n_out = X.shape[1], len(self.classes_)
+            self.spec_ = spec
+            self.params_ = init_params(spec, n_in, n_out, key=self._seed, dtype=self._dtype)
+            self.model_state_ = init_state(spec, n_in, n_out, dtype=self._dtype)
+            self._opt_state, self._opt_key, self._plateau = None, None, None
+            self.n_iter_, self.t_, self.loss_curve_ = 0, 0, []
+            self.best_loss_ = None
+            self.validation_scores_ = [] if self.early_stopping and not incremental else None
+            self.best_validation_score_ = None
+        elif (spec.hidden, spec.batchnorm) != (self.spec_.hidden, self.spec_.batchnorm):
+            raise ValueError(f"`hidden` and `batchnorm` cannot change while continuing training "
+                             f"(fitted: hidden={self.spec_.hidden}, batchnorm={self.spec_.batchnorm}; now "
+                             f"hidden={spec.hidden}, batchnorm={spec.batchnorm}); set warm_start=False to start over")
+        else:
+            self.spec_ = spec
+
+        early = bool(self.early_stopping) and not incremental
+        X_valid = y_valid = None
+        if early:
+            X, y_idx, X_valid, y_valid = self._validation_split(X, y_idx)
+            if self.validation_scores_ is None:
+                self.validation_scores_ = []
+        rows, batches = batch_layout(len(y_idx), cfg.batch_size)
+        opt_key = (cfg.optimizer, cfg.momentum, cfg.max_norm > 0)
+        engine, trainer = self._trainer(cfg, spec, batches)
+        opt_state = self._opt_state if opt_key == self._opt_key else None
+        ts = trainer.init(self.params_, self.model_state_, opt_state)
+        plateau = self._plateau if self._plateau is not None else cfg.schedule_spec.plateau()
+        if plateau is not None:
+            ts = trainer.with_lr_scale(ts, plateau.scale)
+        Xd, yd = engine.asarray(X), engine.put_labels(y_idx)
+        Xv = engine.asarray(X_valid) if early else None
+
+        best_loss = math.inf if self.best_loss_ is None or not incremental else self.best_loss_
+        best_score, best_params, best_state, stale = -math.inf, None, None, 0
+        converged = False
+        for _ in range(1 if incremental else cfg.epochs):
+            order = epoch_order(self._seed, self.n_iter_, len(y_idx))
+            new_ts, losses = trainer.run(ts, Xd, yd, order, rows, 0, batches, self.t_, self._seed)
+            if not np.all(np.isfinite(losses)):
+                bad = int(np.flatnonzero(~np.isfinite(losses))[0])
+                self._keep(trainer, ts, opt_key, plateau, early, best_score, best_params, best_state, best_loss)
+                raise DivergenceError(
+                    f"training diverged: the loss became {losses[bad]} in epoch {self.n_iter_ + 1} with "
+                    f"lr={cfg.lr:g}; the estimator keeps the weights from before that epoch. Try a smaller "
+                    f"lr, scaled inputs (e.g. StandardScaler) or optimizer='adam'")
+            ts = new_ts
+            self.n_iter_ += 1
+            self.t_ += batches
+            loss = float(np.mean(losses))
+            self.loss_curve_.append(loss)
+            if early:
+                logits = engine.logits(spec, ts.params, ts.model_state, Xv)
+                score = float(np.mean(np.argmax(logits, axis=1) == y_valid))
+                self.validation_scores_.append(score)
+                stale = stale + 1 if score < best_score + self.tol else 0
+                if score > best_score:
+                    best_score = score
+                    host = trainer.to_numpy(ts)
+                    best_params = {k: np.array(v) for k, v in host.params.items()}
+                    best_state = {k: np.array(v) for k, v in host.model_state.items()}
+                metric = 1.0 - score
+            else:
+                stale = stale + 1 if loss > best_loss - self.tol else 0
+                best_loss = min(best_loss, loss)
+                metric = loss
+            if plateau is not None:
+                ts = trainer.with_lr_scale(ts, plateau.observe(metric))
+            if self.verbose:
+                extra = f", validation score {self.validation_scores_[-1]:.4f}" if early else ""
+                print(f"epoch {self.n_iter_}: loss {loss:.6f}{extra}", file=sys.stderr, flush=True)
+            if not incremental and stale > self.n_iter_no_change:
+                converged = True
+                break
+
+        self._keep(trainer, ts, opt_key, plateau, early, best_score, best_params, best_state, best_loss)
+        if not incremental and not converged:
+            warnings.warn(f"descend MLPClassifier: stopped after epochs={cfg.epochs} before the "
+                          f"{'validation score' if early else 'training loss'} stopped improving by tol={self.tol}; "
+                          f"raise `epochs` to train longer.", ConvergenceWarning, stacklevel=3)
+        return self
+
+    def _keep(self, trainer, ts, opt_key, plateau, early, best_score, best_params, best_state, best_loss):
+        """Store the training state (NumPy) as fitted attributes; the best validation weights with early stopping."""
+        host = trainer.to_numpy(ts)
+        self.params_ = {k: np.asarray(v) for k, v in host.params.items()}
+        self.model_state_ = {k: np.asarray(v) for k, v in host.model_state.items()}
+        self._opt_state, self._opt_key, self._plateau = host.opt_state, opt_key, plateau
+        if early:
+            if best_params is not None:
+                self.best_validation_score_ = best_score
+                self.params_, self.model_state_ = best_params, best_state
+        else:
+            self.best_loss_ = None if math.isinf(best_loss) else best_loss
+
+    def _trainer(self, cfg: TrainConfig, spec: MLP, batches: int):
+        """The engine and its trainer, reused across ``partial_fit`` calls while nothing they depend on changes.
+
+        Compiled engines (JAX, TensorFlow, PyTensor) then compile once, not once per call.
+        """
+        from descend.engines import get_engine
+
+        key = (cfg.engine, cfg.device, self._dtype, cfg.threads, spec, cfg.optimizer, cfg.lr, cfg.momentum,
+               cfg.schedule, cfg.schedule_unit, cfg.max_norm, cfg.l1, cfg.l2, batches)
+        cache = getattr(self, "_trainer_cache", None)
+        if cache is not None and cache[0] == key:
+            return cache[1], cache[2]
+        engine = get_engine(cfg.engine, device=cfg.device, dtype=self._dtype, threads=cfg.threads)
+        trainer = engine.trainer(spec, build_optimizer(cfg, batches), l1=cfg.l1, l2=cfg.l2)
+        self._trainer_cache = (key, engine, trainer)
+        return engine, trainer
+
+    def __getstate__(self):
+        # engines hold compiled functions and device handles: never pickled, rebuilt on the next fit
+        state = super().__getstate__()
+        state.pop("_trainer_cache", None)
+        return state
+
+    def _validation_split(self, X, y_idx):
+        """Stratified when every class has 2 rows or more, else a plain random split."""
+        n = len(y_idx)
+        n_valid = int(round(self.validation_fraction * n))
+        if n_valid < 1 or n - n_valid < 1:
+            raise ValueError(f"early_stopping needs at least one training and one validation row: "
+                             f"{n} samples with validation_fraction={self.validation_fraction}")
+        rng = np.random.default_rng([self._seed, 0x7A11D])
+        counts = np.bincount(y_idx)
+        if np.all(counts[counts > 0] >= 2) and n_valid >= np.count_nonzero(counts):
+            # per-class share of the validation rows, largest remainders first
+            share = counts * n_valid / n
+            take = np.floor(share).astype(int)
+            extra = np.argsort(-(share - take), kind="stable")[: n_valid - take.sum()]
+            take[extra] += 1
+            take = np.minimum(take, counts - 1)
+            valid = np.concatenate([rng.permutation(np.flatnonzero(y_idx == c))[:k]
+                                    for c, k in enumerate(take) if k > 0])
+        else:
+            valid = rng.permutation(n)[:n_valid]
+        mask = np.zeros(n, dtype=bool)
+        mask[valid] = True
+        return X[~mask], y_idx[~mask], X[mask], y_idx[mask]

@@ -1,0 +1,661 @@
+"""Ensembles: members on bootstrap rows and/or random feature subsets, soft and hard voting.
+
+``descend ensemble mnist --members 10 --rows 0.8 --bootstrap --features 0.8``
+trains ten networks, each on its own sample of the training rows (with
+replacement under ``--bootstrap``) and its own random subset of the input
+columns, in parallel worker processes, then combines them:
+
+- **soft** voting averages the members' class probabilities;
+- **hard** voting takes the majority of their predicted classes (a tie goes to
+  the tied class with the highest mean probability).
+
+Everything is seeded: member ``i``'s rows, columns, initial weights, batch
+order and dropout masks derive from ``(seed, i)`` alone, so the ensemble is
+the same whatever the number of workers.  All members are saved in ONE
+safetensors file (``member{i}/...`` tensors, each member's column indices as
+an integer tensor, spec / classes / normalisation in the JSON metadata), read
+back by :meth:`Ensemble.load` without pickle.
+
+The run directory also holds ``report.html``: the ensemble's test error
+against the best and the mean single member, error against ensemble size for
+both votes, and, when members use dropout, one member's weight-scaling
+inference against Monte-Carlo averaging of dropout masks (dropout as an
+implicit ensemble).
+
+Worker processes are started with ``spawn`` (safe with threads and GPU
+runtimes), read the normalised training matrix from a memory-mapped ``.npy``
+file (shared page cache, no copy per worker) and use ``cores // workers``
+compute threads each (one when there are as many workers as cores).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from descend.backend import numpy_ops
+from descend.errors import ConfigError, InputError, require
+from descend.model import MLP, init_params, init_state, predict_logits
+from descend.train.config import TrainConfig
+from descend.train.predict import softmax
+
+__all__ = ["VOTES", "Ensemble", "EnsembleConfig", "EnsembleRun", "Member", "MemberPlan", "combine",
+           "error_by_size", "load_ensemble", "plan_members", "run_ensemble", "train_members"]
+
+VOTES = ("soft", "hard")
+FORMAT = "descend-ensemble"
+MC_SIZES = (1, 2, 5, 10, 20, 50, 100)
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """An ensemble run: how members differ, how they vote, and each member's training options.
+
+    ``rows`` is the fraction of training rows each member sees (drawn with
+    replacement when ``bootstrap``), ``features`` the fraction of input columns
+    (always without replacement).  ``workers=0`` means one per core, at most
+    one per member.  ``mc_samples`` is the largest number of Monte-Carlo
+    dropout passes compared with weight scaling in the report.
+    """
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    members: int = 10
+    rows: float = 1.0
+    bootstrap: bool = False
+    features: float = 1.0
+    vote: str = "soft"
+    workers: int = 0
+    mc_samples: int = 50
+
+    def __post_init__(self):
+        require(isinstance(self.train, TrainConfig), "train", "a TrainConfig", type(self.train).__name__)
+        require(int(self.members) == self.members and self.members >= 1, "members", "an integer >= 1", self.members)
+        require(0.0 < self.rows <= 1.0, "rows", "a fraction in (0, 1]", self.rows)
+        require(0.0 < self.features <= 1.0, "features", "a fraction in (0, 1]", self.features)
+        require(self.vote in VOTES, "vote", f"one of {VOTES}", self.vote)
+        require(int(self.workers) == self.workers and self.workers >= 0, "workers",
+                "an integer >= 0 (0 = one per core)", self.workers)
+        require(int(self.mc_samples) == self.mc_samples and self.mc_samples >= 1, "mc_samples", "an integer >= 1",
+                self.mc_samples)
+        require(self.train.balance == "none", "balance", "'none' for ensemble members (rows are resampled instead)",
+                self.train.balance)
+
+    def to_dict(self) -> dict:
+        return {"members": self.members, "rows": self.rows, "bootstrap": self.bootstrap, "features": self.features,
+                "vote": self.vote, "workers": self.workers, "mc_samples": self.mc_samples,
+                "train": self.train.to_dict()}
+
+    def resolved_workers(self) -> int:
+        return min(self.members, self.workers or os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------------------- plans
+
+
+@dataclass(frozen=True, eq=False)
+class MemberPlan:
+    """What member ``index`` trains on: its seed, training rows and input columns (sorted indices)."""
+
+    index: int
+    seed: int
+    rows: np.ndarray
+    features: np.ndarray
+
+
+def member_seed(seed: int, index: int) -> int:
+    """A 31-bit seed of member ``index`` from the run's seed, independent across runs and members."""
+    return int(np.random.SeedSequence([int(seed), 0xE45E, int(index)]).generate_state(1)[0] >> 1)
+
+
+def plan_members(cfg: EnsembleConfig, n_rows: int, n_features: int) -> list[MemberPlan]:
+    """Every member's rows and columns, a pure function of the config's seed and sizes."""
+    plans = []
+    for i in range(cfg.members):
+        seed = member_seed(cfg.train.seed, i)
+        rng = np.random.default_rng([seed, 0x0B5])
+        n_take = max(1, int(round(cfg.rows * n_rows)))
+        if cfg.bootstrap:
+            rows = np.sort(rng.integers(0, n_rows, size=n_take))
+        elif n_take == n_rows:
+            rows = np.arange(n_rows)
+        else:
+            rows = np.sort(rng.choice(n_rows, size=n_take, replace=False))
+        k = max(1, int(round(cfg.features * n_features)))
+        cols = np.arange(n_features) if k == n_features else np.sort(rng.choice(n_features, size=k, replace=False))
+        plans.append(MemberPlan(i, seed, rows.astype(np.int64), cols.astype(np.int64)))
+    return plans
+
+
+# ---------------------------------------------------------------------------- the ensemble
+
+
+@dataclass(eq=False)
+class Member:
+    """One trained network and the input columns it reads."""
+
+    params: dict
+    state: dict
+    features: np.ndarray
+    seed: int = 0
+    info: dict = field(default_factory=dict)
+
+
+def combine(member_proba: np.ndarray, vote: str = "soft") -> np.ndarray:
+    """Combine ``(members, rows, classes)`` probabilities into ``(rows, classes)``.
+
+    ``soft``: the mean probability.  ``hard``: the vote share, with half a vote
+    spread by the mean probability, ``(votes + mean/2) / (members + 1/2)``: the
+    half vote never outweighs a real one, it only breaks ties (towards the tied
+    class with the highest mean probability), so ``argmax`` is the majority vote.
+    """
+    require(vote in VOTES, "vote", f"one of {VOTES}", vote)
+    member_proba = np.asarray(member_proba, dtype=np.float64)
+    mean = member_proba.mean(axis=0)
+    if vote == "soft":
+        return mean
+    m, n, _ = member_proba.shape
+    votes = np.zeros(mean.shape)
+    for p in member_proba:
+        votes[np.arange(n), np.argmax(p, axis=1)] += 1
+    return (votes + mean / 2) / (m + 0.5)
+
+
+def error_by_size(member_proba: np.ndarray, y: np.ndarray) -> dict[str, list[float]]:
+    """Test error of the first k members' soft and hard vote, k = 1..M."""
+    member_proba = np.asarray(member_proba, dtype=np.float64)
+    m, n, c = member_proba.shape
+    running = np.zeros((n, c))
+    counts = np.zeros((n, c))
+    soft, hard = [], []
+    rows = np.arange(n)
+    for k in range(m):
+        running += member_proba[k]
+        counts[rows, np.argmax(member_proba[k], axis=1)] += 1
+        soft.append(float(np.mean(np.argmax(running, axis=1) != y)))
+        hard.append(float(np.mean(np.argmax(counts + running / (k + 1) / 2, axis=1) != y)))
+    return {"size": list(range(1, m + 1)), "soft": soft, "hard": hard}
+
+
+@dataclass(eq=False)
+class Ensemble:
+    """Trained members, the shared normalisation and the class names.
+
+    Inputs are raw rows (as in the dataset file): the normaliser fitted on the
+    training rows is applied, then each member reads its own columns.
+    """
+
+    spec: MLP
+    members: list[Member]
+    classes: tuple[str, ...]
+    n_features: int
+    normalizer: object
+    vote: str = "soft"
+    metadata: dict = field(default_factory=dict)
+
+    def _normalized(self, X) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            shape = "x".join(map(str, X.shape))
+            raise InputError(f"input has shape {shape}; the ensemble expects rows of {self.n_features} features")
+        return self.normalizer.transform(X)
+
+    def member_proba(self, X, *, normalized: bool = False, batch_size: int = 10000) -> np.ndarray:
+        """``(members, rows, classes)`` probabilities (weight-scaling inference for dropout)."""
+        x = np.asarray(X, dtype=np.float32) if normalized else self._normalized(X)
+        out = np.empty((len(self.members), len(x), len(self.classes)))
+        for i, m in enumerate(self.members):
+            dtype = m.params["dense0.W"].dtype
+            for s in range(0, len(x), batch_size):
+                xb = x[s:s + batch_size][:, m.features].astype(dtype, copy=False)
+                out[i, s:s + batch_size] = softmax(predict_logits(numpy_ops, self.spec, m.params, m.state, xb))
+        return out
+
+    def predict_proba(self, X, *, vote: str | None = None, normalized: bool = False) -> np.ndarray:
+        """Soft vote: mean probability; hard vote: the fraction of members voting for each class."""
+        return combine(self.member_proba(X, normalized=normalized), vote or self.vote)
+
+    def predict(self, X, *, vote: str | None = None, normalized: bool = False) -> np.ndarray:
+        """Class indices (``classes[i]`` is the label)."""
+        return np.argmax(self.predict_proba(X, vote=vote, normalized=normalized), axis=1)
+
+    def save(self, path) -> Path:
+        """All members in ONE safetensors file; JSON metadata, no pickle."""
+        from descend.io.modelfile import save_model
+
+        params, state, extra = {}, {}, {}
+        for i, m in enumerate(self.members):
+            params.update({f"member{i}/{k}": v for k, v in m.params.items()})
+            state.update({f"member{i}/{k}": v for k, v in m.state.items()})
+            extra[f"member{i}/features"] = np.asarray(m.features, dtype=np.int64)
+        norm_meta, norm_arrays = self.normalizer.to_dict()
+        extra.update({f"normalization.{k}": v for k, v in norm_arrays.items()})
+        meta = dict(self.metadata)
+        meta.update({
+            "kind": FORMAT,
+            "ensemble": {"members": len(self.members), "spec": self.spec.to_dict(), "vote": self.vote,
+                         "seeds": [m.seed for m in self.members],
+                         "member_info": [m.info for m in self.members]},
+            "classes": list(self.classes), "n_features": int(self.n_features), "normalization": norm_meta})
+        return save_model(path, params, state=state, extra_arrays=extra, metadata=meta)
+
+    @classmethod
+    def load(cls, path) -> Ensemble:
+        """Read a file written by :meth:`save`; a file that is not one raises InputError naming it."""
+        from descend.data.preprocess import Normalizer
+        from descend.io.modelfile import load_model
+
+        mf = load_model(path)
+        meta = mf.metadata
+        if meta.get("kind") != FORMAT:
+            raise InputError(f"{path}: not a descend ensemble file (a single model? use `descend predict`)")
+        try:
+            info = meta["ensemble"]
+            spec = MLP.from_dict(info["spec"])
+            n_members, classes, n_features = int(info["members"]), tuple(meta["classes"]), int(meta["n_features"])
+            norm_arrays = {k[len("normalization."):]: v for k, v in mf.extra.items()
+                           if k.startswith("normalization.")}
+            normalizer = Normalizer.from_dict(meta["normalization"], norm_arrays)
+            seeds = list(info.get("seeds") or [0] * n_members)
+            member_info = list(info.get("member_info") or [{}] * n_members)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{path}: corrupt ensemble metadata ({exc})") from None
+        members = []
+        for i in range(n_members):
+            prefix = f"member{i}/"
+            params = {k[len(prefix):]: v for k, v in mf.params.items() if k.startswith(prefix)}
+            state = {k[len(prefix):]: v for k, v in mf.state.items() if k.startswith(prefix)}
+            features = mf.extra.get(f"{prefix}features")
+            if not params or features is None:
+                raise InputError(f"{path}: member {i} is missing")
+            features = np.asarray(features, dtype=np.int64)
+            if features.ndim != 1 or features.size == 0 or features.min() < 0 or features.max() >= n_features:
+                raise InputError(f"{path}: member {i}: feature indices out of range [0, {n_features})")
+            if params.get("dense0.W") is None or params["dense0.W"].shape[0] != features.size:
+                raise InputError(f"{path}: member {i}: weights do not match its {features.size} features")
+            members.append(Member(params, state, features, int(seeds[i]), dict(member_info[i] or {})))
+        vote = info.get("vote", "soft")
+        return cls(spec, members, classes, n_features, normalizer, vote if vote in VOTES else "soft", meta)
+
+
+def load_ensemble(path) -> Ensemble:
+    """``Ensemble.load(path)``."""
+    return Ensemble.load(path)
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def _member_spec(cfg: TrainConfig) -> MLP:
+    return MLP(hidden=cfg.hidden, activation=cfg.activation, dropout_keep=cfg.dropout_keep, batchnorm=cfg.batchnorm)
+
+
+def _train_one(cfg: TrainConfig, plan: MemberPlan, X, y, X_valid, y_valid, n_classes: int,
+               threads: int | None) -> dict:
+    """Train one member on its rows and columns; NumPy results (picklable for the parent)."""
+    from descend.engines import default_threads, get_engine
+    from descend.train.loop import fit
+
+    spec = _member_spec(cfg)
+    member_cfg = cfg.replace(seed=plan.seed)
+    cols = plan.features
+    Xm = np.asarray(X[plan.rows][:, cols])
+    sizes = (len(cols), *cfg.hidden, n_classes)
+    macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    if threads is None:
+        threads = default_threads(cfg.engine, min(cfg.batch_size or len(plan.rows), len(plan.rows)), macs)
+    engine = get_engine(cfg.engine, device=cfg.device, dtype=cfg.dtype, threads=threads)
+    params = init_params(spec, len(cols), n_classes, key=plan.seed, dtype=cfg.dtype)
+    state = init_state(spec, len(cols), n_classes, dtype=cfg.dtype)
+    Xv = engine.asarray(np.asarray(X_valid[:, cols])) if X_valid is not None else None
+    started = time.perf_counter()
+    result = fit(engine, spec, member_cfg, engine.asarray(Xm), engine.put_labels(y[plan.rows]), Xv, y_valid,
+                 params=params, model_state=state)
+    return {"index": plan.index, "params": {k: np.asarray(v) for k, v in result.params.items()},
+            "state": {k: np.asarray(v) for k, v in result.model_state.items()},
+            "epochs": result.steps / max(result.steps_per_epoch, 1), "steps": result.steps,
+            "stopped_early": result.stopped_early, "best_valid": result.best_metric,
+            "seconds": time.perf_counter() - started, "engine": engine.name, "threads": threads}
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(cfg_dict: dict, files: dict, n_classes: int, threads: int) -> None:
+    """Worker process set-up: thread limits, then the memory-mapped data."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        pass
+    _WORKER.update(cfg=TrainConfig.from_dict(cfg_dict), n_classes=n_classes, threads=threads,
+                   **{k: (np.load(v, mmap_mode="r", allow_pickle=False) if v else None) for k, v in files.items()})
+
+
+def _worker_task(plan: MemberPlan) -> dict:
+    w = _WORKER
+    return _train_one(w["cfg"], plan, w["X"], w["y"], w["X_valid"], w["y_valid"], w["n_classes"], w["threads"])
+
+
+def train_members(cfg: EnsembleConfig, plans: list[MemberPlan], X, y, X_valid=None, y_valid=None, *,
+                  n_classes: int, log=None) -> list[dict]:
+    """Train every planned member on normalised ``X`` (float32) and class ids ``y``; results by index.
+
+    With one worker the members train in this process one after another;
+    otherwise in ``spawn``-ed worker processes that memory-map the data.
+    """
+    log = log or (lambda line: None)
+    workers = min(cfg.resolved_workers(), len(plans))
+    results: dict[int, dict] = {}
+
+    def done(r):
+        results[r["index"]] = r
+        extra = f", best validation {100 * r['best_valid']:.2f}%" if r.get("best_valid") is not None else ""
+        log(f"descend: member {r['index'] + 1}/{cfg.members} trained in {r['seconds']:.1f} s "
+            f"({r['epochs']:g} epochs{extra}); {len(results)}/{len(plans)} done")
+
+    if workers <= 1:
+        for plan in plans:
+            done(_train_one(cfg.train, plan, X, y, X_valid, y_valid, n_classes, cfg.train.threads))
+        return [results[p.index] for p in plans]
+
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // workers)
+    with tempfile.TemporaryDirectory(prefix="descend-ensemble-") as tmp:
+        files = {}
+        for name, arr in (("X", X), ("y", y), ("X_valid", X_valid), ("y_valid", y_valid)):
+            if arr is None:
+                files[name] = None
+                continue
+            files[name] = os.path.join(tmp, f"{name}.npy")
+            np.save(files[name], np.ascontiguousarray(arr), allow_pickle=False)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker,
+                                   initargs=(cfg.train.to_dict(), files, n_classes, threads))
+        try:
+            futures = [pool.submit(_worker_task, plan) for plan in plans]
+            for fut in as_completed(futures):
+                done(fut.result())
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+    return [results[p.index] for p in plans]
+
+
+# ---------------------------------------------------------------------------- a run
+
+
+@dataclass
+class EnsembleRun:
+    run_dir: Path
+    config: EnsembleConfig
+    ensemble: Ensemble
+    metrics: dict
+    members: list[dict]
+
+
+def _split(ds, normalizer, which):
+    split = getattr(ds, which)
+    if split is None or split.y is None or len(split.y) == 0:
+        return None, None
+    return normalizer.transform(split.X), split.y
+
+
+def run_ensemble(cfg: EnsembleConfig, *, out=None, root="runs", progress: bool = True, stream=None) -> EnsembleRun:
+    """Train the ensemble per ``cfg``, evaluate it and write the run directory (what ``descend ensemble`` calls)."""
+    import descend
+    from descend.io.rundir import make_run_dir, write_json
+    from descend.train.run import prepare_data
+
+    stream = stream or sys.stderr
+    log = (lambda line: print(line, file=stream, flush=True)) if progress else (lambda line: None)
+    tcfg = cfg.train
+    ds, normalizer = prepare_data(tcfg)
+    if ds.train.y is None:
+        raise ConfigError(f"dataset {tcfg.dataset!r} has no training labels")
+    X, y = normalizer.transform(ds.train.X), ds.train.y
+    X_valid, y_valid = _split(ds, normalizer, "validation")
+    X_test, y_test = _split(ds, normalizer, "test")
+    n_classes = len(ds.classes)
+
+    run_dir = Path(out) if out else make_run_dir(root, tcfg.name or f"{Path(tcfg.dataset).name.split('.')[0]}-ensemble")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", {
+        "ensemble": cfg.to_dict(), "descend": descend.__version__, "numpy": np.__version__,
+        "python": platform.python_version(), "command": " ".join(sys.argv)})
+    plans = plan_members(cfg, len(y), ds.n_features)
+    workers = min(cfg.resolved_workers(), len(plans))
+    log(f"descend: ensemble of {cfg.members} x {tcfg.hidden or 'logistic regression'} {tcfg.activation} on "
+        f"{ds.name}: {len(plans[0].rows):,} rows{' (bootstrap)' if cfg.bootstrap else ''} and "
+        f"{len(plans[0].features)}/{ds.n_features} features each, {workers} worker process"
+        f"{'es' if workers > 1 else ''}; run directory {run_dir}")
+    started = time.perf_counter()
+    trained = train_members(cfg, plans, X, y, X_valid, y_valid, n_classes=n_classes, log=log)
+    wall = time.perf_counter() - started
+
+    spec = _member_spec(tcfg)
+    members = []
+    for plan, r in zip(plans, trained):
+        info = {"rows": int(len(plan.rows)), "unique_rows": int(len(np.unique(plan.rows))),
+                "features": int(len(plan.features)), "epochs": r["epochs"], "steps": r["steps"],
+                "stopped_early": r["stopped_early"], "best_valid_error": r["best_valid"],
+                "train_seconds": r["seconds"]}
+        members.append(Member(r["params"], r["state"], plan.features, plan.seed, info))
+    ensemble = Ensemble(spec, members, tuple(ds.classes), ds.n_features, normalizer, cfg.vote, {
+        "dataset": {"name": ds.name, "source": ds.source},
+        "image_shape": list(ds.image_shape) if ds.image_shape else None,
+        "training": {"config": tcfg.to_dict(), "engine": trained[0]["engine"]},
+        "sampling": {"rows": cfg.rows, "bootstrap": cfg.bootstrap, "features": cfg.features}})
+
+    metrics, rows, curves, dropout = evaluate_ensemble(ensemble, X_valid, y_valid, X_test, y_test, cfg.mc_samples)
+    metrics.update({"members": cfg.members, "workers": workers, "wall_seconds": wall,
+                    "member_train_seconds_total": float(sum(r["seconds"] for r in trained))})
+    ensemble.metadata["metrics"] = metrics
+    ensemble.save(run_dir / "ensemble.safetensors")
+    write_json(run_dir / "metrics.json", {**metrics, "error_by_size": curves, "dropout": dropout})
+    _write_members_csv(run_dir / "members.csv", rows)
+    write_report(run_dir, cfg, metrics, rows, curves, dropout)
+    held = metrics.get("eval_split")
+    if held:
+        log(f"descend: {held} error: ensemble {_pct(metrics['ensemble_error_' + cfg.vote])} ({cfg.vote} vote), "
+            f"mean member {_pct(metrics['mean_member_error'])}, best member {_pct(metrics['best_member_error'])}; "
+            f"{wall:.1f} s; wrote {run_dir}")
+    else:
+        log(f"descend: no labelled validation or test rows to evaluate on; {wall:.1f} s; wrote {run_dir}")
+    return EnsembleRun(run_dir, cfg, ensemble, metrics, rows)
+
+
+def evaluate_ensemble(ensemble: Ensemble, X_valid, y_valid, X_test, y_test, mc_samples: int = 50):
+    """``(metrics, member rows, error-by-size curves, dropout comparison)`` on normalised held-out rows.
+
+    The test split is the evaluation set when labelled, else the validation split.
+    """
+    if y_test is not None:
+        X_eval, y_eval, split = X_test, y_test, "test"
+    elif y_valid is not None:
+        X_eval, y_eval, split = X_valid, y_valid, "validation"
+    else:
+        X_eval = y_eval = split = None
+    rows = []
+    for i, m in enumerate(ensemble.members):
+        rows.append({"member": i, "seed": m.seed, **{k: v for k, v in m.info.items()}})
+    metrics: dict = {"eval_split": split}
+    curves, dropout = None, None
+    if y_valid is not None:
+        valid_proba = ensemble.member_proba(X_valid, normalized=True)
+        for row, p in zip(rows, valid_proba):
+            row["valid_error"] = float(np.mean(np.argmax(p, axis=1) != y_valid))
+    if split is None:
+        return metrics, rows, curves, dropout
+    proba = valid_proba if split == "validation" else ensemble.member_proba(X_eval, normalized=True)
+    errors = np.array([np.mean(np.argmax(p, axis=1) != y_eval) for p in proba])
+    for row, e in zip(rows, errors):
+        row[f"{split}_error"] = float(e)
+    curves = error_by_size(proba, y_eval)
+    metrics.update({
+        "eval_rows": int(len(y_eval)),
+        "ensemble_error_soft": curves["soft"][-1], "ensemble_error_hard": curves["hard"][-1],
+        "mean_member_error": float(errors.mean()), "std_member_error": float(errors.std()),
+        "best_member_error": float(errors.min()), "best_member": int(errors.argmin()),
+        "worst_member_error": float(errors.max())})
+    if y_valid is not None and split == "test":
+        pick = int(np.argmin([r["valid_error"] for r in rows]))
+        metrics["member_chosen_on_validation"] = pick
+        metrics["member_chosen_on_validation_error"] = float(errors[pick])
+    if ensemble.spec.uses_dropout:
+        dropout = dropout_comparison(ensemble, X_eval, y_eval, mc_samples, member=0)
+        metrics["dropout_member0_weight_scaling_error"] = dropout["weight_scaling_error"]
+        metrics["dropout_member0_mc_error"] = dropout["mc_error"][-1]
+        metrics["dropout_mc_samples"] = dropout["samples"][-1]
+    return metrics, rows, curves, dropout
+
+
+def dropout_comparison(ensemble: Ensemble, X, y, samples: int, *, member: int = 0, seed: int = 0) -> dict:
+    """One member's test error with weight scaling vs the mean of K Monte-Carlo dropout passes.
+
+    Pass ``k`` uses the generator ``default_rng([seed, k])``, as
+    ``descend.train.predict.mc_dropout_proba`` does, so the K-pass average here
+    equals ``mc_dropout_proba(samples=K)``.
+    """
+    m = ensemble.members[member]
+    x = np.asarray(X, dtype=np.float32)[:, m.features].astype(m.params["dense0.W"].dtype, copy=False)
+    spec = ensemble.spec
+    deterministic = softmax(predict_logits(numpy_ops, spec, m.params, m.state, x))
+    sizes = sorted({k for k in MC_SIZES if k <= samples} | {samples})
+    total = np.zeros_like(deterministic)
+    errors = []
+    for k in range(1, samples + 1):
+        total += softmax(predict_logits(numpy_ops, spec, m.params, m.state, x,
+                                        key=np.random.default_rng([seed, k - 1]), mc_dropout=True))
+        if k in sizes:
+            errors.append(float(np.mean(np.argmax(total, axis=1) != y)))
+    return {"member": member, "weight_scaling_error": float(np.mean(np.argmax(deterministic, axis=1) != y)),
+            "samples": sizes, "mc_error": errors}
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+MEMBER_COLUMNS = ("member", "seed", "rows", "unique_rows", "features", "epochs", "steps", "stopped_early",
+                  "best_valid_error", "valid_error", "test_error", "train_seconds")
+
+
+def _write_members_csv(path: Path, rows: list[dict]) -> None:
+    from descend.io.atomic import atomic_write_text
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=MEMBER_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in MEMBER_COLUMNS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def plot_error_by_size(curves: dict, metrics: dict, path) -> Path:
+    """Error (%) of the first k members' soft and hard vote, with the mean and best single member."""
+    from descend.reports.plots import _new_figure, _save
+
+    fig, ax = _new_figure()
+    sizes = curves["size"]
+    ax.plot(sizes, [100 * e for e in curves["soft"]], "o-", label="soft vote (mean probability)")
+    ax.plot(sizes, [100 * e for e in curves["hard"]], "s--", label="hard vote (majority)")
+    ax.axhline(100 * metrics["mean_member_error"], color="0.4", ls=":", label="mean single member")
+    ax.axhline(100 * metrics["best_member_error"], color="0.6", ls="-.", label="best single member")
+    ax.set_xticks(sizes if len(sizes) <= 20 else sizes[:: math.ceil(len(sizes) / 20)])
+    ax.set_title(f"Ensemble error vs size ({metrics['eval_split']} set)")
+    ax.set_xlabel("members (first k)")
+    ax.set_ylabel("error (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best")
+    return _save(fig, path)
+
+
+def plot_dropout(dropout: dict, path) -> Path:
+    """Monte-Carlo dropout error vs the number of passes, beside weight scaling."""
+    from descend.reports.plots import _new_figure, _save
+
+    fig, ax = _new_figure()
+    ax.plot(dropout["samples"], [100 * e for e in dropout["mc_error"]], "o-", label="Monte-Carlo average")
+    ax.axhline(100 * dropout["weight_scaling_error"], color="C1", ls="--", label="weight scaling (one pass)")
+    ax.set_xscale("log")
+    ax.set_title(f"Dropout as an ensemble: member {dropout['member']}")
+    ax.set_xlabel("dropout passes averaged")
+    ax.set_ylabel("error (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best")
+    return _save(fig, path)
+
+
+def write_report(run_dir: Path, cfg: EnsembleConfig, metrics: dict, rows: list[dict], curves, dropout) -> Path:
+    """``report.html``: self-contained, everything escaped (as descend's run reports)."""
+    from descend import __version__
+    from descend.io.atomic import atomic_write_text
+    from descend.reports.html import _CSS, _e, _image, _kv_table, _rows_table
+
+    title = f"descend ensemble: {run_dir.name}"
+    parts = [f"<h1>{_e(title)}</h1>"]
+    split = metrics.get("eval_split")
+    if split:
+        mean = metrics["mean_member_error"]
+
+        def line(name, err, note=""):
+            cut = 0.0 if mean == 0 else round(100 * (mean - err) / mean, 1)
+            return {"model": name, f"{split} error (%)": round(100 * err, 3),
+                    "error reduction vs mean member": f"{cut + 0.0:+.1f}%" if cut else "0.0%", "note": note}
+
+        table = [line(f"ensemble of {cfg.members}, soft vote", metrics["ensemble_error_soft"],
+                      "mean probability" + (" (the saved default)" if cfg.vote == "soft" else "")),
+                 line(f"ensemble of {cfg.members}, hard vote", metrics["ensemble_error_hard"],
+                      "majority of predicted classes" + (" (the saved default)" if cfg.vote == "hard" else "")),
+                 line("best single member", metrics["best_member_error"],
+                      f"member {metrics['best_member']}, chosen on the {split} set itself (optimistic)")]
+        if "member_chosen_on_validation" in metrics:
+            table.append(line("member chosen on validation", metrics["member_chosen_on_validation_error"],
+                              f"member {metrics['member_chosen_on_validation']}"))
+        table.append(line("mean single member", mean, f"std {100 * metrics['std_member_error']:.3f} points"))
+        table.append(line("worst single member", metrics["worst_member_error"]))
+        parts += [f"<h2>Ensemble vs single members ({_e(split)} set, {metrics['eval_rows']:,} rows)</h2>",
+                  _rows_table(table)]
+        images = {"Error vs ensemble size": plot_error_by_size(curves, metrics, run_dir / "error_vs_size.png")}
+        parts += ["<h2>Error vs ensemble size</h2>", "<div>", *(_image(c, p) for c, p in images.items()), "</div>",
+                  _rows_table([{"members": k, "soft error (%)": round(100 * s, 3), "hard error (%)": round(100 * h, 3)}
+                               for k, s, h in zip(curves["size"], curves["soft"], curves["hard"])])]
+        if dropout:
+            parts += ["<h2>Dropout as an implicit ensemble</h2>",
+                      f"<p>Member {dropout['member']} was trained with dropout (keep "
+                      f"{_e(list(cfg.train.dropout_keep))}). Weight scaling (one deterministic pass) against the "
+                      f"average of K passes with random dropout masks (Monte-Carlo dropout):</p>",
+                      _rows_table([{"inference": "weight scaling", f"{split} error (%)":
+                                    round(100 * dropout["weight_scaling_error"], 3)}]
+                                  + [{"inference": f"Monte-Carlo, {k} passes", f"{split} error (%)": round(100 * e, 3)}
+                                     for k, e in zip(dropout["samples"], dropout["mc_error"])]),
+                      _image("Monte-Carlo dropout vs weight scaling", plot_dropout(dropout, run_dir / "dropout.png"))]
+    else:
+        parts.append('<p class="note">The dataset has no labelled validation or test rows: nothing to evaluate.</p>')
+    parts += ["<h2>Members</h2>", _rows_table([{k: r.get(k) for k in MEMBER_COLUMNS if k in r} for r in rows]),
+              "<h2>Run</h2>", _kv_table({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}),
+              "<h2>Configuration</h2>", _kv_table(cfg.to_dict())]
+    doc = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+           '<meta name="viewport" content="width=device-width,initial-scale=1">'
+           f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n" + "\n".join(parts)
+           + f"\n<footer>descend {_e(__version__)}</footer>\n</body></html>\n")
+    return atomic_write_text(run_dir / "report.html", doc)

@@ -1,0 +1,218 @@
+"""Ensembles: member plans, voting, one-file save/load, parallel workers, report, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+import descend
+from descend.cli.main import main
+from descend.errors import ConfigError, InputError
+from descend.experiments.ensemble import (
+    Ensemble,
+    EnsembleConfig,
+    combine,
+    dropout_comparison,
+    error_by_size,
+    plan_members,
+    run_ensemble,
+)
+from descend.train import TrainConfig
+from descend.train.predict import mc_dropout_proba
+
+
+def _train(data, **kw):
+    base = dict(dataset=str(data), hidden=(16,), epochs=4, batch_size=50, optimizer="nesterov", lr=0.05,
+                schedule="constant", engine="numpy", normalize="standardize", early_stopping="none", threads=1)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A 3-class problem hard enough for members to disagree: 1000 train + 400 test rows, 20 features."""
+    rng = np.random.default_rng(0)
+    n, d = 1400, 20
+    centers = rng.normal(size=(3, d)) * 0.6
+    y = rng.integers(0, 3, size=n)
+    X = (centers[y] + rng.normal(size=(n, d))).astype(np.float32)
+    path = tmp_path_factory.mktemp("ens") / "blobs.npz"
+    np.savez(path, X=X[:1000], y=y[:1000], X_test=X[1000:], y_test=y[1000:])
+    return path
+
+
+@pytest.fixture(scope="module")
+def serial_run(data, tmp_path_factory):
+    cfg = EnsembleConfig(train=_train(data), members=5, rows=0.8, bootstrap=True, features=0.6, workers=1)
+    return run_ensemble(cfg, out=tmp_path_factory.mktemp("runs") / "serial", progress=False)
+
+
+def test_plans_are_seeded_and_sized():
+    cfg = EnsembleConfig(train=TrainConfig(seed=3), members=4, rows=0.5, bootstrap=True, features=0.25)
+    plans = plan_members(cfg, 1000, 40)
+    again = plan_members(cfg, 1000, 40)
+    for p, q in zip(plans, again):
+        np.testing.assert_array_equal(p.rows, q.rows)
+        np.testing.assert_array_equal(p.features, q.features)
+        assert len(p.rows) == 500 and len(p.features) == 10
+        assert len(np.unique(p.rows)) < 500  # with replacement
+        assert np.all(np.diff(p.features) > 0)  # sorted, distinct
+    assert len({p.seed for p in plans}) == 4
+    assert not np.array_equal(plans[0].features, plans[1].features)
+    # another run seed gives other members (no member shared between seeds 0 and 1)
+    other = plan_members(EnsembleConfig(train=TrainConfig(seed=4), members=4), 1000, 40)
+    assert not {p.seed for p in plans} & {p.seed for p in other}
+    full = plan_members(EnsembleConfig(members=2), 100, 8)
+    np.testing.assert_array_equal(full[0].rows, np.arange(100))
+    np.testing.assert_array_equal(full[1].features, np.arange(8))
+    subset = plan_members(EnsembleConfig(members=1, rows=0.3), 100, 8)[0]
+    assert len(subset.rows) == len(np.unique(subset.rows)) == 30
+
+
+def test_soft_and_hard_voting():
+    # three members, two rows, three classes
+    p = np.array([[[0.6, 0.3, 0.1], [0.1, 0.2, 0.7]],
+                  [[0.4, 0.5, 0.1], [0.2, 0.5, 0.3]],
+                  [[0.1, 0.8, 0.1], [0.1, 0.6, 0.3]]])
+    np.testing.assert_allclose(combine(p, "soft"), p.mean(axis=0))
+    hard = combine(p, "hard")
+    np.testing.assert_allclose(hard.sum(axis=1), 1.0)
+    assert list(np.argmax(hard, axis=1)) == [1, 1]  # majority: 2 of 3 votes each
+    # soft and hard can disagree: one confident member outvoted
+    q = np.array([[[0.99, 0.01]], [[0.45, 0.55]], [[0.45, 0.55]]])
+    assert np.argmax(combine(q, "soft")) == 0 and np.argmax(combine(q, "hard")) == 1
+    # a tie goes to the tied class with the higher mean probability
+    t = np.array([[[0.9, 0.1, 0.0]], [[0.4, 0.6, 0.0]]])
+    assert np.argmax(combine(t, "hard")) == 0
+    with pytest.raises(ConfigError, match="vote"):
+        combine(p, "mean")
+    curves = error_by_size(p, np.array([1, 2]))
+    assert curves["size"] == [1, 2, 3]
+    assert curves["soft"][-1] == np.mean(np.argmax(combine(p, "soft"), axis=1) != [1, 2])
+    assert curves["hard"][-1] == np.mean(np.argmax(combine(p, "hard"), axis=1) != [1, 2])
+
+
+def test_run_writes_one_file_report_and_beats_the_mean_member(serial_run, data):
+    run = serial_run
+    files = {p.name for p in run.run_dir.iterdir()}
+    assert {"config.json", "ensemble.safetensors", "members.csv", "metrics.json", "report.html",
+            "error_vs_size.png"} <= files
+    m = run.metrics
+    assert m["eval_split"] == "test" and m["eval_rows"] == 400
+    assert m["ensemble_error_soft"] < m["mean_member_error"]
+    assert m["best_member_error"] <= m["mean_member_error"] <= m["worst_member_error"]
+    html = (run.run_dir / "report.html").read_text()
+    for text in ("soft vote", "hard vote", "best single member", "mean single member", "Error vs ensemble size",
+                 "data:image/png;base64,"):
+        assert text in html
+    assert "Monte-Carlo" not in html  # no dropout, no dropout section
+    metrics = json.loads((run.run_dir / "metrics.json").read_text())
+    assert len(metrics["error_by_size"]["soft"]) == 5
+    assert len((run.run_dir / "members.csv").read_text().splitlines()) == 6
+
+    # one safetensors file: every member's tensors and its column indices, JSON metadata
+    with safe_open(str(run.run_dir / "ensemble.safetensors"), framework="np") as f:
+        keys = set(f.keys())
+    assert {f"params/member{i}/dense0.W" for i in range(5)} <= keys
+    assert {f"extra/member{i}/features" for i in range(5)} <= keys
+    loaded = Ensemble.load(run.run_dir / "ensemble.safetensors")
+    assert len(loaded.members) == 5 and loaded.classes == run.ensemble.classes
+    raw = np.load(data)
+    np.testing.assert_allclose(loaded.predict_proba(raw["X_test"]), run.ensemble.predict_proba(raw["X_test"]))
+    error = np.mean(loaded.predict(raw["X_test"]) != raw["y_test"])
+    assert error == pytest.approx(m["ensemble_error_soft"])
+    assert np.mean(loaded.predict(raw["X_test"], vote="hard") != raw["y_test"]) == pytest.approx(
+        m["ensemble_error_hard"])
+    for member, plan_features in zip(loaded.members, run.ensemble.members):
+        assert member.params["dense0.W"].shape == (12, 16)
+        np.testing.assert_array_equal(member.features, plan_features.features)
+
+
+def test_parallel_workers_give_the_serial_ensemble(serial_run, data, tmp_path):
+    cfg = EnsembleConfig(train=_train(data), members=5, rows=0.8, bootstrap=True, features=0.6, workers=2)
+    parallel = run_ensemble(cfg, out=tmp_path / "parallel", progress=False)
+    assert parallel.metrics["workers"] == 2
+    for a, b in zip(serial_run.ensemble.members, parallel.ensemble.members):
+        np.testing.assert_array_equal(a.features, b.features)
+        for k in a.params:
+            np.testing.assert_allclose(a.params[k], b.params[k], rtol=1e-5, atol=1e-6)
+    assert parallel.metrics["ensemble_error_soft"] == pytest.approx(serial_run.metrics["ensemble_error_soft"],
+                                                                    abs=1e-2)
+
+
+def test_dropout_members_report_weight_scaling_vs_monte_carlo(data, tmp_path):
+    cfg = EnsembleConfig(train=_train(data, dropout_keep=(0.9, 0.5)), members=2, workers=1, mc_samples=5,
+                         vote="hard")
+    run = run_ensemble(cfg, out=tmp_path / "dropout", progress=False)
+    html = (run.run_dir / "report.html").read_text()
+    assert "Monte-Carlo" in html and "weight scaling" in html and (run.run_dir / "dropout.png").is_file()
+    assert run.metrics["dropout_mc_samples"] == 5
+    assert Ensemble.load(run.run_dir / "ensemble.safetensors").vote == "hard"
+    # the K-pass average is descend's mc_dropout_proba with K samples
+    raw = np.load(data)
+    x = run.ensemble.normalizer.transform(raw["X_test"])
+    cmp = dropout_comparison(run.ensemble, x, raw["y_test"], 5)
+    assert cmp["samples"] == [1, 2, 5]
+    m = run.ensemble.members[0]
+    proba = mc_dropout_proba(run.ensemble.spec, m.params, m.state, x[:, m.features], samples=5, seed=0)
+    assert cmp["mc_error"][-1] == pytest.approx(np.mean(np.argmax(proba, axis=1) != raw["y_test"]))
+
+
+def test_load_refuses_other_files(serial_run, tmp_path):
+    from descend.io.modelfile import save_model
+
+    single = tmp_path / "model.safetensors"
+    save_model(single, {"dense0.W": np.zeros((2, 2), np.float32)}, metadata={"spec": {}})
+    with pytest.raises(InputError, match="not a descend ensemble"):
+        Ensemble.load(single)
+    with pytest.raises(InputError, match="no such file"):
+        Ensemble.load(tmp_path / "missing.safetensors")
+    # a member's column indices out of range
+    ens = serial_run.ensemble
+    bad = Ensemble(ens.spec, list(ens.members), ens.classes, ens.n_features, ens.normalizer)
+    bad.members[0] = type(ens.members[0])(ens.members[0].params, {}, ens.members[0].features + 100)
+    bad.save(tmp_path / "bad.safetensors")
+    with pytest.raises(InputError, match="out of range"):
+        Ensemble.load(tmp_path / "bad.safetensors")
+    with pytest.raises(InputError, match="features"):
+        ens.predict(np.zeros((2, 3)))
+
+
+def test_config_validation():
+    for kw, name in [({"members": 0}, "members"), ({"rows": 0.0}, "rows"), ({"rows": 1.5}, "rows"),
+                     ({"features": 2.0}, "features"), ({"vote": "mean"}, "vote"), ({"workers": -1}, "workers"),
+                     ({"mc_samples": 0}, "mc_samples"), ({"train": TrainConfig(balance="oversample")}, "balance")]:
+        with pytest.raises(ConfigError, match=name):
+            EnsembleConfig(**kw)
+
+
+def test_cli(data, tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = main(["ensemble", str(data), "--members", "3", "--rows", "0.7", "--features", "0.5", "--vote", "hard",
+               "--workers", "1", "--hidden", "8", "--epochs", "2", "--engine", "numpy", "--normalize", "standardize",
+               "--out", str(out), "--quiet"])
+    assert rc == 0 and (out / "ensemble.safetensors").is_file() and (out / "report.html").is_file()
+    config = json.loads((out / "config.json").read_text())["ensemble"]
+    assert config["members"] == 3 and config["vote"] == "hard" and config["train"]["hidden"] == [8]
+    capsys.readouterr()
+    for bad in (["--members", "0"], ["--rows", "1.5"], ["--features", "0"], ["--workers", "-2"]):
+        assert main(["ensemble", str(data), *bad, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("descend: `")
+    assert not (tmp_path / "bad").exists()
+    assert descend.ensemble.run_ensemble is run_ensemble
+
+
+def test_mnist_ensemble_beats_its_mean_member(mirror_dir, tmp_path):
+    """Real data, kept small for CI (five 784-32-10 members on 10% of the rows, 3 epochs);
+    the full-size measurement (10 members, 3 seeds) is in docs/ensembles.md."""
+    cfg = EnsembleConfig(train=TrainConfig(dataset="mnist", hidden=(32,), epochs=3, engine="numpy", threads=1,
+                                           early_stopping="none", schedule="constant", lr=0.05),
+                         members=5, rows=0.1, bootstrap=True, features=0.8, workers=1)
+    run = run_ensemble(cfg, out=tmp_path / "mnist", progress=False)
+    m = run.metrics
+    assert m["eval_rows"] == 10_000
+    assert m["ensemble_error_soft"] < m["mean_member_error"] - 0.005
+    assert m["ensemble_error_soft"] < m["best_member_error"]
