@@ -1,0 +1,147 @@
+"""``descend compare``: build a Study from a preset / run specs / a TOML file and call run_compare."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import textwrap
+
+from descend.cli.main import HelpFormatter
+from descend.cli.train import _batch, _hidden
+from descend.errors import ConfigError
+from descend.experiments.compare_spec import COMPARE_DEFAULTS, PRESETS, build_study
+from descend.optim.conventions import CONVENTIONS, DESCRIPTIONS
+
+EPILOG = """run specs: "NAME key=value ...", NAME one of the optimizers, keys any of
+  lr momentum batch_size(or 'full') epochs schedule schedule_unit hidden activation l1 l2
+  dropout_keep batchnorm max_norm eval_every engine dtype early_stopping patience
+  eps rho b1 b2 initial_accumulator eps_in_sqrt lr_inside bias_correction
+  label convention budget
+examples:
+  descend compare mnist --preset momentum --seeds 3
+  descend compare mnist --run "sgd lr=0.1" --run "nesterov lr=0.01 momentum=0.9" --run "rmsprop+nesterov lr=1e-4"
+  descend compare mnist --preset adaptive --convention torch --target-error 3%
+  descend compare --config study.toml --workers 2
+  descend compare --resume runs/20250101-120000-compare-momentum
+presets:
+""" + "\n".join(textwrap.fill(f"{name}: {p.description}", 80, initial_indent="  ", subsequent_indent="    ")
+                for name, p in PRESETS.items()) + """
+conventions:
+""" + "\n".join(textwrap.fill(f"{name}: {text}", 80, initial_indent="  ", subsequent_indent="    ")
+                for name, text in DESCRIPTIONS.items())
+
+
+class _Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every default shown; the description and the examples keep their line breaks."""
+
+
+DESCRIPTION = textwrap.fill(
+    "Run several training configurations from the same initial weights and the same batch order (per seed), over "
+    "several seeds; write a table (final / best / test error mean ± std, best epoch, seconds, time and steps to a "
+    "target error), cost and error curves versus epochs, steps and wall-clock seconds (mean line, min-max band) "
+    "and a self-contained report.html.", 80)
+
+
+def _fraction(text: str) -> float:
+    t = text.strip()
+    try:
+        value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an error rate like 0.03 or 3%, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected an error rate in (0, 1) such as 0.03 or 3%, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "compare", help="compare training configurations over several seeds, with plots and a report",
+        description=DESCRIPTION,
+        epilog=EPILOG, formatter_class=_Formatter)
+    p.add_argument("dataset", nargs="?", default=None, help="dataset name or file (default: the file's, else mnist)")
+    p.add_argument("--preset", choices=tuple(PRESETS), default=None, metavar="NAME",
+                   help=f"a curriculum experiment: {', '.join(PRESETS)}")
+    p.add_argument("--run", action="append", default=None, metavar="SPEC",
+                   help="one configuration, e.g. \"nesterov lr=0.01 momentum=0.9\" (repeat; added to a preset's)")
+    p.add_argument("--config", metavar="FILE.toml", default=None,
+                   help="a study file: [base] options and [[run]] tables (see docs/compare.md)")
+    p.add_argument("--seeds", type=_positive_int, default=None, help="seeds per configuration (default: 3)")
+    p.add_argument("--seed", type=int, default=None, help="first seed (default: 0)")
+    p.add_argument("--convention", choices=CONVENTIONS, default=None,
+                   help="which library's variant of each update rule (default: descend)")
+    p.add_argument("--target-error", type=_fraction, default=None, metavar="RATE",
+                   help="validation error for time-to-target and steps-to-target, e.g. 3%% (default: the preset's)")
+    p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="stop every run after this much training time (default: the preset's; gd-variants 20)")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="parallel processes, one thread each (default: one per core; 1 with a time budget)")
+    base = p.add_argument_group("base options (override the preset's and the file's; a run spec overrides them)")
+    base.add_argument("--hidden", type=_hidden, default=None,
+                      help=f"hidden layer sizes (default: {','.join(map(str, COMPARE_DEFAULTS['hidden']))})")
+    base.add_argument("--activation", choices=("relu", "tanh", "sigmoid"), default=None, help="hidden activation")
+    base.add_argument("--epochs", type=int, default=None, help="epochs per run")
+    base.add_argument("--batch-size", type=_batch, default=None, help="mini-batch size ('full' = full batch)")
+    base.add_argument("--schedule", default=None, help="learning-rate schedule (constant, step:F:E, exponential:K ...)")
+    base.add_argument("--eval-every", type=int, default=None, help="evaluate every N steps (0 = every epoch)")
+    base.add_argument("--engine", default=None, help="numpy, jax, torch, tensorflow, pytensor (default: auto)")
+    base.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None, help="where to compute")
+    base.add_argument("--dtype", choices=("float32", "float64"), default=None, help="floating-point precision")
+    base.add_argument("--validation", type=float, default=None, help="validation rows (fraction or count)")
+    p.add_argument("--title", default=None, help="report title")
+    p.add_argument("--out", default=None, help="write here instead of runs/<date>-compare-<name>/ (reuses finished runs)")
+    p.add_argument("--resume", metavar="DIR", default=None, help="continue the interrupted compare in DIR")
+    p.set_defaults(func=run)
+
+
+BASE_OPTIONS = ("hidden", "activation", "epochs", "batch_size", "schedule", "eval_every", "engine", "device", "dtype",
+                "validation")
+
+
+def build(args):
+    base = {k: getattr(args, k) for k in BASE_OPTIONS if getattr(args, k) is not None}
+    return build_study(args.dataset, preset=args.preset, runs=args.run or (), config_file=args.config, seeds=args.seeds,
+                       first_seed=args.seed, convention=args.convention, target_error=args.target_error,
+                       budget=args.budget, base=base, title=args.title)
+
+
+def _terminate_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run(args) -> int:
+    from descend.experiments.compare import load_study, run_compare
+    from descend.experiments.compare_report import markdown, same_start
+
+    if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in ("preset", "config", "out", *BASE_OPTIONS)
+                 if getattr(args, k, None) is not None] + (["--run"] if args.run else []) + (
+                 ["DATASET"] if args.dataset else [])
+        if given:
+            raise ConfigError(f"--resume continues the stored study; it cannot be combined with {', '.join(given)}")
+        study, out = load_study(args.resume), args.resume
+    else:
+        study, out = build(args), args.out
+    workers = args.workers
+    if workers is None and args.config:  # a study file may say how many workers it wants
+        from descend.experiments.compare_spec import load_toml
+
+        workers = load_toml(args.config).get("workers")
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        result = run_compare(study, out, workers=workers)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(markdown(result.study, result.summary, same_start(result.study, result.records)))
+    print(f"descend: wrote {result.out_dir / 'report.html'} (tables, plots, configurations)", file=sys.stderr)
+    return 0

@@ -1,0 +1,111 @@
+"""Comparison curves: one mean line per configuration across seeds, with a min-max band.
+
+Seeds are put on a common x grid by linear interpolation (exact where their
+evaluations coincide, as they do per epoch and per step); the grid spans the
+range every seed covers.  Built with ``Figure`` + ``FigureCanvasAgg``, never
+pyplot, and written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from descend.io.atomic import atomic_path
+
+AXES = {
+    "epoch": ("epoch", "epochs"),
+    "step": ("step", "optimizer steps"),
+    "time": ("time", "wall-clock seconds (training + evaluation)"),
+}
+PANELS = (("valid_cost", "validation cost (cross-entropy)", 1.0), ("valid_error", "validation error (%)", 100.0))
+
+
+def _curve(history, xkey, ykey, scale=1.0, positive_x=False):
+    xs, ys = [], []
+    for row in history:
+        x, y = row.get(xkey), row.get(ykey)
+        if x is None or y is None:
+            continue
+        x, y = float(x), float(y) * scale
+        if math.isfinite(x) and math.isfinite(y) and (x > 0 or not positive_x):
+            xs.append(x)
+            ys.append(y)
+    if not xs:
+        return None
+    order = np.argsort(xs, kind="stable")
+    return np.asarray(xs)[order], np.asarray(ys)[order]
+
+
+def band(histories, xkey, ykey, scale=1.0, positive_x=False):
+    """``(grid, mean, low, high)`` across seeds, or None; low/high are None for a single seed."""
+    curves = [c for c in (_curve(h, xkey, ykey, scale, positive_x) for h in histories) if c is not None]
+    if not curves:
+        return None
+    if len(curves) == 1:
+        x, y = curves[0]
+        return x, y, None, None
+    lo, hi = max(c[0][0] for c in curves), min(c[0][-1] for c in curves)
+    grid = np.unique(np.concatenate([c[0] for c in curves]))
+    grid = grid[(grid >= lo) & (grid <= hi)]
+    if grid.size == 0:
+        grid = np.array([lo])
+    ys = np.stack([np.interp(grid, x, y) for x, y in curves])
+    return grid, ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0)
+
+
+def _wide(groups, xkey) -> bool:
+    """A log x axis when the evaluations span more than two decades (gd-variants: one full-batch step
+    against 100,000 stochastic ones)."""
+    xs = [float(r[xkey]) for _, hs in groups for h in hs for r in h if r.get(xkey) is not None]
+    xs = [x for x in xs if x > 0]
+    return bool(xs) and max(xs) / min(xs) > 100
+
+
+def plot_curves(groups, axis: str, path, *, title: str = "", target: float | None = None,
+                budget: float | None = None) -> Path:
+    """``groups``: ``[(label, [history, ...]), ...]``; two panels (validation cost and error) vs ``axis``."""
+    xkey, xlabel = AXES[axis]
+    log_x = axis in ("epoch", "step") and _wide(groups, xkey)
+    fig = Figure(figsize=(12, 4.6), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    colours = [f"C{i % 10}" for i in range(len(groups))]
+    for ax, (ykey, ylabel, scale) in zip(axes, PANELS):
+        for (label, histories), colour in zip(groups, colours):
+            b = band(histories, xkey, ykey, scale, positive_x=log_x)
+            if b is None:
+                continue
+            x, mean, low, high = b
+            n = len(histories)
+            ax.plot(x, mean, color=colour, lw=1.8, label=f"{label} (mean of {n})" if n > 1 else label,
+                    marker="." if len(x) < 25 and axis != "time" else None)
+            if low is not None:
+                ax.fill_between(x, low, high, color=colour, alpha=0.18, lw=0)
+        ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+        if ykey == "valid_error":
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}%" if f"{v:.0e}"[0] in "235" else ""))
+            if target is not None:
+                ax.axhline(100 * target, color="0.35", ls="--", lw=1, label=f"target {100 * target:g}%")
+        if log_x:
+            ax.set_xscale("log")
+        if axis == "time" and budget is not None:
+            ax.axvline(budget, color="0.35", ls=":", lw=1, label=f"budget {budget:g} s")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="major", alpha=0.35)
+        ax.grid(True, which="minor", alpha=0.12)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper right", fontsize=8)
+    bands = "; shaded: min-max over seeds" if any(len(h) > 1 for _, h in groups) else ""
+    fig.suptitle(f"{title} — vs {xlabel.split(' (')[0]}{bands}" if title else f"vs {xlabel}{bands}")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return Path(path)

@@ -1,0 +1,303 @@
+"""The outputs of ``descend compare``: summary table, findings, same-start check, CSV, PNG, HTML.
+
+Statistics are over seeds: mean ± sample standard deviation.  Configurations
+are also compared *paired by seed* with the first one (the baseline): the same
+seed means the same initial weights and batch order, so "lower on 3/3 seeds"
+is evidence the seeds' noise cannot explain away.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from descend.experiments.compare_plots import plot_curves
+from descend.experiments.compare_spec import PRESETS, Study
+from descend.io.atomic import atomic_write_text
+from descend.train.config import TrainConfig
+
+
+def _stats(values) -> tuple[float | None, float | None]:
+    values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not values:
+        return None, None
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    return float(np.mean(values)), std
+
+
+def first_reaching(history, target: float):
+    """The first evaluation (after step 0) whose validation error is <= ``target``, or None."""
+    for row in history:
+        if row.get("step", 0) > 0 and row.get("valid_error") is not None and row["valid_error"] <= target:
+            return row
+    return None
+
+
+def summarize(study: Study, records: dict) -> list[dict]:
+    """One row per configuration: statistics over its seeds, and the paired comparison with the first."""
+    rows = []
+    base_final = {seed: r["metrics"].get("final_valid_error") for (i, seed), r in records.items()
+                  if i == 0 and r["status"] == "ok"}
+    for i, run in enumerate(study.runs):
+        recs = [records[(i, s)] for s in study.seeds if (i, s) in records]
+        ok = [r for r in recs if r["status"] == "ok"]
+        m = [r["metrics"] for r in ok]
+        row = {"label": run.label, "spec": run.spec, "done": len(recs), "seeds": len(study.seeds),
+               "diverged": sum(r["status"] == "diverged" for r in recs)}
+        for key in ("final_valid_error", "best_valid_error", "test_error", "best_epoch", "train_seconds",
+                    "steps", "epochs"):
+            row[key], row[key + "_std"] = _stats(x.get(key) for x in m)
+        if study.target_error is not None:
+            hits = [first_reaching(r["history"], study.target_error) for r in ok]
+            reached = [h for h in hits if h is not None]
+            row["reached"] = len(reached)
+            row["time_to_target"], row["time_to_target_std"] = _stats(h["time"] for h in reached)
+            row["steps_to_target"], row["steps_to_target_std"] = _stats(h["step"] for h in reached)
+            row["epochs_to_target"], _ = _stats(h["epoch"] for h in reached)
+        if i > 0:
+            pairs = [(r["metrics"].get("final_valid_error"), base_final[r["seed"]]) for r in ok
+                     if base_final.get(r["seed"]) is not None]
+            diffs = [a - b for a, b in pairs if a is not None]
+            row["vs_baseline"] = float(np.mean(diffs)) if diffs else None
+            row["lower_than_baseline"] = sum(d < 0 for d in diffs)
+            row["paired"] = len(diffs)
+        rows.append(row)
+    return rows
+
+
+def same_start(study: Study, records: dict) -> tuple[bool, list[str]]:
+    """Check the fingerprints: per seed, one set of initial weights and one batch order for all configurations.
+
+    Weights are compared name by name among configurations of the same architecture (batch norm adds
+    parameters but leaves the dense weights alone); batch orders over the epochs every run reached.
+    """
+    ok, lines = True, []
+    for seed in study.seeds:
+        recs = [records[(i, seed)] for i in range(len(study.runs)) if (i, seed) in records]
+        if len(recs) < 2:
+            continue
+        groups: dict = {}
+        for r in recs:
+            c = r["config"]
+            groups.setdefault((tuple(c["hidden"]), c["activation"], c["dtype"]), []).append(r)
+        init_same = True
+        for members in groups.values():
+            digests = [r["fingerprint"]["init_params"] or {} for r in members]
+            common = set.intersection(*(set(d) for d in digests))
+            init_same &= all(len({d[k] for d in digests}) == 1 for k in common)
+        by_n: dict = {}
+        for r in recs:
+            by_n.setdefault(r["fingerprint"]["n_train"], []).append(r["fingerprint"]["batch_orders"])
+        order_same, epochs = True, []
+        for orders in by_n.values():
+            k = min(len(o) for o in orders)
+            epochs.append(k)
+            order_same &= all(o[:k] == orders[0][:k] for o in orders)
+        ok &= init_same and order_same
+        arch = "" if len(groups) == 1 else f" ({len(groups)} architectures, each compared with itself)"
+        lines.append(f"seed {seed}: {len(recs)} configurations; initial weights "
+                     f"{'identical' if init_same else 'DIFFERENT'}{arch}; batch order "
+                     f"{'identical' if order_same else 'DIFFERENT'} over the first {min(epochs)} epoch(s)")
+    return ok, lines
+
+
+# --- text ------------------------------------------------------------------------------------------
+
+
+def _pct(mean, std=None, digits=2) -> str:
+    if mean is None:
+        return "—"
+    text = f"{100 * mean:.{digits}f}"
+    return f"{text} ± {100 * std:.{digits}f}%" if std is not None else f"{text}%"
+
+
+def _num(mean, std=None, fmt="{:.1f}") -> str:
+    if mean is None:
+        return "—"
+    return fmt.format(mean) + (f" ± {fmt.format(std)}" if std is not None else "")
+
+
+def table_rows(study: Study, summary: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the summary table (shared by Markdown and HTML)."""
+    head = ["configuration", "runs", "final valid error", "best valid error", "best epoch", "test error",
+            "seconds", "steps"]
+    target = study.target_error
+    if target is not None:
+        head += [f"seconds to {100 * target:g}%", f"steps to {100 * target:g}%"]
+    head.append("vs first (paired)")
+    cells = []
+    for i, r in enumerate(summary):
+        runs = f"{r['done'] - r['diverged']}/{r['seeds']}" + (f" ({r['diverged']} diverged)" if r["diverged"] else "")
+        row = [r["label"], runs, _pct(r["final_valid_error"], r["final_valid_error_std"]),
+               _pct(r["best_valid_error"], r["best_valid_error_std"]),
+               _num(r["best_epoch"], r["best_epoch_std"], "{:.3g}"),
+               _pct(r["test_error"], r["test_error_std"]), _num(r["train_seconds"], r["train_seconds_std"], "{:.3g}"),
+               _num(r["steps"], None, "{:,.0f}")]
+        if target is not None:
+            n = r["done"] - r["diverged"]
+            if r["reached"]:
+                note = "" if r["reached"] == n else f" ({r['reached']}/{n} reached)"
+                row += [_num(r["time_to_target"], r["time_to_target_std"], "{:.3g}") + note,
+                        _num(r["steps_to_target"], None, "{:,.0f}") + note]
+            else:
+                row += ["not reached", "not reached"]
+        if i == 0:
+            row.append("baseline")
+        elif r.get("vs_baseline") is None:
+            row.append("—")
+        else:
+            row.append(f"{100 * r['vs_baseline']:+.2f} pp, lower on {r['lower_than_baseline']}/{r['paired']} seeds")
+        cells.append(row)
+    return head, cells
+
+
+def findings(study: Study, summary: list[dict]) -> list[str]:
+    """Plain sentences: each configuration against the first, paired by seed; the time-to-target winner."""
+    out = []
+    if not summary or summary[0]["final_valid_error"] is None:
+        return out
+    base = summary[0]
+    for r in summary[1:]:
+        if r.get("vs_baseline") is None:
+            continue
+        verdict = "ahead of" if r["lower_than_baseline"] == r["paired"] and r["vs_baseline"] < 0 else (
+            "behind" if r["lower_than_baseline"] == 0 and r["vs_baseline"] > 0 else "not clearly different from")
+        out.append(f"{r['label']} ends {verdict} {base['label']}: final validation error "
+                   f"{_pct(r['final_valid_error'])} vs {_pct(base['final_valid_error'])} "
+                   f"({100 * r['vs_baseline']:+.2f} percentage points; lower on {r['lower_than_baseline']} "
+                   f"of {r['paired']} seeds).")
+    if study.target_error is not None:
+        reached = [r for r in summary if r.get("reached")]
+        if reached:
+            fast = min(reached, key=lambda r: r["time_to_target"])
+            out.append(f"First to {100 * study.target_error:g}% validation error in wall-clock time: {fast['label']} "
+                       f"({fast['time_to_target']:.1f} s, {fast['steps_to_target']:,.0f} steps, mean of "
+                       f"{fast['reached']} seed(s)).")
+        missed = [r["label"] for r in summary if not r.get("reached")]
+        if missed:
+            out.append(f"Never reached {100 * study.target_error:g}%: {', '.join(missed)}.")
+    if study.budget is not None:
+        out.append(f"Every run was stopped at the first evaluation after {study.budget:g} s of training "
+                   f"(evaluations included), so the seconds-axis plot compares equal wall-clock budgets.")
+    return out
+
+
+def markdown(study: Study, summary: list[dict], same: tuple[bool, list[str]]) -> str:
+    head, cells = table_rows(study, summary)
+    lines = [f"## {study.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    lines.append("")
+    lines += [f"- {s}" for s in findings(study, summary)]
+    ok, detail = same
+    if detail:
+        lines.append(f"- Same start per seed: {'verified' if ok else 'NOT verified'} "
+                     f"(fingerprints of the weights and batch orders each trainer received).")
+    return "\n".join(lines) + "\n"
+
+
+# --- files -----------------------------------------------------------------------------------------
+
+RUN_COLUMNS = ("run_id", "label", "seed", "status", "engine", "epochs", "steps", "train_seconds",
+               "final_valid_error", "best_valid_error", "best_epoch", "test_error", "stopped_by_budget")
+
+
+def _csv(path: Path, columns, rows) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    atomic_write_text(path, buf.getvalue())
+
+
+def write_outputs(study: Study, records: dict, out_dir: Path) -> tuple[list[dict], list[str]]:
+    """runs.csv, summary.csv, summary.md, the three PNGs and report.html; returns the summary."""
+    summary = summarize(study, records)
+    same = same_start(study, records)
+    ordered = [records[(i, s)] for s in study.seeds for i in range(len(study.runs)) if (i, s) in records]
+    _csv(out_dir / "runs.csv", RUN_COLUMNS,
+         [{**r["metrics"], **{k: r[k] for k in ("run_id", "label", "seed", "status", "engine")}} for r in ordered])
+    columns = list(dict.fromkeys(k for row in summary for k in row))
+    _csv(out_dir / "summary.csv", columns, summary)
+    atomic_write_text(out_dir / "summary.md", markdown(study, summary, same))
+    groups = [(run.label, [records[(i, s)]["history"] for s in study.seeds if (i, s) in records])
+              for i, run in enumerate(study.runs)]
+    images = {}
+    for axis, caption in (("epoch", "versus epochs"), ("step", "versus optimizer steps"),
+                          ("time", "versus wall-clock seconds")):
+        images[caption] = plot_curves(groups, axis, out_dir / f"curves-{axis}.png", title=study.title,
+                                      target=study.target_error, budget=study.budget)
+    write_html(out_dir / "report.html", study, summary, same, ordered, images)
+    return summary, same[1]
+
+
+def _e(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _table(head, cells, numeric_from=1) -> str:
+    th = "".join(f"<th>{_e(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td{' class=num' if j >= numeric_from else ''}>{_e(c)}</td>"
+                                    for j, c in enumerate(row)) + "</tr>" for row in cells)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def _differences(study: Study) -> list[list[str]]:
+    """Each configuration's settings that differ from the TrainConfig defaults (and the optimizer options)."""
+    default = TrainConfig().to_dict()
+    rows = []
+    for run in study.runs:
+        c = run.config.to_dict()
+        keys = [k for k in c if k not in ("dataset", "optimizer_options", "seed", "name", "recipe")
+                and c[k] != default.get(k)]
+        text = ", ".join(f"{k}={c[k]}" for k in keys)
+        opts = ", ".join(f"{k}={v}" for k, v in c["optimizer_options"].items())
+        rows.append([run.label, run.spec, run.convention, opts or "—", text,
+                     "—" if run.budget is None else f"{run.budget:g} s"])
+    return rows
+
+
+def write_html(path: Path, study: Study, summary, same, ordered, images) -> Path:
+    from descend import __version__
+    from descend.reports.html import _CSS, _image
+
+    head, cells = table_rows(study, summary)
+    preset = PRESETS.get(study.preset) if study.preset else None
+    about = [f"Dataset <b>{_e(study.dataset)}</b>; {len(study.runs)} configurations × {len(study.seeds)} seeds "
+             f"({_e(', '.join(map(str, study.seeds)))}); convention {_e(study.convention)}."]
+    if preset:
+        about.insert(0, _e(preset.description))
+    if study.notes:
+        about.append(_e(study.notes))
+    about.append("Within a seed every configuration starts from the same initial weights and sees the same "
+                 "batch order; lines are the mean over seeds, shaded bands the min-max range.")
+    ok, detail = same
+    parts = [f"<h1>{_e(study.title)}</h1>", "<p>" + " ".join(about) + "</p>", "<h2>Findings</h2>",
+             "<ul>" + "".join(f"<li>{_e(s)}</li>" for s in findings(study, summary)) + "</ul>",
+             "<h2>Summary (mean ± std over seeds)</h2>", _table(head, cells),
+             "<h2>Curves</h2>", "<div>", *(_image(c, p) for c, p in images.items()), "</div>",
+             "<h2>Same start per seed</h2>",
+             f"<p>{'Verified' if ok else '<b>Not verified</b>'}: SHA-256 fingerprints of the initial weights and "
+             f"of every epoch's batch order, taken from what each trainer received.</p>",
+             "<ul>" + "".join(f"<li>{_e(line)}</li>" for line in detail) + "</ul>",
+             "<h2>Configurations</h2>",
+             _table(["label", "run spec", "convention", "optimizer options", "settings (non-default)", "budget"],
+                    _differences(study), numeric_from=99),
+             "<h2>Runs</h2>",
+             _table(["run", "seed", "status", "engine", "epochs", "steps", "seconds", "final valid error",
+                     "best valid error", "test error"],
+                    [[r["run_id"], r["seed"], r["status"], r["engine"], f"{r['metrics'].get('epochs', 0):.3g}",
+                      f"{r['metrics'].get('steps', 0):,}", f"{r['metrics'].get('train_seconds', 0):.1f}",
+                      _pct(r["metrics"].get("final_valid_error")), _pct(r["metrics"].get("best_valid_error")),
+                      _pct(r["metrics"].get("test_error"))] for r in ordered], numeric_from=1)]
+    doc = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+           '<meta name="viewport" content="width=device-width,initial-scale=1">'
+           f"<title>{_e(study.title)}</title><style>{_CSS}</style></head><body>\n" + "\n".join(parts)
+           + f"\n<footer>descend {_e(__version__)}, {_e(time.strftime('%Y-%m-%d %H:%M'))}</footer>\n</body></html>\n")
+    return atomic_write_text(path, doc)
