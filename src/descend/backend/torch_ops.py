@@ -31,24 +31,30 @@ def to_dtype(dtype):
         raise TypeError(f"dtype {dtype!r} has no torch equivalent") from None
 
 
-def _tensor(x, like=None):
+def _tensor(x, like=None, cpu_scalar=False):
     """``x`` as a tensor (on ``like``'s device when given).
 
     Python scalars become 0-d tensors, which PyTorch's type promotion lets the
-    other operand's dtype win over, as NumPy does with scalars.
+    other operand's dtype win over, as NumPy does with scalars.  With
+    ``cpu_scalar`` (elementwise binary arithmetic, whose kernels take a 0-d CPU
+    tensor as a scalar on any device) a Python scalar stays on the CPU:
+    building it on a GPU would be a blocking host-to-device copy in the middle
+    of a training step.
     """
     if isinstance(x, torch.Tensor):
         return x
     if isinstance(like, torch.Tensor):
+        if cpu_scalar and isinstance(x, (builtins.int, builtins.float, builtins.bool)):
+            return torch.as_tensor(x)
         return torch.as_tensor(x, device=like.device)
     return torch.as_tensor(x)
 
 
-def _pair(a, b):
+def _pair(a, b, cpu_scalar=False):
     if isinstance(a, torch.Tensor):
-        return a, _tensor(b, a)
+        return a, _tensor(b, a, cpu_scalar)
     if isinstance(b, torch.Tensor):
-        return _tensor(a, b), b
+        return _tensor(a, b, cpu_scalar), b
     return torch.as_tensor(a), torch.as_tensor(b)
 
 
@@ -79,12 +85,12 @@ def matmul(a, b):
 
 
 def maximum(a, b):
-    a, b = _pair(a, b)
+    a, b = _pair(a, b, cpu_scalar=True)
     return torch.maximum(a, b)
 
 
 def minimum(a, b):
-    a, b = _pair(a, b)
+    a, b = _pair(a, b, cpu_scalar=True)
     return torch.minimum(a, b)
 
 
@@ -149,8 +155,11 @@ def relu(x):
 
 def take_labels(logp, y):
     """``logp[i, y[i]]`` for every row i."""
-    index = torch.as_tensor(y, device=logp.device).long()
-    return torch.gather(logp, 1, index[:, None])[:, 0]
+    if isinstance(y, torch.Tensor) and y.dtype == torch.int64 and y.device == logp.device:
+        index = y  # the engines' labels: no conversion to dispatch in the hot loop
+    else:
+        index = torch.as_tensor(y, device=logp.device).long()
+    return torch.gather(logp, 1, index.unsqueeze(1)).squeeze(1)
 
 
 def cast(x, dtype):
