@@ -15,7 +15,7 @@ import sys
 from descend import __version__
 from descend.errors import DescendError
 
-COMMANDS = ("train", "data", "predict", "bench", "serve", "ensemble", "compare")
+COMMANDS = ("train", "data", "predict", "bench", "serve", "compare", "ensemble", "search")
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -1,0 +1,149 @@
+"""``descend search``: build a SearchConfig from the options and call run_search."""
+
+from __future__ import annotations
+
+import signal
+
+from descend.cli.main import HelpFormatter
+from descend.cli.train import _batch, _hidden, _keeps, _typed
+from descend.errors import ConfigError
+from descend.optim import OPTIMIZERS
+from descend.train.config import BALANCING, EARLY_STOPPING, MONITORS, NORMALIZATIONS, TrainConfig
+from descend.train.recipes import RECIPES, recipe_values
+
+D = TrainConfig()
+BASE_OPTIONS = ("format", "hidden", "activation", "optimizer", "lr", "momentum", "batch_size", "epochs", "schedule",
+                "schedule_unit", "l1", "l2", "dropout_keep", "batchnorm", "max_norm", "balance", "engine", "device",
+                "dtype", "seed", "normalize", "eval_every", "early_stopping", "patience", "monitor", "name")
+RESUME_OPTIONS = {"resume", "workers", "dask", "storage", "quiet"}
+EXAMPLE = 'lr=log(1e-4,1e-1) momentum=0.8,0.9,0.99 hidden=300|500,300 l2=log(1e-6,1e-2)'
+
+
+def register(sub) -> None:
+    from descend.experiments.search import DEFAULT_TRIALS, METHODS, METRICS, PRUNERS
+
+    p = sub.add_parser(
+        "search", help="hyperparameter search (grid, random, hill-climbing, TPE) with K-fold cross-validation",
+        description="Search hyperparameters of a network on DATASET's training rows with stratified K-fold "
+                    "cross-validation (the test set is never used during the search), then retrain the best "
+                    "configuration on all training rows and evaluate it once on the test set. Trials run in "
+                    "worker processes (one thread each) against an Optuna study: a SQLite file in the run "
+                    "directory, or --storage postgresql+psycopg2://... with --dask tcp://HOST:8786 to place "
+                    "workers on an existing Dask cluster. Options not in --space set the base configuration, "
+                    f"as in `descend train`. Example: descend search mnist --space \"{EXAMPLE}\" --method tpe "
+                    "--trials 40 --folds 3",
+        formatter_class=HelpFormatter)
+    p.add_argument("dataset", nargs="?", default=D.dataset, help="dataset name or file")
+    g = p.add_argument_group("search")
+    g.add_argument("--space", default=None, metavar="SPEC",
+                   help="what varies: name=log(a,b) | name=lin(a,b) (ranges) | name=a,b,c (lists; '|' separates "
+                        "tuple values such as hidden=300|500,300), items separated by spaces; names are train "
+                        "options (lr, momentum, l1, l2, hidden, dropout_keep, batch_size, epochs, optimizer, "
+                        "activation, schedule, max_norm, ...)")
+    g.add_argument("--method", choices=METHODS, default="tpe",
+                   help="grid: every cell of the lists once; random: N uniform (log-uniform) draws; hillclimb: "
+                        "random steps in a ball around the best so far; tpe: Optuna's TPE")
+    g.add_argument("--trials", type=int, default=None,
+                   help=f"trials of random / hillclimb / tpe search (default: {DEFAULT_TRIALS}; grid runs every cell)")
+    g.add_argument("--folds", type=int, default=3, help="K of the stratified K-fold cross-validation in each trial")
+    g.add_argument("--metric", choices=METRICS, default="valid_error", help="score minimised: mean over the folds")
+    g.add_argument("--pruner", choices=PRUNERS, default="median",
+                   help="stop a trial after a fold when its running mean is worse than the median of earlier trials")
+    g.add_argument("--radius", type=float, default=0.15,
+                   help="hillclimb step: ball radius as a fraction of each range (log space for log ranges)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="parallel search workers (default: this machine's cores, or the Dask cluster's threads)")
+    g.add_argument("--threads", type=int, default=1, help="compute threads per worker")
+    g.add_argument("--storage", default=None, metavar="URL",
+                   help="Optuna storage URL, e.g. postgresql+psycopg2://user@host/db (default: a SQLite file "
+                        "study.db in the run directory)")
+    g.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="place the workers on an existing Dask cluster, e.g. tcp://HOST:8786 (the storage must "
+                        "be reachable from every Dask worker)")
+    g.add_argument("--heartbeat", type=int, default=10,
+                   help="seconds between a running trial's heartbeats; a worker silent for 3 is taken for dead "
+                        "and its trial is retried once")
+    g.add_argument("--no-retrain", dest="retrain", action="store_false",
+                   help="stop after the search: no final training on all training rows, no test-set evaluation")
+    g.add_argument("--resume", metavar="DIR", default=None,
+                   help="continue the search in DIR without redoing finished trials")
+    t = p.add_argument_group("base configuration (as in descend train)")
+    t.add_argument("--format", default=None, help="file format when it cannot be sniffed (kaggle, fer2013, csv, npz, idx)")
+    t.add_argument("--hidden", type=_hidden, default=D.hidden, help="hidden layer sizes, e.g. 500,300 ('none' = logistic regression)")
+    t.add_argument("--activation", choices=("relu", "tanh", "sigmoid"), default=D.activation, help="hidden-layer activation")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default=D.optimizer, metavar="NAME", help=f"one of {', '.join(OPTIMIZERS)}")
+    t.add_argument("--lr", type=float, default=D.lr, help="learning rate (initial, with a schedule)")
+    t.add_argument("--momentum", type=float, default=D.momentum, help="momentum for momentum / nesterov / +nesterov")
+    t.add_argument("--batch-size", type=_batch, default=D.batch_size, help="mini-batch size; 1 = stochastic, 'full' = full batch")
+    t.add_argument("--epochs", type=int, default=D.epochs, help="passes over the training rows")
+    t.add_argument("--schedule", default=D.schedule,
+                   help="constant | step:FACTOR:EVERY | exponential:K | inverse:K | plateau[:FACTOR[:PATIENCE]]")
+    t.add_argument("--schedule-unit", choices=("epoch", "step"), default=D.schedule_unit, help="what t counts in the schedule")
+    t.add_argument("--l1", type=float, default=D.l1, help="L1 penalty on weight matrices")
+    t.add_argument("--l2", type=float, default=D.l2, help="L2 penalty (l2/2 * sum W^2) on weight matrices")
+    t.add_argument("--dropout-keep", type=_keeps, default=D.dropout_keep, metavar="P0,P1,...",
+                   help="dropout keep probabilities: the input's, then each hidden layer's")
+    t.add_argument("--batchnorm", action="store_true", help="batch normalisation before each hidden activation")
+    t.add_argument("--max-norm", type=float, default=D.max_norm, help="cap on each unit's incoming weight norm (0 = off)")
+    t.add_argument("--balance", choices=BALANCING, default=D.balance, help="oversample small classes up to the median class size")
+    t.add_argument("--recipe", choices=tuple(RECIPES), default=None, metavar="NAME",
+                   help="a named base configuration (" + ", ".join(RECIPES) + "); options given explicitly override it")
+    t.add_argument("--engine", default=D.engine, help="numpy, jax, torch, tensorflow, pytensor or auto")
+    t.add_argument("--device", choices=("auto", "cpu", "gpu"), default=D.device, help="where to compute")
+    t.add_argument("--dtype", choices=("float32", "float64"), default=D.dtype, help="floating-point precision")
+    t.add_argument("--seed", type=int, default=D.seed,
+                   help="seeds the folds, the random points, the samplers, the initial weights and the batch order")
+    t.add_argument("--normalize", choices=NORMALIZATIONS, default=D.normalize, help="input scaling, fitted on each fold's training rows")
+    t.add_argument("--eval-every", type=int, default=D.eval_every, help="evaluate every N steps (0 = every epoch)")
+    t.add_argument("--early-stopping", choices=EARLY_STOPPING, default="none",
+                   help="early stopping on the held-out fold (off by default: the fold that scores a trial "
+                        "would also choose its epoch)")
+    t.add_argument("--patience", type=int, default=D.patience, help="early-stopping patience, in evaluations")
+    t.add_argument("--monitor", choices=MONITORS, default=D.monitor, help="metric for early stopping and plateau")
+    p.add_argument("--name", default=None, help="run name (default: DATASET-search-METHOD)")
+    p.add_argument("--out", default=None, help="write the run here instead of runs/<date>-<name>/")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=run)
+
+
+def build_search_config(args):
+    from descend.experiments.search import SearchConfig
+
+    if not args.space:
+        raise ConfigError(f"`space` is required, e.g. --space \"{EXAMPLE}\". Received: space=None")
+    values = {name: getattr(args, name) for name in BASE_OPTIONS}
+    if args.recipe:
+        typed = _typed(getattr(args, "argv", ()))
+        values.update({k: v for k, v in recipe_values(args.recipe).items() if k not in typed})
+    base = TrainConfig(dataset=args.dataset, recipe=args.recipe, **values)
+    return SearchConfig(space=args.space, base=base, method=args.method, trials=args.trials, folds=args.folds,
+                        metric=args.metric, pruner=args.pruner, radius=args.radius, threads=args.threads,
+                        heartbeat=args.heartbeat, storage=args.storage, retrain=args.retrain)
+
+
+def _terminate_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run(args) -> int:
+    from descend.experiments.search import run_search
+
+    if args.resume:
+        extra = sorted(_typed(getattr(args, "argv", ())) - RESUME_OPTIONS)
+        if args.out:
+            extra.append("out")
+        if extra:
+            raise ConfigError(f"`--resume` continues the search as configured in {args.resume}/search.json; only "
+                              f"--workers, --dask, --storage and --quiet may be given with it. Received: "
+                              + ", ".join(f"--{e.replace('_', '-')}" for e in extra))
+        sc = None
+    else:
+        sc = build_search_config(args)
+    # `kill` (SIGTERM) stops the workers and keeps the study, like Ctrl-C.
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        run_search(sc, workers=args.workers, dask=args.dask, out=args.out, resume_dir=args.resume,
+                   storage=args.storage if args.resume else None, progress=not args.quiet)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0

@@ -1,0 +1,304 @@
+"""A search worker: one process running Optuna's ``study.optimize`` on the shared storage.
+
+Workers are started by ``descend search`` (``python -m
+descend.experiments.search_worker`` with the worker spec as JSON on stdin, and
+OMP/BLAS/XLA thread counts set to one before anything is imported) or placed
+on an existing Dask cluster (:func:`dask_task`).  A worker loads the dataset's
+training rows once (never the test set), builds the same stratified folds as
+every other worker, then takes queued trials until the queue is empty.
+
+Each trial trains the candidate configuration once per fold, on the fold's
+training rows with the normaliser fitted on them, scores it on the held-out
+fold, reports the running mean after each fold (the pruner may stop a hopeless
+trial there) and returns the mean over the folds.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                    "NUMEXPR_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+HOOK_VARIABLE = "DESCEND_SEARCH_TEST_HOOK"
+
+
+def thread_environment(threads: int, base: dict | None = None) -> dict:
+    """Environment for a worker process: every library limited to ``threads`` threads."""
+    env = dict(os.environ if base is None else base)
+    for name in THREAD_VARIABLES:
+        env[name] = str(threads)
+    flags = env.get("XLA_FLAGS", "")
+    if "intra_op_parallelism_threads" not in flags:
+        eigen = "true" if threads > 1 else "false"
+        env["XLA_FLAGS"] = (f"{flags} --xla_cpu_multi_thread_eigen={eigen} "
+                            f"intra_op_parallelism_threads={threads}").strip()
+    return env
+
+
+class CVContext:
+    """What a worker keeps between trials: the training rows, the folds, the engines."""
+
+    def __init__(self, spec: dict):
+        from descend.experiments.search_kfold import fold_digest, stratified_folds
+        from descend.experiments.search_space import parse_space
+        from descend.train.config import TrainConfig
+
+        self.spec = spec
+        self.base = TrainConfig.from_dict(spec["config"])
+        self.space = parse_space(spec["space"], self.base)
+        self.k = int(spec["folds"])
+        self.metric = spec["metric"]
+        self.threads = int(spec.get("threads") or 1)
+        self.X, self.y, self.classes = training_rows(self.base)
+        self.n_classes = len(self.classes)
+        self.folds = stratified_folds(self.y, self.k, self.base.seed)
+        self.digest = fold_digest(self.folds)
+        self._engines: dict = {}
+        self.hook = _load_hook()
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def engine(self, cfg):
+        from descend.engines import get_engine
+
+        key = (cfg.engine, cfg.device, cfg.dtype)
+        if key not in self._engines:
+            self._engines[key] = get_engine(cfg.engine, device=cfg.device, dtype=cfg.dtype, threads=self.threads)
+        return self._engines[key]
+
+    def fold_score(self, cfg, fold: int, trial=None) -> dict:
+        """Train ``cfg`` on the fold's training rows; cost and error on its held-out rows."""
+        import numpy as np
+
+        from descend.data import Normalizer
+        from descend.experiments.search_kfold import fold_rows
+        from descend.model import MLP, init_params, init_state
+        from descend.train.loop import evaluate, fit
+        from descend.train.run import oversample
+
+        started = time.perf_counter()
+        if self.hook is not None:
+            value = self.hook(cfg, fold, trial)
+            if value is not None:
+                return {"score": float(value), "seconds": time.perf_counter() - started, "steps": 0}
+        train, held = fold_rows(self.folds, fold)
+        if cfg.balance == "oversample":
+            train = train[oversample(self.y[train], cfg.seed)]
+        engine = self.engine(cfg)
+        normalizer = Normalizer(cfg.normalize).fit(self.X[train])
+        X_train = engine.asarray(normalizer.transform(self.X[train]))
+        y_train = engine.put_labels(self.y[train])
+        X_held = engine.asarray(normalizer.transform(self.X[held]))
+        y_held = self.y[held]
+        spec = MLP(hidden=cfg.hidden, activation=cfg.activation, dropout_keep=cfg.dropout_keep,
+                   batchnorm=cfg.batchnorm)
+        n_in = int(self.X.shape[1])
+        params = init_params(spec, n_in, self.n_classes, key=cfg.seed, dtype=cfg.dtype)
+        state = init_state(spec, n_in, self.n_classes, dtype=cfg.dtype)
+        result = fit(engine, spec, cfg, X_train, y_train, X_held, y_held, params=params, model_state=state)
+        cost, error = evaluate(engine, spec, engine.put_tree(result.params), engine.put_tree(result.model_state),
+                               X_held, y_held)
+        score = error if self.metric == "valid_error" else cost
+        if not np.isfinite(score):
+            score = float("inf")
+        return {"score": float(score), "valid_cost": float(cost), "valid_error": float(error),
+                "seconds": time.perf_counter() - started, "steps": int(result.steps)}
+
+
+def search_dataset(cfg):
+    """The dataset with every training row in ``train`` (no validation carved) and the test set apart."""
+    from descend.data import load
+    from descend.errors import ConfigError
+
+    kwargs = {"seed": cfg.seed, "validation": 0}
+    if cfg.format:
+        kwargs["format"] = cfg.format
+    ds = load(cfg.dataset, **kwargs)
+    if ds.train.y is None:
+        raise ConfigError(f"dataset {cfg.dataset!r} has no training labels to search with")
+    return ds
+
+
+def training_rows(cfg):
+    """(X, y, classes) of the dataset's training rows: what a worker searches on (never the test set)."""
+    ds = search_dataset(cfg)
+    return ds.train.X, ds.train.y, tuple(ds.classes)
+
+
+def _load_hook():
+    """A test-only stand-in for a fold's training: ``module:function`` in DESCEND_SEARCH_TEST_HOOK.
+
+    ``function(cfg, fold, trial)`` may sleep, return a fold score (float), or
+    return None to train for real.  Read from the environment only, never from a
+    run directory, so no file can make a worker import code.
+    """
+    target = os.environ.get(HOOK_VARIABLE)
+    if not target:
+        return None
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def make_objective(ctx: CVContext):
+    import numpy as np
+    import optuna
+
+    from descend.errors import DescendError
+
+    def objective(trial):
+        storage = trial.study._storage
+        if hasattr(storage, "record_heartbeat"):
+            storage.record_heartbeat(trial._trial_id)  # at once: the heartbeat thread may not run before a kill
+        if trial.user_attrs.get("ticket") is None:
+            # The queue ran dry between this worker's check and its pop: nothing left to do.
+            trial.set_user_attr("surplus", True)
+            trial.study.stop()
+            raise optuna.TrialPruned("no queued work left")
+        values = {p.name: p.suggest(trial) for p in ctx.space.params}
+        retry_of = storage.get_trial(trial._trial_id).system_attrs.get("failed_trial")
+        if retry_of is not None:
+            trial.set_user_attr("retry_of", retry_of)
+        trial.set_user_attr("worker", ctx.worker)
+        trial.set_user_attr("folds", ctx.digest)
+        try:
+            cfg = ctx.space.config(ctx.base, values)
+            scores, seconds = [], []
+            for fold in range(ctx.k):
+                result = ctx.fold_score(cfg, fold, trial)
+                scores.append(result["score"])
+                seconds.append(round(result["seconds"], 3))
+                trial.set_user_attr("fold_scores", scores)
+                trial.set_user_attr("fold_seconds", seconds)
+                trial.report(float(np.mean(scores)), fold)
+                if fold < ctx.k - 1 and trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after fold {fold + 1} of {ctx.k}")
+        except DescendError as exc:
+            trial.set_user_attr("error", str(exc))
+            raise
+        return float(np.mean(scores))
+
+    return objective
+
+
+def make_sampler(spec: dict, ctx: CVContext | None = None, worker_index: int = 0):
+    import optuna
+
+    seed = int(spec["config"].get("seed", 0))
+    method = spec["method"]
+    if method == "tpe":
+        import warnings
+
+        trials = int(spec.get("trials") or 20)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # constant_liar is an "experimental" argument
+            return optuna.samplers.TPESampler(seed=seed + 7919 * worker_index, constant_liar=True,
+                                              n_startup_trials=max(1, min(10, trials // 2)))
+    if method == "hillclimb":
+        from descend.experiments.search_sampler import make_hillclimb_sampler
+
+        space = ctx.space
+        return make_hillclimb_sampler(space, space.start(ctx.base), float(spec["radius"]), seed)
+    return optuna.samplers.RandomSampler(seed=seed + 7919 * worker_index)  # grid / random: queued points
+
+
+def make_pruner(spec: dict):
+    import optuna
+
+    if spec.get("pruner", "median") == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    return optuna.pruners.NopPruner()
+
+
+def run_worker(spec: dict) -> int:
+    """Take queued trials until none is left (or the coordinator asks to stop); the number run."""
+    from optuna.trial import TrialState
+
+    from descend.errors import DescendError
+    from descend.experiments.search_storage import fail_stale, import_optuna, make_storage
+
+    optuna = import_optuna()
+    parent = os.getppid() if spec.get("local") else None
+    if spec.get("worker_lock"):
+        _hold_shared_lock(spec["worker_lock"])
+    ctx = CVContext(spec)
+    storage = make_storage(spec["storage"], int(spec["heartbeat"]), create_tables=False)
+    study = optuna.load_study(study_name=spec["study"], storage=storage,
+                              sampler=make_sampler(spec, ctx, int(spec.get("worker_index", 0))),
+                              pruner=make_pruner(spec))
+    ran = [0]
+
+    def queue(s) -> tuple[int, int]:
+        """(WAITING, RUNNING) trials of tickets."""
+        states = [t.state for t in s.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+                  if t.user_attrs.get("ticket") is not None]
+        return states.count(TrialState.WAITING), states.count(TrialState.RUNNING)
+
+    def orphaned() -> bool:
+        """The coordinator that started this worker is gone: finish the trial at hand, take no other."""
+        return parent is not None and os.getppid() != parent
+
+    def after_trial(s, trial):
+        ran[0] += 1
+        if queue(s)[0] == 0 or s.user_attrs.get("stop") or orphaned():
+            s.stop()
+
+    while not study.user_attrs.get("stop") and not orphaned():
+        waiting, running = queue(study)
+        if waiting:
+            study.optimize(make_objective(ctx), callbacks=[after_trial], catch=(DescendError,))
+        elif running:
+            # Other workers' last trials: stay until they finish, to take a dead worker's trial once
+            # its heartbeat goes stale (it is then queued again).
+            fail_stale(study)
+            time.sleep(min(1.0, float(spec["heartbeat"])))
+        else:
+            break
+    return ran[0]
+
+
+def _hold_shared_lock(path: str) -> None:
+    """A shared lock on the run directory's workers lock, held until this process exits."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # never closed: the kernel releases it when the process ends
+
+
+def dask_task(spec: dict) -> int:
+    """A worker placed by Dask: the same loop, with BLAS limited to the spec's threads."""
+    threads = int(spec.get("threads") or 1)
+    if "jax" not in sys.modules:
+        os.environ.update({k: v for k, v in thread_environment(threads).items() if k == "XLA_FLAGS"})
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(threads):
+        return run_worker(spec)
+
+
+def main() -> int:
+    spec = json.loads(sys.stdin.read())
+    # Ctrl-C reaches the whole process group: the coordinator handles it (it stops the workers and
+    # re-queues their trials).  SIGTERM / SIGKILL end a worker at once: its trial stays RUNNING until
+    # its heartbeat goes stale, then is failed and retried once.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from descend.errors import DescendError
+
+    try:
+        run_worker(spec)
+    except KeyboardInterrupt:
+        return 130
+    except DescendError as exc:
+        print(f"descend: search worker {os.getpid()}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
