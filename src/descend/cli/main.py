@@ -15,7 +15,7 @@ import sys
 from descend import __version__
 from descend.errors import DescendError
 
-COMMANDS = ("train", "data", "predict", "bench", "serve", "compare", "ensemble", "search")
+COMMANDS = ("train", "data", "predict", "bench", "serve", "compare", "ensemble", "search", "pca")
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -39,6 +39,16 @@ def _batch(text: str) -> int:
     return value
 
 
+def _components(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer number of components, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer number of components, got {text!r}")
+    return value
+
+
 def _keeps(text: str) -> tuple[float, ...]:
     if text.strip().lower() in ("", "none"):
         return ()
@@ -84,6 +94,9 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=D.threads, help="compute threads (default: the engine's choice)")
     p.add_argument("--seed", type=int, default=D.seed, help="seeds the split, the initial weights and the batch order")
     p.add_argument("--normalize", choices=NORMALIZATIONS, default=D.normalize, help="input scaling, fitted on training rows")
+    p.add_argument("--pca", type=_components, default=D.pca, metavar="K",
+                   help="then project onto the first K principal components and standardize them "
+                        "(fitted on training rows, stored in the model file)")
     p.add_argument("--validation", type=float, default=D.validation,
                    help="validation rows carved from training (fraction < 1 or a count; default: the dataset's)")
     p.add_argument("--eval-every", type=int, default=D.eval_every, help="evaluate every N steps (0 = every epoch)")
@@ -100,7 +113,7 @@ def register(sub) -> None:
 
 OPTIONS = ("format", "hidden", "activation", "optimizer", "lr", "momentum", "batch_size", "epochs", "schedule",
            "schedule_unit", "l1", "l2", "dropout_keep", "batchnorm", "max_norm", "balance", "engine", "device",
-           "dtype", "threads", "seed", "normalize", "validation", "eval_every", "early_stopping", "patience",
+           "dtype", "threads", "seed", "normalize", "pca", "validation", "eval_every", "early_stopping", "patience",
            "monitor", "name")
 
 

@@ -1,4 +1,12 @@
-"""Input normalization, fitted on training rows only and stored with the model."""
+"""Input normalization, fitted on training rows only and stored with the model.
+
+Optionally followed by PCA (``descend train --pca K``, the curriculum's
+"transformed data"): the normalized rows are projected onto their first ``K``
+principal components (found by :func:`descend.pca.fit`, which never forms the
+covariance matrix) and each coordinate is standardized by its training
+standard deviation.  The fitted projection (mean, components, variances) is
+stored with the normalization in the model file and applied at prediction.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,8 @@ import numpy as np
 from descend.errors import ConfigError, InputError
 
 METHODS = ("scale", "standardize", "none")
+#: How ``Normalizer(pca=K)`` finds the components (descend.pca's fast path; the covariance is never formed).
+PCA_METHOD = "block"
 NOT_FITTED = "This Normalizer is not fitted yet. Call `fit` with training data first."
 
 
@@ -21,19 +31,37 @@ class Normalizer:
     per-feature training mean and std; a constant feature gets std 1 instead
     of a division by zero.  Statistics are float64 while fitting, float32 when
     applied.
+
+    ``pca=K`` then projects the normalized rows onto their first ``K``
+    principal components and standardizes each coordinate (divides by the
+    training standard deviation, N-1): ``z = (x - mean) @ components.T / std``,
+    computed in float64, returned as float32.  ``transform`` then gives ``K``
+    columns (:attr:`n_outputs`).
     """
 
-    def __init__(self, method: str = "scale") -> None:
+    def __init__(self, method: str = "scale", pca: int | None = None) -> None:
         if method not in METHODS:
             raise ConfigError(f"`method` must be one of {', '.join(METHODS)}. "
                               f"Received: method={method!r}")
+        if pca is not None and (isinstance(pca, bool) or not isinstance(pca, (int, np.integer)) or pca < 1):
+            raise ConfigError(f"`pca` must be a positive integer (number of components). Received: pca={pca!r}")
         self.method = method
+        self.pca = None if pca is None else int(pca)
         self.n_features: int | None = None
         self.offset: float | np.ndarray = 0.0
         self.scale: float | np.ndarray = 1.0
+        self.pca_mean: np.ndarray | None = None         # (D,) float64, in normalized units
+        self.pca_components: np.ndarray | None = None   # (K, D) float64, orthonormal rows
+        self.pca_variance: np.ndarray | None = None     # (K,) float64, training variance of each coordinate
+        self.pca_info: dict[str, Any] = {}               # how the components were found (descend.pca metadata)
 
     def __repr__(self) -> str:
-        return f"Normalizer(method={self.method!r})"
+        return f"Normalizer(method={self.method!r}" + (f", pca={self.pca})" if self.pca else ")")
+
+    @property
+    def n_outputs(self) -> int | None:
+        """Columns of :meth:`transform`'s output: ``pca`` when set, else the number of features."""
+        return self.pca if self.pca else self.n_features
 
     @property
     def fitted(self) -> bool:
@@ -58,21 +86,53 @@ class Normalizer:
             self.offset, self.scale = mean.astype(np.float32), std.astype(np.float32)
         else:
             self.offset, self.scale = 0.0, 1.0
+        if self.pca is not None:
+            self._fit_pca(X)
         return self
 
+    def _fit_pca(self, X: np.ndarray) -> None:
+        # descend.pca is the solver (it sits above this layer; imported only when PCA is asked for).
+        from descend.experiments.pca import fit as pca_fit
+
+        limit = min(X.shape[0], X.shape[1])
+        if self.pca > limit:
+            raise ConfigError(f"`pca` must be an integer in [1, {limit}] (at most the number of features "
+                              f"{X.shape[1]} and of training rows {X.shape[0]}). Received: pca={self.pca}")
+        result = pca_fit(self._normalize(X), self.pca, PCA_METHOD, seed=0)
+        meta, _ = result.to_dict()
+        self.pca_mean = result.mean.astype(np.float64)
+        self.pca_components = result.components.astype(np.float64)
+        self.pca_variance = result.explained_variance.astype(np.float64)
+        self.pca_info = {key: meta[key] for key in ("method", "dtype", "tol", "converged", "n_passes",
+                                                    "total_variance", "n_samples")}
+        self.pca_info["explained_variance_ratio"] = float(result.explained_variance_ratio.sum())
+
+    def _normalize(self, X: np.ndarray) -> np.ndarray:
+        out = X.astype(np.float32, copy=True)
+        if self.method != "none":
+            out -= np.asarray(self.offset, np.float32)
+            out /= np.asarray(self.scale, np.float32)
+        return out
+
+    def _project(self, X: np.ndarray, chunk_rows: int = 8192) -> np.ndarray:
+        std = np.sqrt(np.maximum(self.pca_variance, 0.0))
+        std[std == 0] = 1.0
+        W = self.pca_components.T / std
+        out = np.empty((X.shape[0], W.shape[1]), dtype=np.float32)
+        for a in range(0, X.shape[0], chunk_rows):
+            out[a:a + chunk_rows] = (X[a:a + chunk_rows].astype(np.float64) - self.pca_mean) @ W
+        return out
+
     def transform(self, X: np.ndarray) -> np.ndarray:
-        """A new float32 array; ``X`` is left untouched."""
+        """A new float32 array (``pca`` columns when set); ``X`` is left untouched."""
         if not self.fitted:
             raise ConfigError(NOT_FITTED)
         X = _check_2d(X)
         if X.shape[1] != self.n_features:
             raise InputError(f"X has {X.shape[1]} features, but the Normalizer was fitted "
                              f"on {self.n_features}")
-        out = X.astype(np.float32, copy=True)
-        if self.method != "none":
-            out -= np.asarray(self.offset, np.float32)
-            out /= np.asarray(self.scale, np.float32)
-        return out
+        out = self._normalize(X)
+        return out if self.pca is None else self._project(out)
 
     def fit_transform(self, X: np.ndarray) -> np.ndarray:
         return self.fit(X).transform(X)
@@ -82,20 +142,27 @@ class Normalizer:
         if not self.fitted:
             raise ConfigError(NOT_FITTED)
         meta: dict[str, Any] = {"method": self.method, "n_features": self.n_features}
+        arrays: dict[str, np.ndarray] = {}
         if self.method == "standardize":
-            return meta, {"normalizer.mean": np.asarray(self.offset, np.float32),
-                          "normalizer.std": np.asarray(self.scale, np.float32)}
-        meta.update(offset=float(self.offset), scale=float(self.scale))
-        return meta, {}
+            arrays = {"normalizer.mean": np.asarray(self.offset, np.float32),
+                      "normalizer.std": np.asarray(self.scale, np.float32)}
+        else:
+            meta.update(offset=float(self.offset), scale=float(self.scale))
+        if self.pca is not None:
+            meta["pca"] = {"n_components": self.pca, **self.pca_info}
+            arrays.update({"pca.mean": self.pca_mean, "pca.components": self.pca_components,
+                           "pca.explained_variance": self.pca_variance})
+        return meta, arrays
 
     @classmethod
     def from_dict(cls, meta: Mapping[str, Any],
                   arrays: Mapping[str, np.ndarray] | None = None) -> "Normalizer":
         """Rebuild from :meth:`to_dict` output; ``arrays`` may hold unrelated tensors too."""
-        norm = cls(meta.get("method", "scale"))
+        pca = meta.get("pca")
+        norm = cls(meta.get("method", "scale"), pca=None if pca is None else int(pca["n_components"]))
         norm.n_features = int(meta["n_features"])
+        arrays = arrays or {}
         if norm.method == "standardize":
-            arrays = arrays or {}
             try:
                 norm.offset = np.asarray(arrays["normalizer.mean"], np.float32)
                 norm.scale = np.asarray(arrays["normalizer.std"], np.float32)
@@ -103,6 +170,19 @@ class Normalizer:
                 raise InputError(f"normalizer: missing array {exc.args[0]!r}") from None
         else:
             norm.offset, norm.scale = float(meta["offset"]), float(meta["scale"])
+        if norm.pca is not None:
+            k, d = norm.pca, norm.n_features
+            shapes = {"pca.mean": (d,), "pca.components": (k, d), "pca.explained_variance": (k,)}
+            got = {}
+            for name, shape in shapes.items():
+                if name not in arrays:
+                    raise InputError(f"normalizer: missing array {name!r}")
+                got[name] = np.asarray(arrays[name], np.float64)
+                if got[name].shape != shape:
+                    raise InputError(f"normalizer: array {name!r} has shape {got[name].shape}, expected {shape}")
+            norm.pca_mean, norm.pca_components = got["pca.mean"], got["pca.components"]
+            norm.pca_variance = got["pca.explained_variance"]
+            norm.pca_info = {key: value for key, value in pca.items() if key != "n_components"}
         return norm
 
 

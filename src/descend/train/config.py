@@ -26,7 +26,9 @@ class TrainConfig:
     ``batch_size=0`` means full-batch gradient descent, ``1`` stochastic.
     ``eval_every=0`` evaluates (and checkpoints) once per epoch, otherwise
     every that many optimizer steps.  Early-stopping ``patience`` counts
-    evaluations.
+    evaluations.  ``pca=K`` feeds the network the first ``K`` principal
+    components of the normalized inputs, each standardized (fitted on the
+    training rows, stored with the normalization in the model file).
     """
 
     dataset: str = "mnist"
@@ -52,6 +54,7 @@ class TrainConfig:
     threads: int | None = None
     seed: int = 0
     normalize: str = "scale"
+    pca: int | None = None
     validation: float | None = None
     eval_every: int = 0
     early_stopping: str = "patience"
@@ -87,6 +90,8 @@ class TrainConfig:
         require(0 < self.improvement_threshold <= 1, "improvement_threshold", "in (0, 1]", self.improvement_threshold)
         require(self.monitor in MONITORS, "monitor", f"one of {MONITORS}", self.monitor)
         require(self.normalize in NORMALIZATIONS, "normalize", f"one of {NORMALIZATIONS}", self.normalize)
+        require(self.pca is None or (isinstance(self.pca, int) and not isinstance(self.pca, bool) and self.pca >= 1),
+                "pca", "a positive integer (number of principal components) or None", self.pca)
         require(self.threads is None or self.threads >= 1, "threads", ">= 1", self.threads)
         if self.validation is not None:
             require(self.validation > 0, "validation", "> 0 (a fraction < 1 or a row count)", self.validation)

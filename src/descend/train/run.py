@@ -50,7 +50,7 @@ def write_history_csv(path: Path, history: list[dict]) -> None:
 
 
 def prepare_data(cfg: TrainConfig):
-    """Load, split and normalise the dataset; the normaliser sees training rows only."""
+    """Load, split and normalise the dataset (then PCA when ``cfg.pca``); the normaliser sees training rows only."""
     from descend.data import Normalizer, load
 
     kwargs = {"seed": cfg.seed}
@@ -59,7 +59,7 @@ def prepare_data(cfg: TrainConfig):
     if cfg.validation is not None:
         kwargs["validation"] = int(cfg.validation) if cfg.validation >= 1 else cfg.validation
     ds = load(cfg.dataset, **kwargs)
-    normalizer = Normalizer(cfg.normalize).fit(ds.train.X)
+    normalizer = Normalizer(cfg.normalize, pca=cfg.pca).fit(ds.train.X)
     return ds, normalizer
 
 
@@ -86,7 +86,8 @@ def run_training(cfg: TrainConfig, *, out: str | Path | None = None, root: str |
             raise ConfigError(f"`resume` must be a run directory with config.json. Received: resume={str(run_dir)!r}")
         cfg = TrainConfig.from_dict(read_json(run_dir / "config.json")["config"])
     ds, normalizer = prepare_data(cfg)
-    sizes = (ds.n_features, *cfg.hidden, len(ds.classes))
+    n_in = normalizer.n_outputs  # the number of features, or of principal components with --pca
+    sizes = (n_in, *cfg.hidden, len(ds.classes))
     macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     threads = cfg.threads or default_threads(cfg.engine, min(cfg.batch_size or len(ds.train.y), len(ds.train.y)), macs)
     engine = get_engine(cfg.engine, device=cfg.device, dtype=cfg.dtype, threads=threads)
@@ -101,7 +102,7 @@ def run_training(cfg: TrainConfig, *, out: str | Path | None = None, root: str |
             "command": " ".join(sys.argv)})
 
     spec = MLP(hidden=cfg.hidden, activation=cfg.activation, dropout_keep=cfg.dropout_keep, batchnorm=cfg.batchnorm)
-    n_in, n_out = ds.n_features, len(ds.classes)
+    n_out = len(ds.classes)
     params = init_params(spec, n_in, n_out, key=cfg.seed, dtype=cfg.dtype)
     model_state = init_state(spec, n_in, n_out, dtype=cfg.dtype)
 
@@ -120,6 +121,10 @@ def run_training(cfg: TrainConfig, *, out: str | Path | None = None, root: str |
               f"({n_train:,} train / {0 if y_valid is None else len(y_valid):,} validation) with {cfg.optimizer} "
               f"lr={cfg.lr:g}, batch {batch}, {cfg.epochs} epochs, engine {engine.name} ({engine.device}); "
               f"run directory {run_dir}", file=stream, flush=True)
+        if cfg.pca:
+            print(f"descend: inputs are the first {cfg.pca} principal components of the {ds.n_features} features "
+                  f"(explaining {normalizer.pca_info['explained_variance_ratio']:.2%} of the variance), "
+                  "standardized", file=stream, flush=True)
     bar = Progress(epochs=cfg.epochs, total_steps=(n_train // batch) * cfg.epochs, batch_size=batch,
                    stream=stream, enabled=progress)
     history_path = run_dir / "history.csv"
