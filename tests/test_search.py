@@ -594,3 +594,16 @@ def test_scale_out_postgresql_and_dask_workers_one_sigkilled_grid_stays_exact(ti
     assert ran_on <= set(workers) and os.getpid() not in ran_on  # placed by Dask, on its worker processes
     cells = {tuple(c.values()) for c in sc.parse_space().grid()}
     _assert_exact_with_one_retry(study, ("lr", "momentum"), cells, killed["number"], sc.parse_space().grid()[2])
+
+
+def test_pca_dimension_is_a_searchable_parameter_and_the_retrain_uses_it(tiny, tmp_path):
+    """``pca`` in the space: each fold fits its own projection, the network is sized by it, and the
+    final model file carries the projection of the best cell."""
+    sc = _config(tiny, "pca=3,8", method="grid", folds=2, pruner="none", retrain=True)
+    result = run_search(sc, workers=1, out=tmp_path / "pca", progress=False)
+    per_cell = _complete_per_cell(_study(result.run_dir), ("pca",))
+    assert per_cell == {(3,): 1, (8,): 1}
+    from descend.train.predict import load_trained
+
+    model = load_trained(next(Path(result.run_dir).rglob("model.safetensors")))
+    assert model.normalizer.n_outputs == TrainConfig.from_dict(result.best["config"]).pca in (3, 8)

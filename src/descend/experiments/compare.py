@@ -133,7 +133,7 @@ def _host_data(cfg: TrainConfig):
             test = (normalizer.transform(ds.test.X), ds.test.y)
         _DATA[key] = {"X": normalizer.transform(ds.train.X[rows]), "y": ds.train.y[rows],
                       "Xv": normalizer.transform(ds.validation.X), "yv": ds.validation.y, "test": test,
-                      "n_in": int(ds.n_features), "n_out": len(ds.classes), "name": ds.name}
+                      "n_in": int(normalizer.n_outputs), "n_out": len(ds.classes), "name": ds.name}
     return _DATA[key]
 
 

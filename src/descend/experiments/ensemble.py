@@ -438,11 +438,11 @@ def run_ensemble(cfg: EnsembleConfig, *, out=None, root="runs", progress: bool =
     write_json(run_dir / "config.json", {
         "ensemble": cfg.to_dict(), "descend": descend.__version__, "numpy": np.__version__,
         "python": platform.python_version(), "command": " ".join(sys.argv)})
-    plans = plan_members(cfg, len(y), ds.n_features)
+    plans = plan_members(cfg, len(y), X.shape[1])
     workers = min(cfg.resolved_workers(), len(plans))
     log(f"descend: ensemble of {cfg.members} x {tcfg.hidden or 'logistic regression'} {tcfg.activation} on "
         f"{ds.name}: {len(plans[0].rows):,} rows{' (bootstrap)' if cfg.bootstrap else ''} and "
-        f"{len(plans[0].features)}/{ds.n_features} features each, {workers} worker process"
+        f"{len(plans[0].features)}/{X.shape[1]} features each, {workers} worker process"
         f"{'es' if workers > 1 else ''}; run directory {run_dir}")
     started = time.perf_counter()
     trained = train_members(cfg, plans, X, y, X_valid, y_valid, n_classes=n_classes, log=log)

@@ -39,7 +39,7 @@ from descend.train.config import TrainConfig
 SEARCHABLE: dict[str, str] = {
     "lr": "float", "momentum": "float", "l1": "float", "l2": "float", "max_norm": "float",
     "patience_increase": "float", "improvement_threshold": "float",
-    "batch_size": "int", "epochs": "int", "patience": "int", "eval_every": "int",
+    "batch_size": "int", "epochs": "int", "patience": "int", "eval_every": "int", "pca": "int",
     "optimizer": "str", "activation": "str", "schedule": "str", "schedule_unit": "str",
     "balance": "str", "normalize": "str", "early_stopping": "str", "monitor": "str",
     "batchnorm": "bool",

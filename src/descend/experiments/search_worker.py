@@ -90,14 +90,14 @@ class CVContext:
         if cfg.balance == "oversample":
             train = train[oversample(self.y[train], cfg.seed)]
         engine = self.engine(cfg)
-        normalizer = Normalizer(cfg.normalize).fit(self.X[train])
+        normalizer = Normalizer(cfg.normalize, pca=cfg.pca).fit(self.X[train])
         X_train = engine.asarray(normalizer.transform(self.X[train]))
         y_train = engine.put_labels(self.y[train])
         X_held = engine.asarray(normalizer.transform(self.X[held]))
         y_held = self.y[held]
         spec = MLP(hidden=cfg.hidden, activation=cfg.activation, dropout_keep=cfg.dropout_keep,
                    batchnorm=cfg.batchnorm)
-        n_in = int(self.X.shape[1])
+        n_in = int(normalizer.n_outputs)
         params = init_params(spec, n_in, self.n_classes, key=cfg.seed, dtype=cfg.dtype)
         state = init_state(spec, n_in, self.n_classes, dtype=cfg.dtype)
         result = fit(engine, spec, cfg, X_train, y_train, X_held, y_held, params=params, model_state=state)
