@@ -158,3 +158,25 @@ def test_fit_resumes_to_identical_weights(engine_name, tmp_path):
     resumed = train(checkpoint=ckpt, resume=True)
     for k in full.params:
         np.testing.assert_array_equal(resumed.final_params[k], full.final_params[k])
+
+
+def test_tensorflow_starts_without_its_startup_noise_and_keeps_other_stderr():
+    """TensorFlow 2.21 prints absl/oneDNN lines on import that TF_CPP_MIN_LOG_LEVEL does not silence: the
+    ops module drops exactly those, and whatever else reaches stderr during the import still gets through."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("tensorflow")
+    code = ("import sys, builtins\n"
+            "real = builtins.__import__\n"
+            "def loud(name, *a, **k):\n"
+            "    if name == 'tensorflow': print('kept: a line of our own', file=sys.stderr)\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = loud\n"
+            "from descend.backend import tensorflow_ops\n"
+            "builtins.__import__ = real\n"
+            "print(tensorflow_ops.tf.__version__)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "absl::InitializeLog" not in out.stderr and "oneDNN custom operations" not in out.stderr
+    assert "kept: a line of our own" in out.stderr

@@ -3,11 +3,44 @@
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not the user's business
-import tensorflow as tf  # noqa: E402
+# TensorFlow's start-up chatter is not the user's business.  TF_CPP_MIN_LOG_LEVEL silences most of it, but
+# TensorFlow 2.21 writes two lines from C++ before it reads that setting.
+_STARTUP_NOISE = ("absl::InitializeLog()", "oneDNN custom operations are on")
+
+
+def _import_tensorflow():
+    """``import tensorflow``, with the start-up lines no setting silences dropped from stderr (the rest kept)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2: nothing to filter
+        import tensorflow
+
+        return tensorflow
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not any(noise in line for noise in _STARTUP_NOISE):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+    return tensorflow
+
+
+tf = _import_tensorflow()
 
 name = "tensorflow"
 

@@ -19,10 +19,7 @@ from descend.optim.base import apply_updates
 
 
 def _tf():
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    from descend.backend.tensorflow_ops import tf  # imports TensorFlow without its start-up noise
 
     return tf
 
