@@ -5,9 +5,8 @@ from __future__ import annotations
 import signal
 
 from descend.cli.main import HelpFormatter
-from descend.cli.train import _batch, _hidden, _keeps
+from descend.cli.train import add_compute_options, add_network_options
 from descend.experiments.ensemble import VOTES, EnsembleConfig, run_ensemble
-from descend.optim import OPTIMIZERS
 from descend.train import TrainConfig
 from descend.train.config import EARLY_STOPPING, MONITORS, NORMALIZATIONS
 
@@ -44,26 +43,8 @@ def register(sub) -> None:
     g.add_argument("--mc-samples", type=int, default=E.mc_samples,
                    help="most Monte-Carlo dropout passes compared with weight scaling (members with dropout)")
     t = p.add_argument_group("each member's training (as in descend train)")
-    t.add_argument("--format", default=None, help="file format when it cannot be sniffed (kaggle, fer2013, csv, npz, idx)")
-    t.add_argument("--hidden", type=_hidden, default=D.hidden, help="hidden layer sizes, e.g. 500,300 ('none' = logistic regression)")
-    t.add_argument("--activation", choices=("relu", "tanh", "sigmoid"), default=D.activation, help="hidden-layer activation")
-    t.add_argument("--optimizer", choices=OPTIMIZERS, default=D.optimizer, metavar="NAME", help=f"one of {', '.join(OPTIMIZERS)}")
-    t.add_argument("--lr", type=float, default=D.lr, help="learning rate (initial, with a schedule)")
-    t.add_argument("--momentum", type=float, default=D.momentum, help="momentum for momentum / nesterov / +nesterov")
-    t.add_argument("--batch-size", type=_batch, default=D.batch_size, help="mini-batch size; 1 = stochastic, 'full' = full batch")
-    t.add_argument("--epochs", type=int, default=D.epochs, help="passes over each member's rows")
-    t.add_argument("--schedule", default=D.schedule,
-                   help="constant | step:FACTOR:EVERY | exponential:K | inverse:K | plateau[:FACTOR[:PATIENCE]]")
-    t.add_argument("--schedule-unit", choices=("epoch", "step"), default=D.schedule_unit, help="what t counts in the schedule")
-    t.add_argument("--l1", type=float, default=D.l1, help="L1 penalty on weight matrices")
-    t.add_argument("--l2", type=float, default=D.l2, help="L2 penalty (l2/2 * sum W^2) on weight matrices")
-    t.add_argument("--dropout-keep", type=_keeps, default=D.dropout_keep, metavar="P0,P1,...",
-                   help="dropout keep probabilities: the input's, then each hidden layer's (e.g. 0.8,0.5)")
-    t.add_argument("--batchnorm", action="store_true", help="batch normalisation before each hidden activation")
-    t.add_argument("--max-norm", type=float, default=D.max_norm, help="cap on each unit's incoming weight norm (0 = off)")
-    t.add_argument("--engine", default=D.engine, help="numpy, jax, torch, tensorflow, pytensor or auto")
-    t.add_argument("--device", choices=("auto", "cpu", "gpu"), default=D.device, help="where to compute")
-    t.add_argument("--dtype", choices=("float32", "float64"), default=D.dtype, help="floating-point precision")
+    add_network_options(t, epochs_help="passes over each member's rows")
+    add_compute_options(t)
     t.add_argument("--threads", type=int, default=D.threads,
                    help="compute threads per member (default: cores / workers, the engine's choice with one worker)")
     t.add_argument("--seed", type=int, default=D.seed,

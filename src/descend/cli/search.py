@@ -5,9 +5,8 @@ from __future__ import annotations
 import signal
 
 from descend.cli.main import HelpFormatter
-from descend.cli.train import _batch, _hidden, _keeps, _typed
+from descend.cli.train import _typed, add_compute_options, add_network_options
 from descend.errors import ConfigError
-from descend.optim import OPTIMIZERS
 from descend.train.config import BALANCING, EARLY_STOPPING, MONITORS, NORMALIZATIONS, TrainConfig
 from descend.train.recipes import RECIPES, recipe_values
 
@@ -68,29 +67,11 @@ def register(sub) -> None:
     g.add_argument("--resume", metavar="DIR", default=None,
                    help="continue the search in DIR without redoing finished trials")
     t = p.add_argument_group("base configuration (as in descend train)")
-    t.add_argument("--format", default=None, help="file format when it cannot be sniffed (kaggle, fer2013, csv, npz, idx)")
-    t.add_argument("--hidden", type=_hidden, default=D.hidden, help="hidden layer sizes, e.g. 500,300 ('none' = logistic regression)")
-    t.add_argument("--activation", choices=("relu", "tanh", "sigmoid"), default=D.activation, help="hidden-layer activation")
-    t.add_argument("--optimizer", choices=OPTIMIZERS, default=D.optimizer, metavar="NAME", help=f"one of {', '.join(OPTIMIZERS)}")
-    t.add_argument("--lr", type=float, default=D.lr, help="learning rate (initial, with a schedule)")
-    t.add_argument("--momentum", type=float, default=D.momentum, help="momentum for momentum / nesterov / +nesterov")
-    t.add_argument("--batch-size", type=_batch, default=D.batch_size, help="mini-batch size; 1 = stochastic, 'full' = full batch")
-    t.add_argument("--epochs", type=int, default=D.epochs, help="passes over the training rows")
-    t.add_argument("--schedule", default=D.schedule,
-                   help="constant | step:FACTOR:EVERY | exponential:K | inverse:K | plateau[:FACTOR[:PATIENCE]]")
-    t.add_argument("--schedule-unit", choices=("epoch", "step"), default=D.schedule_unit, help="what t counts in the schedule")
-    t.add_argument("--l1", type=float, default=D.l1, help="L1 penalty on weight matrices")
-    t.add_argument("--l2", type=float, default=D.l2, help="L2 penalty (l2/2 * sum W^2) on weight matrices")
-    t.add_argument("--dropout-keep", type=_keeps, default=D.dropout_keep, metavar="P0,P1,...",
-                   help="dropout keep probabilities: the input's, then each hidden layer's")
-    t.add_argument("--batchnorm", action="store_true", help="batch normalisation before each hidden activation")
-    t.add_argument("--max-norm", type=float, default=D.max_norm, help="cap on each unit's incoming weight norm (0 = off)")
+    add_network_options(t)
     t.add_argument("--balance", choices=BALANCING, default=D.balance, help="oversample small classes up to the median class size")
     t.add_argument("--recipe", choices=tuple(RECIPES), default=None, metavar="NAME",
                    help="a named base configuration (" + ", ".join(RECIPES) + "); options given explicitly override it")
-    t.add_argument("--engine", default=D.engine, help="numpy, jax, torch, tensorflow, pytensor or auto")
-    t.add_argument("--device", choices=("auto", "cpu", "gpu"), default=D.device, help="where to compute")
-    t.add_argument("--dtype", choices=("float32", "float64"), default=D.dtype, help="floating-point precision")
+    add_compute_options(t)
     t.add_argument("--seed", type=int, default=D.seed,
                    help="seeds the folds, the random points, the samplers, the initial weights and the batch order")
     t.add_argument("--normalize", choices=NORMALIZATIONS, default=D.normalize, help="input scaling, fitted on each fold's training rows")

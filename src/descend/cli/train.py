@@ -58,39 +58,49 @@ def _keeps(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected keep probabilities like 0.8,0.5,0.5, got {text!r}") from None
 
 
+def add_network_options(g, *, epochs_help: str = "passes over the training rows") -> None:
+    """The network and optimizer options shared by train, search and ensemble (defaults from TrainConfig)."""
+    g.add_argument("--format", default=None, help="file format when it cannot be sniffed (kaggle, fer2013, csv, npz, idx)")
+    g.add_argument("--hidden", type=_hidden, default=D.hidden, help="hidden layer sizes, e.g. 500,300 ('none' = logistic regression)")
+    g.add_argument("--activation", choices=("relu", "tanh", "sigmoid"), default=D.activation, help="hidden-layer activation")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=D.optimizer, metavar="NAME",
+                   help=f"one of {', '.join(OPTIMIZERS)}")
+    g.add_argument("--lr", type=float, default=D.lr, help="learning rate (initial, with a schedule)")
+    g.add_argument("--momentum", type=float, default=D.momentum, help="momentum for momentum / nesterov / +nesterov")
+    g.add_argument("--batch-size", type=_batch, default=D.batch_size, help="mini-batch size; 1 = stochastic, 'full' = full batch")
+    g.add_argument("--epochs", type=int, default=D.epochs, help=epochs_help)
+    g.add_argument("--schedule", default=D.schedule,
+                   help="constant | step:FACTOR:EVERY | exponential:K | inverse:K | plateau[:FACTOR[:PATIENCE]]")
+    g.add_argument("--schedule-unit", choices=("epoch", "step"), default=D.schedule_unit, help="what t counts in the schedule")
+    g.add_argument("--l1", type=float, default=D.l1, help="L1 penalty on weight matrices")
+    g.add_argument("--l2", type=float, default=D.l2, help="L2 penalty (l2/2 * sum W^2) on weight matrices")
+    g.add_argument("--dropout-keep", type=_keeps, default=D.dropout_keep, metavar="P0,P1,...",
+                   help="dropout keep probabilities: the input's, then each hidden layer's (e.g. 0.8,0.5,0.5)")
+    g.add_argument("--batchnorm", action="store_true", help="batch normalisation before each hidden activation")
+    g.add_argument("--max-norm", type=float, default=D.max_norm,
+                   help="cap on each unit's incoming weight norm (0 = off)")
+
+
+def add_compute_options(g) -> None:
+    """Where and how precisely to compute: engine, device, dtype."""
+    g.add_argument("--engine", default=D.engine, help="numpy, jax, torch, tensorflow, pytensor or auto")
+    g.add_argument("--device", choices=("auto", "cpu", "gpu"), default=D.device, help="where to compute")
+    g.add_argument("--dtype", choices=("float32", "float64"), default=D.dtype, help="floating-point precision")
+
+
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a network and write a run directory",
                        description="Train a network on DATASET (mnist, fashion-mnist, or a CSV / NPZ / IDX file) "
                                    "and write runs/<date>-<name>/ with config, history, model, plots and report.",
                        formatter_class=HelpFormatter)
     p.add_argument("dataset", nargs="?", default=D.dataset, help="dataset name or file")
-    p.add_argument("--format", default=None, help="file format when it cannot be sniffed (kaggle, fer2013, csv, npz, idx)")
-    p.add_argument("--hidden", type=_hidden, default=D.hidden, help="hidden layer sizes, e.g. 500,300 ('none' = logistic regression)")
-    p.add_argument("--activation", choices=("relu", "tanh", "sigmoid"), default=D.activation, help="hidden-layer activation")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=D.optimizer, metavar="NAME",
-                   help=f"one of {', '.join(OPTIMIZERS)}")
-    p.add_argument("--lr", type=float, default=D.lr, help="learning rate (initial, with a schedule)")
-    p.add_argument("--momentum", type=float, default=D.momentum, help="momentum for momentum / nesterov / +nesterov")
-    p.add_argument("--batch-size", type=_batch, default=D.batch_size, help="mini-batch size; 1 = stochastic, 'full' = full batch")
-    p.add_argument("--epochs", type=int, default=D.epochs, help="passes over the training rows")
-    p.add_argument("--schedule", default=D.schedule,
-                   help="constant | step:FACTOR:EVERY | exponential:K | inverse:K | plateau[:FACTOR[:PATIENCE]]")
-    p.add_argument("--schedule-unit", choices=("epoch", "step"), default=D.schedule_unit, help="what t counts in the schedule")
-    p.add_argument("--l1", type=float, default=D.l1, help="L1 penalty on weight matrices")
-    p.add_argument("--l2", type=float, default=D.l2, help="L2 penalty (l2/2 * sum W^2) on weight matrices")
-    p.add_argument("--dropout-keep", type=_keeps, default=D.dropout_keep, metavar="P0,P1,...",
-                   help="dropout keep probabilities: the input's, then each hidden layer's (e.g. 0.8,0.5,0.5)")
-    p.add_argument("--batchnorm", action="store_true", help="batch normalisation before each hidden activation")
-    p.add_argument("--max-norm", type=float, default=D.max_norm,
-                   help="cap on each unit's incoming weight norm (0 = off)")
+    add_network_options(p)
     p.add_argument("--balance", choices=BALANCING, default=D.balance,
                    help="oversample small classes up to the median class size")
     p.add_argument("--recipe", choices=tuple(RECIPES), default=None, metavar="NAME",
                    help="a named configuration (" + "; ".join(f"{k}: {v[0]}" for k, v in RECIPES.items())
                    + "); options given explicitly override it")
-    p.add_argument("--engine", default=D.engine, help="numpy, jax, torch, tensorflow, pytensor or auto")
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default=D.device, help="where to compute")
-    p.add_argument("--dtype", choices=("float32", "float64"), default=D.dtype, help="floating-point precision")
+    add_compute_options(p)
     p.add_argument("--threads", type=int, default=D.threads, help="compute threads (default: the engine's choice)")
     p.add_argument("--seed", type=int, default=D.seed, help="seeds the split, the initial weights and the batch order")
     p.add_argument("--normalize", choices=NORMALIZATIONS, default=D.normalize, help="input scaling, fitted on training rows")
