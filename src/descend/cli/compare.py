@@ -7,7 +7,7 @@ import signal
 import sys
 import textwrap
 
-from descend.cli.main import HelpFormatter
+from descend.cli.main import HelpFormatter, positive_int
 from descend.cli.train import _batch, _hidden
 from descend.errors import ConfigError
 from descend.experiments.compare_spec import COMPARE_DEFAULTS, PRESETS, build_study
@@ -54,16 +54,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def register(sub) -> None:
     p = sub.add_parser(
         "compare", help="compare training configurations over several seeds, with plots and a report",
@@ -76,7 +66,7 @@ def register(sub) -> None:
                    help="one configuration, e.g. \"nesterov lr=0.01 momentum=0.9\" (repeat; added to a preset's)")
     p.add_argument("--config", metavar="FILE.toml", default=None,
                    help="a study file: [base] options and [[run]] tables (see docs/compare.md)")
-    p.add_argument("--seeds", type=_positive_int, default=None, help="seeds per configuration (default: 3)")
+    p.add_argument("--seeds", type=positive_int, default=None, help="seeds per configuration (default: 3)")
     p.add_argument("--seed", type=int, default=None, help="first seed (default: 0)")
     p.add_argument("--convention", choices=CONVENTIONS, default=None,
                    help="which library's variant of each update rule (default: descend)")
@@ -84,7 +74,7 @@ def register(sub) -> None:
                    help="validation error for time-to-target and steps-to-target, e.g. 3%% (default: the preset's)")
     p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                    help="stop every run after this much training time (default: the preset's; gd-variants 20)")
-    p.add_argument("--workers", type=_positive_int, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="parallel processes, one thread each (default: one per core; 1 with a time budget)")
     base = p.add_argument_group("base options (override the preset's and the file's; a run spec overrides them)")
     base.add_argument("--hidden", type=_hidden, default=None,

@@ -18,6 +18,17 @@ from descend.errors import DescendError
 COMMANDS = ("train", "data", "predict", "bench", "serve", "compare", "ensemble", "search", "pca")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 class HelpFormatter(argparse.HelpFormatter):
     """Every option's help ends with its default (tuples as ``500,300``; None and False left out)."""
 

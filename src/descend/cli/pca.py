@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from descend.cli.main import HelpFormatter
+from descend.cli.main import HelpFormatter, positive_int
 
 
 def _shape(text: str) -> tuple[int, int]:
@@ -16,16 +16,6 @@ def _shape(text: str) -> tuple[int, int]:
     if h < 1 or w < 1:
         raise argparse.ArgumentTypeError(f"expected an image shape like 28x28, got {text!r}")
     return h, w
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def register(sub) -> None:
@@ -41,7 +31,7 @@ def register(sub) -> None:
                     "pca.safetensors, eigenvalues.csv, summary.json and three plots.",
         formatter_class=HelpFormatter)
     p.add_argument("dataset", help="dataset name, data file, or FILE.npy")
-    p.add_argument("-k", "--components", dest="k", type=_positive_int, required=True, help="number of components")
+    p.add_argument("-k", "--components", dest="k", type=positive_int, required=True, help="number of components")
     p.add_argument("--method", choices=METHODS, default="block",
                    help="block: k vectors at once (fast); gd: the curriculum's gradient ascent with deflation; "
                         "exact: covariance + eigh (reference, small D)")
@@ -51,14 +41,14 @@ def register(sub) -> None:
                    help="precision of the matrix products (default: float32; float64 for exact)")
     p.add_argument("--tol", type=float, default=None,
                    help="block: largest relative residual (default 1e-5); gd: change of v per step (default 1e-6)")
-    p.add_argument("--max-iter", type=_positive_int, default=None,
+    p.add_argument("--max-iter", type=positive_int, default=None,
                    help="block: iterations (default 300); gd: steps per component (default 10000)")
     p.add_argument("--lr", type=float, default=10.0, help="gd: learning rate, relative to the current variance")
     p.add_argument("--oversample", type=int, default=None, help="block: extra vectors (default max(k, 10))")
-    p.add_argument("--chunk-rows", type=_positive_int, default=None, help="rows per chunk (default: ~64 MiB)")
+    p.add_argument("--chunk-rows", type=positive_int, default=None, help="rows per chunk (default: ~64 MiB)")
     p.add_argument("--no-cache", dest="cache", action="store_false", default=None,
                    help="re-read in-memory data every pass instead of keeping a centered copy")
-    p.add_argument("--threads", type=_positive_int, default=None, help="compute threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="compute threads")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting vectors")
     p.add_argument("--normalize", choices=NORMALIZATIONS, default="scale",
                    help="scale: uint8 data / 255 (as descend train); none: raw values")
