@@ -18,15 +18,20 @@ from descend.errors import DescendError
 COMMANDS = ("train", "data", "predict", "bench", "serve", "compare", "ensemble", "search", "pca")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
+def parse_positive_int(text: str, expected: str = "a positive integer") -> int:
+    """``text`` as an integer >= 1, else an argparse error saying ``expected ..., got ...``."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return parse_positive_int(text)
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 
-from descend.cli.main import HelpFormatter
+from descend.cli.main import HelpFormatter, parse_positive_int
 from descend.errors import ConfigError
 from descend.optim import OPTIMIZERS
 from descend.train import TrainConfig, run_training
@@ -28,25 +28,11 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 
 def _batch(text: str) -> int:
-    if text.lower() == "full":
-        return 0
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'full', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'full', got {text!r}")
-    return value
+    return 0 if text.lower() == "full" else parse_positive_int(text, "a positive integer or 'full'")
 
 
 def _components(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer number of components, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer number of components, got {text!r}")
-    return value
+    return parse_positive_int(text, "a positive integer number of components")
 
 
 def _keeps(text: str) -> tuple[float, ...]:
