@@ -3,9 +3,13 @@
 Both run 784-300-10 ReLU, softmax cross-entropy and momentum SGD (lr 0.05, mu
 0.9) over MNIST's 50,000 training rows as one jitted ``lax.scan`` per epoch.
 If the minimal program is no faster, the batch-32 epoch time is XLA's, not
-descend's.  Run each side in its own process with one thread:
+descend's.  ``minimal`` compiles with XLA's defaults, ``minimal-eigen`` with
+the JAX engine's CPU compiler options (matrix products on Eigen rather than
+YNNPACK), so the second pair isolates descend's own overhead and the first
+shows what the option is worth.  Run each in its own process with one thread:
 
     OMP_NUM_THREADS=1 PJRT_NPROC=1 JAX_PLATFORMS=cpu python benchmarks/jax_floor.py minimal
+    OMP_NUM_THREADS=1 PJRT_NPROC=1 JAX_PLATFORMS=cpu python benchmarks/jax_floor.py minimal-eigen
     OMP_NUM_THREADS=1 PJRT_NPROC=1 JAX_PLATFORMS=cpu python benchmarks/jax_floor.py descend
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +33,7 @@ def data():
     return Normalizer("scale").fit(ds.train.X).transform(ds.train.X), ds.train.y.astype(np.int32)
 
 
-def minimal(X, y):
+def minimal(X, y, compiler_options=None):
     import jax
     import jax.numpy as jnp
 
@@ -45,7 +50,7 @@ def minimal(X, y):
 
     grad = jax.value_and_grad(loss)
 
-    @jax.jit
+    @partial(jax.jit, compiler_options=compiler_options)
     def epoch(p, v, idx):
         def step(carry, rows):
             p, v = carry
@@ -66,6 +71,12 @@ def minimal(X, y):
     return times
 
 
+def minimal_eigen(X, y):
+    from descend.engines.jax_engine import CPU_COMPILER_OPTIONS
+
+    return minimal(X, y, CPU_COMPILER_OPTIONS)
+
+
 def descend(X, y):
     sys.path.insert(0, str(Path(__file__).parent))
     import peers  # the harness's own descend measurement, so both figures come from the same code
@@ -76,7 +87,7 @@ def descend(X, y):
 def main():
     which = sys.argv[1] if len(sys.argv) > 1 else "minimal"
     X, y = data()
-    times = {"minimal": minimal, "descend": descend}[which](X, y)
+    times = {"minimal": minimal, "minimal-eigen": minimal_eigen, "descend": descend}[which](X, y)
     scale = len(y) / (len(y) // BATCH * BATCH)
     print(f"{which}: batch {BATCH} epoch {statistics.median(times[1:]) * scale:.3f} s (median of {len(times) - 1})")
 

@@ -4,7 +4,7 @@ float32 stays float32 next to a float64 engine (x64 mode is process-wide),
 one fused ``lax.scan`` equals the same steps run one call each, the fit loop
 end to end against NumPy's history, resume after an interrupt with dropout
 and a plateau schedule, the persistent compilation cache across processes,
-``threads``, devices, the ops namespace and tracer dispatch.
+``threads``, devices, the CPU compiler options, the ops namespace and tracer dispatch.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from descend.backend import get_ops, namespace_of, numpy_ops
-from descend.engines import get_engine
+from descend.engines import get_engine, jax_engine
 from descend.errors import ConfigError
 from descend.io.tree import flatten
 from descend.model import MLP, init_params, init_state
@@ -221,6 +221,35 @@ def test_run_compiles_once_per_shape_and_lr_scale_needs_no_recompile():
     # a second trainer for the same (spec, optimizer, l1, l2) reuses the compiled function
     assert engine.trainer(spec, trainer.optimizer)._run is trainer._run
 
+
+
+def test_cpu_matrix_products_stay_on_eigen():
+    X, y = _data()
+    engine = get_engine("jax", device="cpu")
+    spec = MLP(hidden=(16,))
+    trainer = engine.trainer(spec, make_optimizer("momentum", 0.05))
+    ts = trainer.init(init_params(spec, D, K, key=0), {})
+    idx = engine.jax.device_put(np.arange(2 * 16, dtype=np.int32).reshape(2, 16))
+    args = (ts.params, ts.model_state, ts.opt_state, engine.asarray(X), engine.put_labels(y), idx,
+            np.uint32(0), np.uint32(0))
+    assert jax_engine._compiler_options(engine) == jax_engine.CPU_COMPILER_OPTIONS
+    compiled = trainer._run.lower(*args).compile().as_text()
+    assert " dot(" in compiled and "ynn" not in compiled.lower()
+
+
+def test_an_xla_without_the_cpu_options_compiles_with_its_defaults(monkeypatch):
+    monkeypatch.setattr(jax_engine, "CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option_in_any_xla": ""})
+    monkeypatch.setattr(jax_engine, "_CPU_OPTIONS_SUPPORTED", None)
+    engine = get_engine("jax", device="cpu")
+    assert jax_engine._compiler_options(engine) is None
+    X, y = _data()
+    spec = MLP(hidden=(16,))
+    trainer = jax_engine._build_run(engine, spec, make_optimizer("sgd", 0.1), 0.0, 0.0, False)
+    params = engine.put_tree(init_params(spec, D, K, key=0))
+    idx = engine.jax.device_put(np.arange(16, dtype=np.int32).reshape(1, 16))
+    out = trainer(params, {}, make_optimizer("sgd", 0.1).init(params), engine.asarray(X), engine.put_labels(y), idx,
+                  np.uint32(0), np.uint32(0))
+    assert np.isfinite(np.asarray(out[-1])).all()
 
 def test_with_lr_scale_changes_the_step():
     X, y = _data()
