@@ -21,7 +21,7 @@ from descend.experiments.ensemble import (
     run_ensemble,
 )
 from descend.train import TrainConfig
-from descend.train.predict import mc_dropout_proba
+from descend.train.predict import load_classifier, mc_dropout_proba, predict_file
 
 
 def _train(data, **kw):
@@ -158,6 +158,55 @@ def test_dropout_members_report_weight_scaling_vs_monte_carlo(data, tmp_path):
     m = run.ensemble.members[0]
     proba = mc_dropout_proba(run.ensemble.spec, m.params, m.state, x[:, m.features], samples=5, seed=0)
     assert cmp["mc_error"][-1] == pytest.approx(np.mean(np.argmax(proba, axis=1) != raw["y_test"]))
+    # predict with Monte-Carlo dropout through the ensemble file: seeded, not the weight-scaling answer
+    path = run.run_dir / "ensemble.safetensors"
+    mc = predict_file(path, _test_rows(data, tmp_path), mc_samples=20)
+    assert mc.vote == "hard" and mc.members == 2
+    np.testing.assert_array_equal(mc.probabilities,
+                                  predict_file(path, _test_rows(data, tmp_path), mc_samples=20).probabilities)
+    assert not np.allclose(mc.probabilities, predict_file(path, _test_rows(data, tmp_path)).probabilities)
+
+
+def _test_rows(data, tmp_path):
+    """The data's 400 test rows as their own NPZ file, as a user would hand them to `descend predict`."""
+    raw = np.load(data)
+    path = tmp_path / "test_rows.npz"
+    if not path.exists():
+        np.savez(path, X=raw["X_test"], y=raw["y_test"])
+    return path
+
+
+def test_predict_reads_ensemble_files(serial_run, data, tmp_path, capsys):
+    path = serial_run.run_dir / "ensemble.safetensors"
+    rows = _test_rows(data, tmp_path)
+    m = serial_run.metrics
+    result = predict_file(path, rows)
+    assert result.members == 5 and result.vote == "soft"
+    assert result.error == pytest.approx(m["ensemble_error_soft"])
+    assert predict_file(path, rows, vote="hard").error == pytest.approx(m["ensemble_error_hard"])
+    assert isinstance(load_classifier(path), Ensemble)
+
+    sub = tmp_path / "submission.csv"
+    assert main(["predict", str(path), str(rows), "--vote", "hard", "--submission", str(sub)]) == 0
+    line = capsys.readouterr().err
+    assert "with an ensemble of 5 (hard vote)" in line and f"{100 * m['ensemble_error_hard']:.2f}%" in line
+    assert len(sub.read_text().splitlines()) == 401
+
+    # --vote names the ensemble's rule: a single model, or a rule that does not exist, is one line and exit 2
+    from descend.io.modelfile import save_model
+
+    with pytest.raises(ConfigError, match="vote"):
+        predict_file(path, rows, vote="mean")
+    single = tmp_path / "model.safetensors"
+    model = serial_run.ensemble.members[0]
+    norm_meta, norm_arrays = serial_run.ensemble.normalizer.to_dict()
+    meta = {"spec": serial_run.ensemble.spec.to_dict(), "classes": list(serial_run.ensemble.classes),
+            "n_features": serial_run.ensemble.n_features, "normalization": norm_meta}
+    save_model(single, model.params, extra_arrays={f"normalization.{k}": v for k, v in norm_arrays.items()},
+               metadata=meta)
+    assert main(["predict", str(single), str(rows), "--vote", "soft"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "`vote` applies to ensemble files" in err
 
 
 def test_load_refuses_other_files(serial_run, tmp_path):

@@ -7,19 +7,24 @@ import sys
 
 from descend.cli.main import HelpFormatter
 from descend.errors import ConfigError
+from descend.experiments.ensemble import VOTES
 from descend.train.predict import predict_file
 
 
 def register(sub) -> None:
     p = sub.add_parser("predict", help="predict labels with a saved model",
-                       description="Predict the class of every row of INPUT with MODEL (a model.safetensors of a run).",
+                       description="Predict the class of every row of INPUT with MODEL: the model.safetensors of a "
+                                   "training run, or the ensemble.safetensors of an ensemble run.",
                        formatter_class=HelpFormatter)
-    p.add_argument("model", help="model.safetensors written by descend train")
+    p.add_argument("model", help="model.safetensors written by descend train, or ensemble.safetensors written by "
+                                 "descend ensemble")
     p.add_argument("input", help="rows to classify: Kaggle test.csv / train.csv, FER2013 CSV, CSV with a label column, NPZ")
     p.add_argument("--format", default=None, help="input format when it cannot be sniffed")
     p.add_argument("--submission", default=None, metavar="CSV", help="write a Kaggle submission (ImageId,Label; ImageId from 1)")
     p.add_argument("--mc-samples", type=int, default=0, metavar="K",
                    help="average K Monte-Carlo dropout passes instead of weight scaling (models with dropout)")
+    p.add_argument("--vote", choices=VOTES, default=None,
+                   help="an ensemble's voting rule (default: the one it was trained with)")
     p.set_defaults(func=run)
 
 
@@ -27,8 +32,10 @@ def run(args) -> int:
     if args.mc_samples < 0:
         raise ConfigError(f"`mc_samples` must be >= 0. Received: mc_samples={args.mc_samples}")
     result = predict_file(args.model, args.input, format=args.format, submission=args.submission,
-                          mc_samples=args.mc_samples)
+                          mc_samples=args.mc_samples, vote=args.vote)
     line = f"descend: predicted {len(result.labels):,} rows"
+    if result.members is not None:
+        line += f" with an ensemble of {result.members} ({result.vote} vote)"
     if result.error is not None:
         line += f"; error {100 * result.error:.2f}% against the file's labels"
     if result.submission is not None:

@@ -47,7 +47,7 @@ from descend.backend import numpy_ops
 from descend.errors import ConfigError, InputError, require
 from descend.model import MLP, init_params, init_state, predict_logits
 from descend.train.config import TrainConfig
-from descend.train.predict import softmax
+from descend.train.predict import mc_dropout_proba, softmax
 
 __all__ = ["VOTES", "Ensemble", "EnsembleConfig", "EnsembleRun", "Member", "MemberPlan", "combine",
            "error_by_size", "load_ensemble", "plan_members", "run_ensemble", "train_members"]
@@ -115,6 +115,11 @@ class MemberPlan:
 def member_seed(seed: int, index: int) -> int:
     """A 31-bit seed of member ``index`` from the run's seed, independent across runs and members."""
     return int(np.random.SeedSequence([int(seed), 0xE45E, int(index)]).generate_state(1)[0] >> 1)
+
+
+def _mc_seed(seed: int, member: int, start: int) -> int:
+    """The Monte-Carlo dropout seed of one member's rows from ``start`` on: members draw different masks."""
+    return int(np.random.SeedSequence([int(seed), int(member), int(start)]).generate_state(1)[0] >> 1)
 
 
 def plan_members(cfg: EnsembleConfig, n_rows: int, n_features: int) -> list[MemberPlan]:
@@ -209,20 +214,33 @@ class Ensemble:
             raise InputError(f"input has shape {shape}; the ensemble expects rows of {self.n_features} features")
         return self.normalizer.transform(X)
 
-    def member_proba(self, X, *, normalized: bool = False, batch_size: int = 10000) -> np.ndarray:
-        """``(members, rows, classes)`` probabilities (weight-scaling inference for dropout)."""
+    def member_proba(self, X, *, normalized: bool = False, batch_size: int = 10000, mc_samples: int = 0,
+                     seed: int = 0) -> np.ndarray:
+        """``(members, rows, classes)`` probabilities.
+
+        Dropout members use the weight-scaling rule, or with ``mc_samples=K > 0``
+        the mean of K Monte-Carlo dropout passes (masks seeded by ``seed`` and
+        the member's own seed, so members draw different masks).
+        """
         x = np.asarray(X, dtype=np.float32) if normalized else self._normalized(X)
         out = np.empty((len(self.members), len(x), len(self.classes)))
+        mc = mc_samples > 0 and self.spec.uses_dropout
         for i, m in enumerate(self.members):
             dtype = m.params["dense0.W"].dtype
             for s in range(0, len(x), batch_size):
                 xb = x[s:s + batch_size][:, m.features].astype(dtype, copy=False)
-                out[i, s:s + batch_size] = softmax(predict_logits(numpy_ops, self.spec, m.params, m.state, xb))
+                if mc:
+                    out[i, s:s + batch_size] = mc_dropout_proba(self.spec, m.params, m.state, xb, samples=mc_samples,
+                                                                seed=_mc_seed(seed, m.seed, s))
+                else:
+                    out[i, s:s + batch_size] = softmax(predict_logits(numpy_ops, self.spec, m.params, m.state, xb))
         return out
 
-    def predict_proba(self, X, *, vote: str | None = None, normalized: bool = False) -> np.ndarray:
+    def predict_proba(self, X, *, vote: str | None = None, normalized: bool = False, mc_samples: int = 0,
+                      seed: int = 0) -> np.ndarray:
         """Soft vote: mean probability; hard vote: the fraction of members voting for each class."""
-        return combine(self.member_proba(X, normalized=normalized), vote or self.vote)
+        return combine(self.member_proba(X, normalized=normalized, mc_samples=mc_samples, seed=seed),
+                       vote or self.vote)
 
     def predict(self, X, *, vote: str | None = None, normalized: bool = False) -> np.ndarray:
         """Class indices (``classes[i]`` is the label)."""
@@ -251,10 +269,15 @@ class Ensemble:
     @classmethod
     def load(cls, path) -> Ensemble:
         """Read a file written by :meth:`save`; a file that is not one raises InputError naming it."""
-        from descend.data.preprocess import Normalizer
         from descend.io.modelfile import load_model
 
-        mf = load_model(path)
+        return cls.from_model_file(load_model(path), path)
+
+    @classmethod
+    def from_model_file(cls, mf, path) -> Ensemble:
+        """The ensemble held by an already-read model file ``mf`` (read from ``path``, named in errors)."""
+        from descend.data.preprocess import Normalizer
+
         meta = mf.metadata
         if meta.get("kind") != FORMAT:
             raise InputError(f"{path}: not a descend ensemble file (a single model? use `descend predict`)")

@@ -1,8 +1,10 @@
-"""Predictions from a saved model file: labels, probabilities, a Kaggle submission.
+"""Predictions from a saved model or ensemble file: labels, probabilities, a Kaggle submission.
 
 The model file is safetensors (no code can run on load); its metadata carries
 the spec, the class names and the normalisation fitted on the training rows,
-so inputs are preprocessed exactly as in training.
+so inputs are preprocessed exactly as in training.  An ensemble file (written
+by ``descend ensemble``) is recognised by its metadata and predicts by its
+members' vote.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 from descend.backend import numpy_ops
 from descend.data.preprocess import Normalizer
-from descend.errors import InputError
+from descend.errors import ConfigError, InputError
 from descend.io.modelfile import load_model
 from descend.model import MLP, predict_logits
 
@@ -69,7 +71,11 @@ class LoadedModel:
 
 
 def load_trained(path: str | Path) -> LoadedModel:
-    mf = load_model(path)
+    """The single model in a ``model.safetensors`` written by ``descend train``."""
+    return _loaded_model(load_model(path), path)
+
+
+def _loaded_model(mf, path) -> LoadedModel:
     meta = mf.metadata
     try:
         spec = MLP.from_dict(meta["spec"])
@@ -108,26 +114,59 @@ def read_inputs(path: str | Path, *, format: str | None = None, classes=None):
     return table.X, labels
 
 
+def load_classifier(path: str | Path):
+    """A :class:`LoadedModel` or an :class:`~descend.experiments.ensemble.Ensemble`, whichever ``path`` holds.
+
+    Both have ``classes``, ``n_features`` and ``predict_proba(X, mc_samples=K)``
+    on raw rows; the file's metadata says which it is.
+    """
+    from descend.experiments.ensemble import FORMAT as ENSEMBLE_FORMAT, Ensemble
+
+    mf = load_model(path)
+    if mf.metadata.get("kind") == ENSEMBLE_FORMAT:
+        return Ensemble.from_model_file(mf, path)
+    return _loaded_model(mf, path)
+
+
 @dataclass
 class PredictResult:
     labels: np.ndarray
     probabilities: np.ndarray
     error: float | None
     submission: Path | None
+    members: int | None = None  # an ensemble's size; None for a single model
+    vote: str | None = None
 
 
 def predict_file(model_path, input_path, *, format: str | None = None, submission=None,
-                 mc_samples: int = 0) -> PredictResult:
-    """Predict every row of ``input_path``; write a Kaggle submission when asked."""
+                 mc_samples: int = 0, vote: str | None = None) -> PredictResult:
+    """Predict every row of ``input_path`` with a model or an ensemble file; write a Kaggle submission when asked.
+
+    ``vote`` ('soft' or 'hard') overrides an ensemble's own voting rule; a
+    single model has no vote to override.
+    """
+    from descend.experiments.ensemble import VOTES, Ensemble
     from descend.reports.submission import write_submission
 
-    model = load_trained(model_path)
+    if vote is not None and vote not in VOTES:
+        raise ConfigError(f"`vote` must be one of {VOTES}. Received: vote={vote!r}")
+    model = load_classifier(model_path)
+    ensemble = isinstance(model, Ensemble)
+    if vote is not None and not ensemble:
+        raise ConfigError(f"`vote` applies to ensemble files; {Path(model_path).name} holds a single model. "
+                          f"Received: vote={vote!r}")
     X, y = read_inputs(input_path, format=format, classes=model.classes)
     if X.shape[1] != model.n_features:
-        raise InputError(f"{input_path}: rows have {X.shape[1]} features; the model "
+        kind = "ensemble" if ensemble else "model"
+        raise InputError(f"{input_path}: rows have {X.shape[1]} features; the {kind} "
                          f"{Path(model_path).name} expects {model.n_features}")
-    proba = model.predict_proba(X, mc_samples=mc_samples)
+    if ensemble:
+        vote = vote or model.vote
+        proba = model.predict_proba(X, mc_samples=mc_samples, vote=vote)
+    else:
+        proba = model.predict_proba(X, mc_samples=mc_samples)
     labels = np.argmax(proba, axis=1)
     error = float(np.mean(labels != y)) if y is not None else None
     written = write_submission(submission, labels, list(model.classes)) if submission else None
-    return PredictResult(labels, proba, error, written)
+    return PredictResult(labels, proba, error, written, len(model.members) if ensemble else None,
+                         vote if ensemble else None)
