@@ -310,6 +310,25 @@ def test_same_initial_weights_and_batch_order_per_seed(blobs, tmp_path, monkeypa
     assert ok and len(lines) == 2 and "identical" in lines[0]
 
 
+def test_runs_can_vary_pca(blobs, tmp_path):
+    """``pca`` is a run-spec key: each run is fed its own number of components, and the same-start
+    check compares first layers only among runs of the same input width."""
+    assert parse_run_spec("sgd pca=4") == {"optimizer": "sgd", "pca": 4}
+    assert parse_run_spec("sgd pca=none") == {"optimizer": "sgd", "pca": None}
+    with pytest.raises(ConfigError, match="pca"):
+        parse_run_spec("sgd pca=0")
+    study = _study(blobs, runs=("sgd lr=0.1 label=raw", "sgd lr=0.1 pca=3 label=pca3", "nesterov lr=0.05 pca=3"),
+                   seeds=1)
+    result = run_compare(study, tmp_path / "c", workers=1, log=_quiet)
+    records = result.records
+    assert [records[(i, 0)]["config"]["pca"] for i in range(3)] == [None, 3, 3]
+    raw, pca3, nesterov3 = (records[(i, 0)]["fingerprint"]["init_params"] for i in range(3))
+    assert raw["dense0.W"] != pca3["dense0.W"]  # 6 inputs against 3 components
+    assert pca3 == nesterov3
+    ok, lines = same_start(study, records)
+    assert ok and "2 architectures" in lines[0]
+
+
 def test_outputs_table_plots_report(blobs, tmp_path):
     study = _study(blobs, target_error=0.5)
     result = run_compare(study, tmp_path / "c", workers=1, log=_quiet)

@@ -254,6 +254,22 @@ def test_cli(data, tmp_path, capsys):
     assert descend.ensemble.run_ensemble is run_ensemble
 
 
+def test_cli_pca_ensemble_round_trips_through_predict(data, tmp_path, capsys):
+    """--pca K: members sample their columns from the K components, and the ensemble file carries the
+    projection, so `descend predict` on raw rows reproduces the run's test error."""
+    out = tmp_path / "pca"
+    rc = main(["ensemble", str(data), "--members", "3", "--features", "0.5", "--pca", "6", "--workers", "1",
+               "--hidden", "8", "--epochs", "2", "--engine", "numpy", "--normalize", "standardize",
+               "--out", str(out), "--quiet"])
+    assert rc == 0
+    capsys.readouterr()
+    ens = Ensemble.load(out / "ensemble.safetensors")
+    assert ens.normalizer.n_outputs == 6 and all(m.features.size == 3 for m in ens.members)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert predict_file(out / "ensemble.safetensors", _test_rows(data, tmp_path)).error == pytest.approx(
+        metrics["ensemble_error_soft"])
+
+
 def test_mnist_ensemble_beats_its_mean_member(mirror_dir, tmp_path):
     """Real data, kept small for CI (five 784-32-10 members on 10% of the rows, 3 epochs);
     the full-size measurement (10 members, 3 seeds) is in docs/ensembles.md."""

@@ -225,6 +225,19 @@ def test_cli_bad_input_is_one_line_exit_2_and_leaves_no_run(tiny, tmp_path, caps
     assert "--lr" in _one_line_error(capsys)
 
 
+def test_cli_pca_sets_the_base_configuration(tiny, capsys):
+    from descend.cli.main import build_parser
+    from descend.cli.search import build_search_config
+
+    argv = ["search", str(tiny), "--space", "lr=0.1,0.2", "--pca", "5", "--engine", "numpy"]
+    assert build_search_config(build_parser().parse_args(argv)).base.pca == 5
+    assert build_search_config(build_parser().parse_args(argv[:-4] + ["--engine", "numpy"])).base.pca is None
+    with pytest.raises(SystemExit) as exited:  # argparse's own exit, with descend's one-line message
+        main([*argv[:-4], "--pca", "0"])
+    assert exited.value.code == 2
+    assert "argument --pca: expected a positive integer number of components, got '0'" in _one_line_error(capsys)
+
+
 # --- folds ------------------------------------------------------------------------------------------------
 def test_stratified_folds_partition_balance_and_identity():
     y = np.repeat([0, 1, 2], [50, 30, 7])
@@ -599,11 +612,13 @@ def test_scale_out_postgresql_and_dask_workers_one_sigkilled_grid_stays_exact(ti
 def test_pca_dimension_is_a_searchable_parameter_and_the_retrain_uses_it(tiny, tmp_path):
     """``pca`` in the space: each fold fits its own projection, the network is sized by it, and the
     final model file carries the projection of the best cell."""
-    sc = _config(tiny, "pca=3,8", method="grid", folds=2, pruner="none", retrain=True)
+    sc = _config(tiny, "pca=none,3,8", method="grid", folds=2, pruner="none", retrain=True)
     result = run_search(sc, workers=1, out=tmp_path / "pca", progress=False)
     per_cell = _complete_per_cell(_study(result.run_dir), ("pca",))
-    assert per_cell == {(3,): 1, (8,): 1}
+    assert per_cell == {(None,): 1, (3,): 1, (8,): 1}
     from descend.train.predict import load_trained
 
     model = load_trained(next(Path(result.run_dir).rglob("model.safetensors")))
-    assert model.normalizer.n_outputs == TrainConfig.from_dict(result.best["config"]).pca in (3, 8)
+    best = TrainConfig.from_dict(result.best["config"]).pca
+    assert best in (None, 3, 8)
+    assert model.normalizer.n_outputs == (best or model.n_features)

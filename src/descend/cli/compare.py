@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 from descend.cli.main import HelpFormatter, positive_int
-from descend.cli.train import _batch, _hidden
+from descend.cli.train import _batch, _hidden, add_pca_option
 from descend.errors import ConfigError
 from descend.experiments.compare_spec import COMPARE_DEFAULTS, PRESETS, build_study
 from descend.optim.conventions import CONVENTIONS, DESCRIPTIONS
@@ -88,6 +88,7 @@ def register(sub) -> None:
     base.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None, help="where to compute")
     base.add_argument("--dtype", choices=("float32", "float64"), default=None, help="floating-point precision")
     base.add_argument("--validation", type=float, default=None, help="validation rows (fraction or count)")
+    add_pca_option(base, "a run spec may set its own, e.g. --run \"pca=50\"", default=None)
     p.add_argument("--title", default=None, help="report title")
     p.add_argument("--out", default=None, help="write here instead of runs/<date>-compare-<name>/ (reuses finished runs)")
     p.add_argument("--resume", metavar="DIR", default=None, help="continue the interrupted compare in DIR")
@@ -95,7 +96,7 @@ def register(sub) -> None:
 
 
 BASE_OPTIONS = ("hidden", "activation", "epochs", "batch_size", "schedule", "eval_every", "engine", "device", "dtype",
-                "validation")
+                "validation", "pca")
 
 
 def build(args):

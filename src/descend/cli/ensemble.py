@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 
 from descend.cli.main import HelpFormatter
-from descend.cli.train import add_compute_options, add_network_options
+from descend.cli.train import add_compute_options, add_network_options, add_pca_option
 from descend.experiments.ensemble import VOTES, EnsembleConfig, run_ensemble
 from descend.train import TrainConfig
 from descend.train.config import EARLY_STOPPING, MONITORS, NORMALIZATIONS
@@ -15,7 +15,7 @@ E = EnsembleConfig()
 
 TRAIN_OPTIONS = ("format", "hidden", "activation", "optimizer", "lr", "momentum", "batch_size", "epochs", "schedule",
                  "schedule_unit", "l1", "l2", "dropout_keep", "batchnorm", "max_norm", "engine", "device", "dtype",
-                 "threads", "seed", "normalize", "validation", "eval_every", "early_stopping", "patience", "monitor",
+                 "threads", "seed", "normalize", "pca", "validation", "eval_every", "early_stopping", "patience", "monitor",
                  "name")
 
 
@@ -50,6 +50,7 @@ def register(sub) -> None:
     t.add_argument("--seed", type=int, default=D.seed,
                    help="seeds the split and, per member, its rows, columns, weights and batch order")
     t.add_argument("--normalize", choices=NORMALIZATIONS, default=D.normalize, help="input scaling, fitted on training rows")
+    add_pca_option(t, "stored in the ensemble file; --features then samples components")
     t.add_argument("--validation", type=float, default=D.validation,
                    help="validation rows carved from training (fraction < 1 or a count; default: the dataset's)")
     t.add_argument("--eval-every", type=int, default=D.eval_every, help="evaluate every N steps (0 = every epoch)")

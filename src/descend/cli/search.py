@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 
 from descend.cli.main import HelpFormatter
-from descend.cli.train import _typed, add_compute_options, add_network_options
+from descend.cli.train import _typed, add_compute_options, add_network_options, add_pca_option
 from descend.errors import ConfigError
 from descend.train.config import BALANCING, EARLY_STOPPING, MONITORS, NORMALIZATIONS, TrainConfig
 from descend.train.recipes import RECIPES, recipe_values
@@ -13,7 +13,7 @@ from descend.train.recipes import RECIPES, recipe_values
 D = TrainConfig()
 BASE_OPTIONS = ("format", "hidden", "activation", "optimizer", "lr", "momentum", "batch_size", "epochs", "schedule",
                 "schedule_unit", "l1", "l2", "dropout_keep", "batchnorm", "max_norm", "balance", "engine", "device",
-                "dtype", "seed", "normalize", "eval_every", "early_stopping", "patience", "monitor", "name")
+                "dtype", "seed", "normalize", "pca", "eval_every", "early_stopping", "patience", "monitor", "name")
 RESUME_OPTIONS = {"resume", "workers", "dask", "storage", "quiet"}
 EXAMPLE = 'lr=log(1e-4,1e-1) momentum=0.8,0.9,0.99 hidden=300|500,300 l2=log(1e-6,1e-2)'
 
@@ -75,6 +75,7 @@ def register(sub) -> None:
     t.add_argument("--seed", type=int, default=D.seed,
                    help="seeds the folds, the random points, the samplers, the initial weights and the batch order")
     t.add_argument("--normalize", choices=NORMALIZATIONS, default=D.normalize, help="input scaling, fitted on each fold's training rows")
+    add_pca_option(t, "refitted on each fold's training rows; --space can vary it, e.g. pca=none,50,100")
     t.add_argument("--eval-every", type=int, default=D.eval_every, help="evaluate every N steps (0 = every epoch)")
     t.add_argument("--early-stopping", choices=EARLY_STOPPING, default="none",
                    help="early stopping on the held-out fold (off by default: the fold that scores a trial "

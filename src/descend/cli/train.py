@@ -67,6 +67,13 @@ def add_network_options(g, *, epochs_help: str = "passes over the training rows"
                    help="cap on each unit's incoming weight norm (0 = off)")
 
 
+def add_pca_option(g, where: str, default=D.pca) -> None:
+    """``--pca K``: inputs become their first K principal components (fitted on training rows only)."""
+    g.add_argument("--pca", type=_components, default=default, metavar="K",
+                   help="after --normalize, project onto the first K principal components and standardize them "
+                        f"(fitted on training rows only; {where})")
+
+
 def add_compute_options(g) -> None:
     """Where and how precisely to compute: engine, device, dtype."""
     g.add_argument("--engine", default=D.engine, help="numpy, jax, torch, tensorflow, pytensor or auto")
@@ -90,9 +97,7 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=D.threads, help="compute threads (default: the engine's choice)")
     p.add_argument("--seed", type=int, default=D.seed, help="seeds the split, the initial weights and the batch order")
     p.add_argument("--normalize", choices=NORMALIZATIONS, default=D.normalize, help="input scaling, fitted on training rows")
-    p.add_argument("--pca", type=_components, default=D.pca, metavar="K",
-                   help="then project onto the first K principal components and standardize them "
-                        "(fitted on training rows, stored in the model file)")
+    add_pca_option(p, "stored in the model file")
     p.add_argument("--validation", type=float, default=D.validation,
                    help="validation rows carved from training (fraction < 1 or a count; default: the dataset's)")
     p.add_argument("--eval-every", type=int, default=D.eval_every, help="evaluate every N steps (0 = every epoch)")

@@ -111,6 +111,7 @@ def _finished(task: RunTask) -> dict | None:
 # --- one run -----------------------------------------------------------------------------------
 
 _DATA: dict = {}
+_DATA_KEPT = 2  # prepared datasets kept per process: runs that alternate two preprocessings (say pca=50 and none) reuse both
 
 
 def _host_data(cfg: TrainConfig):
@@ -118,9 +119,12 @@ def _host_data(cfg: TrainConfig):
     a seed reuses them."""
     from descend.train.run import oversample, prepare_data
 
-    key = (cfg.dataset, cfg.format, cfg.validation, cfg.seed, cfg.normalize, cfg.balance)
-    if key not in _DATA:
-        _DATA.clear()
+    key = (cfg.dataset, cfg.format, cfg.validation, cfg.seed, cfg.normalize, cfg.pca, cfg.balance)
+    if key in _DATA:
+        _DATA[key] = _DATA.pop(key)  # most recently used last
+    else:
+        while len(_DATA) >= _DATA_KEPT:
+            _DATA.pop(next(iter(_DATA)))
         ds, normalizer = prepare_data(cfg)
         if ds.train.y is None:
             raise ConfigError(f"dataset {cfg.dataset!r} has no training labels")

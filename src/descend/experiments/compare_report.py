@@ -74,8 +74,9 @@ def summarize(study: Study, records: dict) -> list[dict]:
 def same_start(study: Study, records: dict) -> tuple[bool, list[str]]:
     """Check the fingerprints: per seed, one set of initial weights and one batch order for all configurations.
 
-    Weights are compared name by name among configurations of the same architecture (batch norm adds
-    parameters but leaves the dense weights alone); batch orders over the epochs every run reached.
+    Weights are compared name by name among configurations of the same architecture and input width
+    (batch norm adds parameters but leaves the dense weights alone; ``pca`` changes the first layer's
+    shape); batch orders over the epochs every run reached.
     """
     ok, lines = True, []
     for seed in study.seeds:
@@ -85,7 +86,7 @@ def same_start(study: Study, records: dict) -> tuple[bool, list[str]]:
         groups: dict = {}
         for r in recs:
             c = r["config"]
-            groups.setdefault((tuple(c["hidden"]), c["activation"], c["dtype"]), []).append(r)
+            groups.setdefault((tuple(c["hidden"]), c["activation"], c["dtype"], c.get("pca")), []).append(r)
         init_same = True
         for members in groups.values():
             digests = [r["fingerprint"]["init_params"] or {} for r in members]

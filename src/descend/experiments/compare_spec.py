@@ -29,7 +29,7 @@ FLOAT_KEYS = ("lr", "momentum", "l1", "l2", "max_norm", "validation")
 INT_KEYS = ("epochs", "eval_every", "patience", "threads")
 CHOICE_KEYS = ("schedule", "schedule_unit", "activation", "engine", "device", "dtype", "early_stopping", "monitor",
                "normalize", "balance", "format")
-CONFIG_KEYS = ("optimizer", *FLOAT_KEYS, *INT_KEYS, "batch_size", "hidden", "dropout_keep", "batchnorm",
+CONFIG_KEYS = ("optimizer", *FLOAT_KEYS, *INT_KEYS, "batch_size", "hidden", "dropout_keep", "batchnorm", "pca",
                *CHOICE_KEYS)
 OPTION_FLOATS = ("eps", "rho", "b1", "b2", "initial_accumulator")
 OPTION_BOOLS = ("eps_in_sqrt", "lr_inside")
@@ -108,6 +108,13 @@ def coerce(key: str, value):
         out = _int(key, value)
         if out < 0:
             raise ConfigError(f"`batch_size` must be a positive integer or 'full'. Received: batch_size={value!r}")
+        return out
+    if key == "pca":
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+            return None
+        out = _int(key, value)
+        if out < 1:
+            raise ConfigError(f"`pca` must be a positive number of components or 'none'. Received: pca={value!r}")
         return out
     if key == "hidden":
         return _sizes(key, value, _int)

@@ -105,7 +105,7 @@ class Param:
         if self.type in TUPLES:
             return _parse_tuple(str(value), self.type)
         if self.type == "int":
-            return int(value)
+            return None if value is None else int(value)  # None: pca=none
         if self.type == "float":
             return float(value)
         if self.type == "bool":
@@ -225,6 +225,8 @@ def _parse_value(name: str, text: str, type_: str, item: str):
         if type_ == "int":
             if name == "batch_size" and text.lower() == "full":
                 return 0
+            if name == "pca" and text.lower() == "none":
+                return None  # the raw (normalised) inputs
             return int(text)
         if type_ == "bool":
             if text.lower() in _TRUE:
