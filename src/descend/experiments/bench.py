@@ -21,7 +21,7 @@ import numpy as np
 
 from descend.engines import ENGINES, get_engine
 from descend.errors import ConfigError, DescendError
-from descend.io.atomic import atomic_path, atomic_write_text
+from descend.io.atomic import atomic_write_text
 from descend.model import MLP, init_params
 from descend.train.config import TrainConfig
 from descend.train.loop import batch_plan, build_optimizer, epoch_order
@@ -146,12 +146,10 @@ def write_csv(path: Path, rows: list[BenchRow]) -> None:
 
 
 def plot(path: Path, rows: list[BenchRow], cfg: TrainConfig) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from descend.reports.plots import blank_figure, save_figure
 
     done = [r for r in rows if r.status == "ok"]
-    fig = Figure(figsize=(7, 0.6 * max(len(done), 1) + 1.6))
-    FigureCanvasAgg(fig)
+    fig = blank_figure(7, 0.6 * max(len(done), 1) + 1.6)
     ax = fig.add_subplot()
     labels = [f"{r.engine} ({r.device})" for r in done]
     values = [r.epoch_s for r in done]
@@ -165,9 +163,7 @@ def plot(path: Path, rows: list[BenchRow], cfg: TrainConfig) -> None:
     ax.set_title(f"{cfg.dataset}: hidden {hidden}, {cfg.optimizer}, batch {cfg.batch_size}")
     ax.set_xlim(0, max(values, default=1) * 1.35)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
+    save_figure(fig, path)
 
 
 ALL_ENGINES = ENGINES

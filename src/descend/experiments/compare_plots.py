@@ -12,11 +12,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from descend.io.atomic import atomic_path
+from descend.reports.plots import blank_figure, save_figure
 
 AXES = {
     "epoch": ("epoch", "epochs"),
@@ -72,8 +70,7 @@ def plot_curves(groups, axis: str, path, *, title: str = "", target: float | Non
     """``groups``: ``[(label, [history, ...]), ...]``; two panels (validation cost and error) vs ``axis``."""
     xkey, xlabel = AXES[axis]
     log_x = axis in ("epoch", "step") and _wide(groups, xkey)
-    fig = Figure(figsize=(12, 4.6), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = blank_figure(12, 4.6, dpi=100)
     axes = fig.subplots(1, 2)
     colours = [f"C{i % 10}" for i in range(len(groups))]
     for ax, (ykey, ylabel, scale) in zip(axes, PANELS):
@@ -106,6 +103,4 @@ def plot_curves(groups, axis: str, path, *, title: str = "", target: float | Non
             ax.legend(loc="upper right", fontsize=8)
     bands = "; shaded: min-max over seeds" if any(len(h) > 1 for _, h in groups) else ""
     fig.suptitle(f"{title} — vs {xlabel.split(' (')[0]}{bands}" if title else f"vs {xlabel}{bands}")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return Path(path)
+    return save_figure(fig, path)

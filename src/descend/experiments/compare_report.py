@@ -9,7 +9,6 @@ is evidence the seeds' noise cannot explain away.
 from __future__ import annotations
 
 import csv
-import html
 import io
 import math
 import time
@@ -20,6 +19,7 @@ import numpy as np
 from descend.experiments.compare_plots import plot_curves
 from descend.experiments.compare_spec import PRESETS, Study
 from descend.io.atomic import atomic_write_text
+from descend.reports.html import escape
 from descend.train.config import TrainConfig
 
 
@@ -238,13 +238,9 @@ def write_outputs(study: Study, records: dict, out_dir: Path) -> tuple[list[dict
     return summary, same[1]
 
 
-def _e(x) -> str:
-    return html.escape(str(x), quote=True)
-
-
 def _table(head, cells, numeric_from=1) -> str:
-    th = "".join(f"<th>{_e(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td{' class=num' if j >= numeric_from else ''}>{_e(c)}</td>"
+    th = "".join(f"<th>{escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td{' class=num' if j >= numeric_from else ''}>{escape(c)}</td>"
                                     for j, c in enumerate(row)) + "</tr>" for row in cells)
     return f"<table><tr>{th}</tr>{body}</table>"
 
@@ -266,27 +262,27 @@ def _differences(study: Study) -> list[list[str]]:
 
 def write_html(path: Path, study: Study, summary, same, ordered, images) -> Path:
     from descend import __version__
-    from descend.reports.html import _CSS, _image
+    from descend.reports.html import CSS, image_figure
 
     head, cells = table_rows(study, summary)
     preset = PRESETS.get(study.preset) if study.preset else None
-    about = [f"Dataset <b>{_e(study.dataset)}</b>; {len(study.runs)} configurations × {len(study.seeds)} seeds "
-             f"({_e(', '.join(map(str, study.seeds)))}); convention {_e(study.convention)}."]
+    about = [f"Dataset <b>{escape(study.dataset)}</b>; {len(study.runs)} configurations × {len(study.seeds)} seeds "
+             f"({escape(', '.join(map(str, study.seeds)))}); convention {escape(study.convention)}."]
     if preset:
-        about.insert(0, _e(preset.description))
+        about.insert(0, escape(preset.description))
     if study.notes:
-        about.append(_e(study.notes))
+        about.append(escape(study.notes))
     about.append("Within a seed every configuration starts from the same initial weights and sees the same "
                  "batch order; lines are the mean over seeds, shaded bands the min-max range.")
     ok, detail = same
-    parts = [f"<h1>{_e(study.title)}</h1>", "<p>" + " ".join(about) + "</p>", "<h2>Findings</h2>",
-             "<ul>" + "".join(f"<li>{_e(s)}</li>" for s in findings(study, summary)) + "</ul>",
+    parts = [f"<h1>{escape(study.title)}</h1>", "<p>" + " ".join(about) + "</p>", "<h2>Findings</h2>",
+             "<ul>" + "".join(f"<li>{escape(s)}</li>" for s in findings(study, summary)) + "</ul>",
              "<h2>Summary (mean ± std over seeds)</h2>", _table(head, cells),
-             "<h2>Curves</h2>", "<div>", *(_image(c, p) for c, p in images.items()), "</div>",
+             "<h2>Curves</h2>", "<div>", *(image_figure(c, p) for c, p in images.items()), "</div>",
              "<h2>Same start per seed</h2>",
              f"<p>{'Verified' if ok else '<b>Not verified</b>'}: SHA-256 fingerprints of the initial weights and "
              f"of every epoch's batch order, taken from what each trainer received.</p>",
-             "<ul>" + "".join(f"<li>{_e(line)}</li>" for line in detail) + "</ul>",
+             "<ul>" + "".join(f"<li>{escape(line)}</li>" for line in detail) + "</ul>",
              "<h2>Configurations</h2>",
              _table(["label", "run spec", "convention", "optimizer options", "settings (non-default)", "budget"],
                     _differences(study), numeric_from=99),
@@ -299,6 +295,6 @@ def write_html(path: Path, study: Study, summary, same, ordered, images) -> Path
                       _pct(r["metrics"].get("test_error"))] for r in ordered], numeric_from=1)]
     doc = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
            '<meta name="viewport" content="width=device-width,initial-scale=1">'
-           f"<title>{_e(study.title)}</title><style>{_CSS}</style></head><body>\n" + "\n".join(parts)
-           + f"\n<footer>descend {_e(__version__)}, {_e(time.strftime('%Y-%m-%d %H:%M'))}</footer>\n</body></html>\n")
+           f"<title>{escape(study.title)}</title><style>{CSS}</style></head><body>\n" + "\n".join(parts)
+           + f"\n<footer>descend {escape(__version__)}, {escape(time.strftime('%Y-%m-%d %H:%M'))}</footer>\n</body></html>\n")
     return atomic_write_text(path, doc)

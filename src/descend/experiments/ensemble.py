@@ -595,9 +595,9 @@ def _write_members_csv(path: Path, rows: list[dict]) -> None:
 
 def plot_error_by_size(curves: dict, metrics: dict, path) -> Path:
     """Error (%) of the first k members' soft and hard vote, with the mean and best single member."""
-    from descend.reports.plots import _new_figure, _save
+    from descend.reports.plots import new_figure, save_figure
 
-    fig, ax = _new_figure()
+    fig, ax = new_figure()
     sizes = curves["size"]
     ax.plot(sizes, [100 * e for e in curves["soft"]], "o-", label="soft vote (mean probability)")
     ax.plot(sizes, [100 * e for e in curves["hard"]], "s--", label="hard vote (majority)")
@@ -609,14 +609,14 @@ def plot_error_by_size(curves: dict, metrics: dict, path) -> Path:
     ax.set_ylabel("error (%)")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_dropout(dropout: dict, path) -> Path:
     """Monte-Carlo dropout error vs the number of passes, beside weight scaling."""
-    from descend.reports.plots import _new_figure, _save
+    from descend.reports.plots import new_figure, save_figure
 
-    fig, ax = _new_figure()
+    fig, ax = new_figure()
     ax.plot(dropout["samples"], [100 * e for e in dropout["mc_error"]], "o-", label="Monte-Carlo average")
     ax.axhline(100 * dropout["weight_scaling_error"], color="C1", ls="--", label="weight scaling (one pass)")
     ax.set_xscale("log")
@@ -625,17 +625,17 @@ def plot_dropout(dropout: dict, path) -> Path:
     ax.set_ylabel("error (%)")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_report(run_dir: Path, cfg: EnsembleConfig, metrics: dict, rows: list[dict], curves, dropout) -> Path:
     """``report.html``: self-contained, everything escaped (as descend's run reports)."""
     from descend import __version__
     from descend.io.atomic import atomic_write_text
-    from descend.reports.html import _CSS, _e, _image, _kv_table, _rows_table
+    from descend.reports.html import CSS, escape, image_figure, kv_table, rows_table
 
     title = f"descend ensemble: {run_dir.name}"
-    parts = [f"<h1>{_e(title)}</h1>"]
+    parts = [f"<h1>{escape(title)}</h1>"]
     split = metrics.get("eval_split")
     if split:
         mean = metrics["mean_member_error"]
@@ -656,29 +656,29 @@ def write_report(run_dir: Path, cfg: EnsembleConfig, metrics: dict, rows: list[d
                               f"member {metrics['member_chosen_on_validation']}"))
         table.append(line("mean single member", mean, f"std {100 * metrics['std_member_error']:.3f} points"))
         table.append(line("worst single member", metrics["worst_member_error"]))
-        parts += [f"<h2>Ensemble vs single members ({_e(split)} set, {metrics['eval_rows']:,} rows)</h2>",
-                  _rows_table(table)]
+        parts += [f"<h2>Ensemble vs single members ({escape(split)} set, {metrics['eval_rows']:,} rows)</h2>",
+                  rows_table(table)]
         images = {"Error vs ensemble size": plot_error_by_size(curves, metrics, run_dir / "error_vs_size.png")}
-        parts += ["<h2>Error vs ensemble size</h2>", "<div>", *(_image(c, p) for c, p in images.items()), "</div>",
-                  _rows_table([{"members": k, "soft error (%)": round(100 * s, 3), "hard error (%)": round(100 * h, 3)}
+        parts += ["<h2>Error vs ensemble size</h2>", "<div>", *(image_figure(c, p) for c, p in images.items()), "</div>",
+                  rows_table([{"members": k, "soft error (%)": round(100 * s, 3), "hard error (%)": round(100 * h, 3)}
                                for k, s, h in zip(curves["size"], curves["soft"], curves["hard"])])]
         if dropout:
             parts += ["<h2>Dropout as an implicit ensemble</h2>",
                       f"<p>Member {dropout['member']} was trained with dropout (keep "
-                      f"{_e(list(cfg.train.dropout_keep))}). Weight scaling (one deterministic pass) against the "
+                      f"{escape(list(cfg.train.dropout_keep))}). Weight scaling (one deterministic pass) against the "
                       f"average of K passes with random dropout masks (Monte-Carlo dropout):</p>",
-                      _rows_table([{"inference": "weight scaling", f"{split} error (%)":
+                      rows_table([{"inference": "weight scaling", f"{split} error (%)":
                                     round(100 * dropout["weight_scaling_error"], 3)}]
                                   + [{"inference": f"Monte-Carlo, {k} passes", f"{split} error (%)": round(100 * e, 3)}
                                      for k, e in zip(dropout["samples"], dropout["mc_error"])]),
-                      _image("Monte-Carlo dropout vs weight scaling", plot_dropout(dropout, run_dir / "dropout.png"))]
+                      image_figure("Monte-Carlo dropout vs weight scaling", plot_dropout(dropout, run_dir / "dropout.png"))]
     else:
         parts.append('<p class="note">The dataset has no labelled validation or test rows: nothing to evaluate.</p>')
-    parts += ["<h2>Members</h2>", _rows_table([{k: r.get(k) for k in MEMBER_COLUMNS if k in r} for r in rows]),
-              "<h2>Run</h2>", _kv_table({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}),
-              "<h2>Configuration</h2>", _kv_table(cfg.to_dict())]
+    parts += ["<h2>Members</h2>", rows_table([{k: r.get(k) for k in MEMBER_COLUMNS if k in r} for r in rows]),
+              "<h2>Run</h2>", kv_table({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}),
+              "<h2>Configuration</h2>", kv_table(cfg.to_dict())]
     doc = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
            '<meta name="viewport" content="width=device-width,initial-scale=1">'
-           f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n" + "\n".join(parts)
-           + f"\n<footer>descend {_e(__version__)}</footer>\n</body></html>\n")
+           f"<title>{escape(title)}</title><style>{CSS}</style></head><body>\n" + "\n".join(parts)
+           + f"\n<footer>descend {escape(__version__)}</footer>\n</body></html>\n")
     return atomic_write_text(run_dir / "report.html", doc)

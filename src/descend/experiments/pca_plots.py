@@ -1,7 +1,7 @@
 """PCA figures as PNG files: cumulative explained variance, 2-D projection, components as images.
 
-Built like :mod:`descend.reports.plots`: ``matplotlib.figure.Figure`` +
-``FigureCanvasAgg`` (no pyplot, no global state, no window), written
+Drawn on :func:`descend.reports.plots.blank_figure` (``Figure`` +
+``FigureCanvasAgg``: no pyplot, no global state, no window), written
 atomically.
 """
 
@@ -13,27 +13,10 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from descend.io.atomic import atomic_path
+from descend.reports.plots import blank_figure, save_figure
 
 __all__ = ["plot_explained_variance", "plot_projection", "plot_components", "guess_image_shape"]
-
-_DPI = 110
-
-
-def _figure(width: float = 7.0, height: float = 4.5) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return Path(path)
-
 
 def guess_image_shape(d: int) -> tuple[int, int] | None:
     """``(s, s)`` when ``d`` is a perfect square of at least 4 (28 x 28 for MNIST), else None."""
@@ -47,7 +30,7 @@ def plot_explained_variance(ratio: Sequence[float], path, *, title: str = "Expla
     k = len(ratio)
     xs = np.arange(1, k + 1)
     cum = np.cumsum(ratio)
-    fig = _figure()
+    fig = blank_figure()
     ax = fig.add_subplot()
     ax.bar(xs, ratio * 100, color="0.7", label="per component", width=0.8 if k < 200 else 1.0)
     ax.plot(xs, cum * 100, "-", color="C0", lw=2, marker="." if k <= 60 else None, label="cumulative")
@@ -65,7 +48,7 @@ def plot_explained_variance(ratio: Sequence[float], path, *, title: str = "Expla
     ax.set_title(f"{title}: {cum[-1]:.1%} with {k} component{'s' if k != 1 else ''}")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_projection(Z: np.ndarray, labels: np.ndarray | None, path, *, classes: Sequence[str] | None = None,
@@ -75,7 +58,7 @@ def plot_projection(Z: np.ndarray, labels: np.ndarray | None, path, *, classes: 
     Z = np.asarray(Z, dtype=np.float64)
     x = Z[:, 0]
     y = Z[:, 1] if Z.shape[1] > 1 else np.zeros_like(x)
-    fig = _figure(7.0, 6.0)
+    fig = blank_figure(7.0, 6.0)
     ax = fig.add_subplot()
     if labels is None:
         ax.scatter(x, y, s=3, alpha=0.5, color="C0", linewidths=0)
@@ -97,7 +80,7 @@ def plot_projection(Z: np.ndarray, labels: np.ndarray | None, path, *, classes: 
     ax.set_ylabel(axis(1) if Z.shape[1] > 1 else "(k = 1: no second component)")
     ax.set_title(f"{title} ({len(x)} rows)")
     ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_components(components: np.ndarray, path, *, image_shape: tuple[int, int] | None = None,
@@ -108,7 +91,7 @@ def plot_components(components: np.ndarray, path, *, image_shape: tuple[int, int
     if image_shape is not None and int(np.prod(image_shape)) == comps.shape[1]:
         cols = min(n, 4 if n <= 8 else 8 if n > 16 else 4)
         rows = math.ceil(n / cols)
-        fig = _figure(1.9 * cols + 0.8, 2.0 * rows + 0.4)
+        fig = blank_figure(1.9 * cols + 0.8, 2.0 * rows + 0.4)
         axes = fig.subplots(rows, cols, squeeze=False)
         for i, ax in enumerate(axes.flat):
             ax.set_axis_off()
@@ -120,7 +103,7 @@ def plot_components(components: np.ndarray, path, *, image_shape: tuple[int, int
             ax.set_title(f"#{i + 1}{share}", fontsize=9)
         fig.suptitle(f"First {n} principal component{'s' if n != 1 else ''} (red +, blue -)")
     else:
-        fig = _figure()
+        fig = blank_figure()
         ax = fig.add_subplot()
         for i in range(min(n, 6)):
             ax.plot(comps[i], lw=0.8, label=f"#{i + 1}")
@@ -129,4 +112,4 @@ def plot_components(components: np.ndarray, path, *, image_shape: tuple[int, int
         ax.set_title(f"First {min(n, 6)} principal components")
         ax.grid(True, alpha=0.3)
         ax.legend(loc="best", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

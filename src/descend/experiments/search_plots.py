@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from descend.experiments.search_space import Param, Space
-from descend.reports.plots import _new_figure, _save
+from descend.reports.plots import new_figure, save_figure
 
 
 def _finite(v) -> bool:
@@ -29,7 +29,7 @@ def _label(value) -> str:
 
 def plot_scores(rows: list[dict], metric: str, path) -> Path:
     """Each finished trial's cross-validated score, pruned trials' last running mean, and the best so far."""
-    fig, ax = _new_figure()
+    fig, ax = new_figure()
     done = sorted((r for r in rows if r["state"] == "COMPLETE" and _finite(r.get("score"))),
                   key=lambda r: r["trial"])
     pruned = [r for r in rows if r["state"] == "PRUNED" and _finite(r.get("last_score"))]
@@ -58,7 +58,7 @@ def plot_scores(rows: list[dict], metric: str, path) -> Path:
             ax.set_yscale("log")
     else:
         ax.text(0.5, 0.5, "no finished trial", transform=ax.transAxes, ha="center", va="center", color="0.5")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def varying(space: Space) -> list[Param]:
@@ -74,7 +74,7 @@ def plot_heatmap(rows: list[dict], a: Param, b: Param, metric: str, path) -> Pat
             i, j = b.choices.index(r[b.name]), a.choices.index(r[a.name])
             grid[i, j] = r["score"] if np.isnan(grid[i, j]) else min(grid[i, j], r["score"])
     state = {(r.get(b.name), r.get(a.name)): r["state"].lower() for r in rows if r["state"] != "COMPLETE"}
-    fig, ax = _new_figure(max(4.5, 1.1 * len(a.choices) + 2.5), max(3.5, 0.8 * len(b.choices) + 2.0))
+    fig, ax = new_figure(max(4.5, 1.1 * len(a.choices) + 2.5), max(3.5, 0.8 * len(b.choices) + 2.0))
     masked = np.ma.masked_invalid(grid)
     im = ax.imshow(masked, cmap="viridis_r", aspect="auto")
     fig.colorbar(im, ax=ax, label=f"{metric} (best over other parameters)")
@@ -91,13 +91,13 @@ def plot_heatmap(rows: list[dict], a: Param, b: Param, metric: str, path) -> Pat
                     else f"{grid[i, j]:.4g}")
             colour = "white" if np.isfinite(grid[i, j]) and grid[i, j] > mid else "black"
             ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pair(rows: list[dict], a: Param, b: Param | None, metric: str, path) -> Path:
     """Score over one or two parameters (log axes for log ranges), for sampled searches."""
     done = [r for r in rows if r["state"] == "COMPLETE" and _finite(r.get("score"))]
-    fig, ax = _new_figure()
+    fig, ax = new_figure()
 
     def coords(p: Param):
         if p.is_range:
@@ -131,7 +131,7 @@ def plot_pair(rows: list[dict], a: Param, b: Param | None, metric: str, path) ->
     ax.set_xlabel(a.name)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _position(p: Param, value) -> float:
@@ -149,7 +149,7 @@ def plot_parallel(rows: list[dict], space: Space, metric: str, path) -> Path:
     params = list(space.params)
     done = [r for r in rows if r["state"] == "COMPLETE" and _finite(r.get("score"))]
     pruned = [r for r in rows if r["state"] == "PRUNED"]
-    fig, ax = _new_figure(max(6.0, 1.6 * (len(params) + 1) + 1.5), 4.8)
+    fig, ax = new_figure(max(6.0, 1.6 * (len(params) + 1) + 1.5), 4.8)
     axes_x = list(range(len(params) + 1))
     scores = np.array([r["score"] for r in done]) if done else np.zeros(0)
     lo, hi = (float(scores.min()), float(scores.max())) if done else (0.0, 1.0)
@@ -188,7 +188,7 @@ def plot_parallel(rows: list[dict], space: Space, metric: str, path) -> Path:
     ax.set_title("Parallel coordinates (colour: score; grey: pruned)")
     sm = cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(sm, ax=ax, label=metric)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def search_plots(rows: list[dict], space: Space, method: str, metric: str, run_dir: Path) -> dict[str, Path]:

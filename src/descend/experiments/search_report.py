@@ -60,28 +60,28 @@ def write_search_report(path: Path, *, title: str, summary: dict, best: dict | N
                         images: dict, rows: list[dict], space: Space, metric: str, base_config: dict) -> Path:
     """A self-contained HTML page (inline PNGs, no scripts), like every descend report."""
     from descend import __version__
-    from descend.reports.html import _CSS, _e, _image, _kv_table, _rows_table
+    from descend.reports.html import CSS, escape, image_figure, kv_table, rows_table
 
-    parts = [f"<h1>{_e(title)}</h1>", "<h2>Search</h2>", _kv_table(summary)]
+    parts = [f"<h1>{escape(title)}</h1>", "<h2>Search</h2>", kv_table(summary)]
     parts.append("<h2>Best configuration (cross-validated)</h2>")
     if best is None:
         parts.append('<p class="note">no trial completed</p>')
     else:
-        parts.append(_kv_table({"trial": best["trial"], metric: best["score"], "fold scores": best["fold_scores"],
+        parts.append(kv_table({"trial": best["trial"], metric: best["score"], "fold scores": best["fold_scores"],
                                 **best["params"]}))
     parts.append("<h2>Retrained on all training rows, evaluated once on the test set</h2>")
-    parts.append(_kv_table(final) if final else '<p class="note">not run</p>')
+    parts.append(kv_table(final) if final else '<p class="note">not run</p>')
     if images:
-        parts += ["<h2>Plots</h2>", "<div>", *(_image(c, p) for c, p in images.items()), "</div>"]
+        parts += ["<h2>Plots</h2>", "<div>", *(image_figure(c, p) for c, p in images.items()), "</div>"]
     ranked = sorted(rows, key=lambda r: (r["state"] != "COMPLETE", r["score"] if r["score"] is not None
                                          else math.inf, r["trial"]))
     shown = [{k: v for k, v in r.items() if k not in ("ticket", "last_score", "hc_center") and v is not None}
              for r in ranked[:50]]
-    parts += [f"<h2>Trials (best first{', top 50' if len(rows) > 50 else ''})</h2>", _rows_table(shown)]
-    parts += ["<h2>Space</h2>", _kv_table({p.name: p.text for p in space.params})]
-    parts += ["<h2>Base configuration</h2>", _kv_table(base_config)]
+    parts += [f"<h2>Trials (best first{', top 50' if len(rows) > 50 else ''})</h2>", rows_table(shown)]
+    parts += ["<h2>Space</h2>", kv_table({p.name: p.text for p in space.params})]
+    parts += ["<h2>Base configuration</h2>", kv_table(base_config)]
     doc = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
            '<meta name="viewport" content="width=device-width,initial-scale=1">'
-           f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n" + "\n".join(parts)
-           + f"\n<footer>descend {_e(__version__)}</footer>\n</body></html>\n")
+           f"<title>{escape(title)}</title><style>{CSS}</style></head><body>\n" + "\n".join(parts)
+           + f"\n<footer>descend {escape(__version__)}</footer>\n</body></html>\n")
     return atomic_write_text(path, doc)

@@ -22,9 +22,10 @@ from ..io.atomic import atomic_write_text
 from ..io.rundir import to_jsonable
 from .metrics import per_class_precision_recall
 
-__all__ = ["write_report"]
+__all__ = ["CSS", "escape", "image_figure", "kv_table", "rows_table", "write_report"]
 
-_CSS = """
+#: The style sheet every descend report shares (train, compare, search, ensemble, pca).
+CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;
 color:#222;padding:0 1em}
 h1{font-size:1.6em;border-bottom:2px solid #2171b5;padding-bottom:.2em}
@@ -42,7 +43,8 @@ footer{margin-top:2em;font-size:.8em;color:#888}
 """
 
 
-def _e(x: Any) -> str:
+def escape(x: Any) -> str:
+    """``x`` as text safe inside HTML elements and attribute values."""
     return html.escape(str(x), quote=True)
 
 
@@ -53,10 +55,10 @@ def _fmt(v: Any) -> str:
     if v is None:
         return "&mdash;"
     if isinstance(v, float):
-        return _e(f"{v:.6g}")
+        return escape(f"{v:.6g}")
     if isinstance(v, (dict, list, tuple, np.ndarray)):
-        return _e(json.dumps(to_jsonable(v), ensure_ascii=False))
-    return _e(v)
+        return escape(json.dumps(to_jsonable(v), ensure_ascii=False))
+    return escape(v)
 
 
 def _is_num(v: Any) -> bool:
@@ -74,22 +76,23 @@ def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _kv_table(d: Mapping) -> str:
+def kv_table(d: Mapping) -> str:
+    """A two-column table of ``d`` (nested mappings flattened to dotted keys), values escaped."""
     if not d:
         return '<p class="note">none</p>'
     rows = "".join(
-        f"<tr><th>{_e(k)}</th><td{' class=num' if _is_num(v) else ''}>{_fmt(v)}</td></tr>"
+        f"<tr><th>{escape(k)}</th><td{' class=num' if _is_num(v) else ''}>{_fmt(v)}</td></tr>"
         for k, v in _flatten(d).items()
     )
     return f"<table>{rows}</table>"
 
 
-def _rows_table(rows: Sequence[Mapping]) -> str:
+def rows_table(rows: Sequence[Mapping]) -> str:
     """A table whose columns are the union of the rows' keys, in first-seen order."""
     if not rows:
         return '<p class="note">none</p>'
     cols = list(dict.fromkeys(k for r in rows for k in r))
-    head = "".join(f"<th>{_e(c)}</th>" for c in cols)
+    head = "".join(f"<th>{escape(c)}</th>" for c in cols)
     body = "".join(
         "<tr>"
         + "".join(f"<td{' class=num' if _is_num(r.get(c)) else ''}>{_fmt(r.get(c))}</td>" for c in cols)
@@ -106,7 +109,7 @@ def _class_names(classes, n: int) -> list[str]:
 def _confusion_table(cm: np.ndarray, names: list[str]) -> str:
     """Counts, cells shaded by row fraction (recall) like the PNG heatmap."""
     totals = cm.sum(axis=1)
-    head = "<tr><th>true \\ predicted</th>" + "".join(f"<th>{_e(c)}</th>" for c in names) + "<th>total</th></tr>"
+    head = "<tr><th>true \\ predicted</th>" + "".join(f"<th>{escape(c)}</th>" for c in names) + "<th>total</th></tr>"
     body = []
     for i, name in enumerate(names):
         cells = []
@@ -114,7 +117,7 @@ def _confusion_table(cm: np.ndarray, names: list[str]) -> str:
             frac = cm[i, j] / totals[i] if totals[i] else 0.0
             fg = "#fff" if frac > 0.5 else "#222"
             cells.append(f'<td style="background:rgba(33,113,181,{frac:.3f});color:{fg}">{int(cm[i, j])}</td>')
-        body.append(f"<tr><th>{_e(name)}</th>{''.join(cells)}<td class=num>{int(totals[i])}</td></tr>")
+        body.append(f"<tr><th>{escape(name)}</th>{''.join(cells)}<td class=num>{int(totals[i])}</td></tr>")
     return f'<table class="cm">{head}{"".join(body)}</table>'
 
 
@@ -133,14 +136,15 @@ def _per_class_rows(per_class: Any, names: list[str]) -> list[dict]:
     return [dict(r) for r in per_class]
 
 
-def _image(caption: str, path: Path) -> str:
+def image_figure(caption: str, path: Path) -> str:
+    """The PNG at ``path`` embedded as a data URI in a captioned figure (the report stays one file)."""
     try:
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     except OSError:
-        return f'<p class="note">{_e(caption)}: image {_e(Path(path).name)} missing</p>'
+        return f'<p class="note">{escape(caption)}: image {escape(Path(path).name)} missing</p>'
     return (
-        f'<figure><img src="data:image/png;base64,{data}" alt="{_e(caption)}">'
-        f"<figcaption>{_e(caption)}</figcaption></figure>"
+        f'<figure><img src="data:image/png;base64,{data}" alt="{escape(caption)}">'
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
     )
 
 
@@ -163,9 +167,9 @@ def write_report(
     """
     from .. import __version__
 
-    parts = [f"<h1>{_e(title)}</h1>", "<h2>Final metrics</h2>", _kv_table(metrics)]
+    parts = [f"<h1>{escape(title)}</h1>", "<h2>Final metrics</h2>", kv_table(metrics)]
     if images:
-        parts += ["<h2>Training curves</h2>", "<div>", *(_image(c, p) for c, p in images.items()), "</div>"]
+        parts += ["<h2>Training curves</h2>", "<div>", *(image_figure(c, p) for c, p in images.items()), "</div>"]
     if confusion is not None:
         cm = np.asarray(confusion)
         names = _class_names(classes, cm.shape[0])
@@ -174,15 +178,15 @@ def write_report(
             per_class = per_class_precision_recall(cm)
     if per_class is not None:
         names = _class_names(classes, 0)  # without classes, rows are labelled by index
-        parts += ["<h2>Per-class precision / recall</h2>", _rows_table(_per_class_rows(per_class, names))]
+        parts += ["<h2>Per-class precision / recall</h2>", rows_table(_per_class_rows(per_class, names))]
     if history_tail:
-        parts += ["<h2>Last history rows</h2>", _rows_table(history_tail)]
-    parts += ["<h2>Configuration</h2>", _kv_table(config)]
+        parts += ["<h2>Last history rows</h2>", rows_table(history_tail)]
+    parts += ["<h2>Configuration</h2>", kv_table(config)]
     doc = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
+        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>\n"
         + "\n".join(parts)
-        + f"\n<footer>descend {_e(__version__)}</footer>\n</body></html>\n"
+        + f"\n<footer>descend {escape(__version__)}</footer>\n</body></html>\n"
     )
     return atomic_write_text(path, doc)

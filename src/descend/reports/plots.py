@@ -19,18 +19,26 @@ from matplotlib.figure import Figure
 
 from ..io.atomic import atomic_path
 
-__all__ = ["plot_history", "plot_confusion"]
+__all__ = ["blank_figure", "new_figure", "plot_confusion", "plot_history", "save_figure"]
 
 _DPI = 110
 
 
-def _new_figure(width: float = 7.0, height: float = 4.5) -> tuple[Figure, object]:
-    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+def blank_figure(width: float = 7.0, height: float = 4.5, *, dpi: int = _DPI) -> Figure:
+    """A figure with no axes yet, on the Agg canvas (no GUI backend, safe in worker processes)."""
+    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
+    return fig
+
+
+def new_figure(width: float = 7.0, height: float = 4.5) -> tuple[Figure, object]:
+    """A figure and its one pair of axes (see :func:`blank_figure`)."""
+    fig = blank_figure(width, height)
     return fig, fig.add_subplot()
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG atomically: a reader never sees half an image."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return Path(path)
@@ -70,7 +78,7 @@ def plot_history(history: Sequence[dict], path_cost, path_error) -> tuple[Path, 
     The learning rate, when it changes during the run, is drawn on a log-scale
     right axis of the cost plot: a schedule's effect is then visible on the curve.
     """
-    fig, ax = _new_figure()
+    fig, ax = new_figure()
     for key, label, style in (("train_cost", "train", "-"), ("valid_cost", "validation", "-")):
         xs, ys = _series(history, key)
         if xs:
@@ -84,9 +92,9 @@ def plot_history(history: Sequence[dict], path_cost, path_error) -> tuple[Path, 
         ax2.set_ylabel("learning rate", color="0.4")
         handles, labels = (a + b for a, b in zip(ax.get_legend_handles_labels(), ax2.get_legend_handles_labels()))
         ax.legend(handles, labels, loc="best")
-    cost = _save(fig, path_cost)
+    cost = save_figure(fig, path_cost)
 
-    fig, ax = _new_figure()
+    fig, ax = new_figure()
     for key, label in (("train_error", "train"), ("valid_error", "validation"), ("test_error", "test")):
         xs, ys = _series(history, key, 100.0)
         if not xs:
@@ -99,7 +107,7 @@ def plot_history(history: Sequence[dict], path_cost, path_error) -> tuple[Path, 
                 label=f"best validation {ys[i]:.2f}% (epoch {xs[i]:g})",
             )
     _finish(ax, "Classification error", "error (%)")
-    error = _save(fig, path_error)
+    error = save_figure(fig, path_error)
     return cost, error
 
 
@@ -115,7 +123,7 @@ def plot_confusion(cm, classes: Sequence[str] | None, path) -> Path:
     rows = cm.sum(axis=1, keepdims=True).astype(np.float64)
     frac = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=np.float64), where=rows != 0)
     side = min(max(4.0, 0.55 * n + 2.0), 20.0)
-    fig, ax = _new_figure(side + 1.2, side)
+    fig, ax = new_figure(side + 1.2, side)
     im = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
     rotate = max(map(len, names), default=0) > 2
@@ -130,4 +138,4 @@ def plot_confusion(cm, classes: Sequence[str] | None, path) -> Path:
             for j in range(n):
                 colour = "white" if frac[i, j] > 0.5 else "black"
                 ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", color=colour, fontsize=fontsize)
-    return _save(fig, path)
+    return save_figure(fig, path)
