@@ -79,11 +79,14 @@ def plot_history(history: Sequence[dict], path_cost, path_error) -> tuple[Path, 
     right axis of the cost plot: a schedule's effect is then visible on the curve.
     """
     fig, ax = new_figure()
-    for key, label, style in (("train_cost", "train", "-"), ("valid_cost", "validation", "-")):
+    # The training objective carries the L1/L2 penalties; the validation cost is the data fit alone, so
+    # that runs with different penalties compare on it.  The legend says which is which.
+    for key, label, style in (("train_cost", "train (cross-entropy + penalties, mean over the steps)", "-"),
+                              ("valid_cost", "validation (cross-entropy)", "-")):
         xs, ys = _series(history, key)
         if xs:
             ax.plot(xs, ys, style, label=label, marker="." if len(xs) < 30 else None)
-    _finish(ax, "Cost", "cost (cross-entropy + penalties)")
+    _finish(ax, "Cost", "cost")
     xs, lrs = _series(history, "lr")
     if xs and min(lrs) > 0 and max(lrs) > min(lrs):
         ax2 = ax.twinx()
