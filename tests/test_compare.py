@@ -445,11 +445,13 @@ def test_cli_end_to_end_and_one_line_errors(blobs, tmp_path, capsys):
     out = tmp_path / "cli"
     code = main(["compare", blobs, "--run", "sgd lr=0.1", "--run", "momentum lr=0.05 momentum=0.9 label=mom",
                  "--seeds", "1", "--epochs", "1", "--hidden", "8", "--engine", "numpy", "--workers", "1",
-                 "--target-error", "40%", "--out", str(out)])
+                 "--target-error", "40%", "--threads", "1", "--pca", "4", "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0 and (out / "report.html").is_file()
     assert "| mom | 1/1 |" in captured.out and "seconds to 40%" in captured.out
     assert "[2/2] mom (seed 0)" in captured.err
+    records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/result.json"))]
+    assert [(r["config"]["threads"], r["config"]["pca"], r["threads"]) for r in records] == [(1, 4, 1)] * 2
 
     assert main(["compare", blobs, "--run", "sgd lr=0.1 speed=3", "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err.strip()

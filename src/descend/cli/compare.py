@@ -87,6 +87,8 @@ def register(sub) -> None:
     base.add_argument("--engine", default=None, help="numpy, jax, torch, tensorflow, pytensor (default: auto)")
     base.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None, help="where to compute")
     base.add_argument("--dtype", choices=("float32", "float64"), default=None, help="floating-point precision")
+    base.add_argument("--threads", type=positive_int, default=None,
+                      help="compute threads of each run (default: the engine's choice; with --workers, one each)")
     base.add_argument("--validation", type=float, default=None, help="validation rows (fraction or count)")
     add_pca_option(base, "a run spec may set its own, e.g. --run \"pca=50\"", default=None)
     p.add_argument("--title", default=None, help="report title")
@@ -96,7 +98,7 @@ def register(sub) -> None:
 
 
 BASE_OPTIONS = ("hidden", "activation", "epochs", "batch_size", "schedule", "eval_every", "engine", "device", "dtype",
-                "validation", "pca")
+                "threads", "validation", "pca")
 
 
 def build(args):
