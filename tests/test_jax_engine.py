@@ -237,6 +237,14 @@ def test_cpu_matrix_products_stay_on_eigen():
     assert " dot(" in compiled and "ynn" not in compiled.lower()
 
 
+def test_an_xla_option_the_user_set_is_left_to_them(monkeypatch):
+    engine = get_engine("jax", device="cpu")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=dot")
+    assert jax_engine._compiler_options(engine) is None
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    assert jax_engine._compiler_options(engine) == jax_engine.CPU_COMPILER_OPTIONS
+
+
 def test_an_xla_without_the_cpu_options_compiles_with_its_defaults(monkeypatch):
     monkeypatch.setattr(jax_engine, "CPU_COMPILER_OPTIONS", {"xla_cpu_no_such_option_in_any_xla": ""})
     monkeypatch.setattr(jax_engine, "_CPU_OPTIONS_SUPPORTED", None)

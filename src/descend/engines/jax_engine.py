@@ -143,10 +143,15 @@ def _compiler_options(engine) -> dict | None:
     """``CPU_COMPILER_OPTIONS`` for a CPU engine whose jaxlib knows them, else None (XLA's defaults).
 
     An XLA without the option refuses the whole compilation, so it is probed
-    once per process on a one-element program.
+    once per process on a one-element program.  An option the user set in
+    ``XLA_FLAGS`` is theirs: it is left out.
     """
     global _CPU_OPTIONS_SUPPORTED
     if engine.device != "cpu":
+        return None
+    user_flags = os.environ.get("XLA_FLAGS", "")
+    options = {k: v for k, v in CPU_COMPILER_OPTIONS.items() if f"--{k}" not in user_flags}
+    if not options:
         return None
     if _CPU_OPTIONS_SUPPORTED is None:
         jax = engine.jax
@@ -156,7 +161,7 @@ def _compiler_options(engine) -> dict | None:
             _CPU_OPTIONS_SUPPORTED = True
         except (TypeError, RuntimeError, ValueError):  # no compiler_options argument, or an unknown option
             _CPU_OPTIONS_SUPPORTED = False
-    return CPU_COMPILER_OPTIONS if _CPU_OPTIONS_SUPPORTED else None
+    return options if _CPU_OPTIONS_SUPPORTED else None
 
 
 def _build_run(engine, spec, optimizer, l1, l2, donate):
