@@ -33,7 +33,8 @@ Matrix products on the CPU: jaxlib 0.10's XLA hands them to YNNPACK by
 default, which is slower than XLA's own Eigen kernels at descend's shapes
 (batch 32 epoch of 784-300-10: 0.72 s against 0.59 s).  CPU programs are
 compiled with ``CPU_COMPILER_OPTIONS``, which keep them on Eigen; an XLA that
-does not know the option compiles with its defaults.
+does not know the option compiles with its defaults, and a user who sets it in
+``XLA_FLAGS`` keeps their setting.
 
 Buffer donation: on a GPU, a train state of ``DONATE_MIN_BYTES`` or more is
 donated to the compiled call, so parameters and optimizer state are updated in
