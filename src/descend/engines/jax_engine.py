@@ -157,7 +157,7 @@ def _compiler_options(engine) -> dict | None:
     if _CPU_OPTIONS_SUPPORTED is None:
         jax = engine.jax
         try:
-            probe = jax.jit(lambda x: x + 1, compiler_options=CPU_COMPILER_OPTIONS)
+            probe = jax.jit(lambda x: x + 1, compiler_options=options)
             probe(jax.device_put(np.zeros(1, np.float32), engine.jax_device)).block_until_ready()
             _CPU_OPTIONS_SUPPORTED = True
         except (TypeError, RuntimeError, ValueError):  # no compiler_options argument, or an unknown option
