@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 
 from descend.cli.main import HelpFormatter
-from descend.cli.train import add_compute_options, add_network_options, add_pca_option
+from descend.cli.train import OPTIONS, add_compute_options, add_network_options, add_pca_option
 from descend.experiments.ensemble import VOTES, EnsembleConfig, run_ensemble
 from descend.train import TrainConfig
 from descend.train.config import EARLY_STOPPING, MONITORS, NORMALIZATIONS
@@ -13,10 +13,8 @@ from descend.train.config import EARLY_STOPPING, MONITORS, NORMALIZATIONS
 D = TrainConfig()
 E = EnsembleConfig()
 
-TRAIN_OPTIONS = ("format", "hidden", "activation", "optimizer", "lr", "momentum", "batch_size", "epochs", "schedule",
-                 "schedule_unit", "l1", "l2", "dropout_keep", "batchnorm", "max_norm", "engine", "device", "dtype",
-                 "threads", "seed", "normalize", "pca", "validation", "eval_every", "early_stopping", "patience", "monitor",
-                 "name")
+# descend train's options less --balance: members resample the rows themselves.
+TRAIN_OPTIONS = tuple(name for name in OPTIONS if name != "balance")
 
 
 def register(sub) -> None:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import signal
 
 from descend.cli.main import HelpFormatter
+from descend.cli.train import OPTIONS as TRAIN_OPTIONS
 from descend.cli.train import _typed, add_compute_options, add_network_options, add_pca_option
 from descend.errors import ConfigError
 from descend.train.config import BALANCING, EARLY_STOPPING, MONITORS, NORMALIZATIONS, TrainConfig
 from descend.train.recipes import RECIPES, recipe_values
 
 D = TrainConfig()
-BASE_OPTIONS = ("format", "hidden", "activation", "optimizer", "lr", "momentum", "batch_size", "epochs", "schedule",
-                "schedule_unit", "l1", "l2", "dropout_keep", "batchnorm", "max_norm", "balance", "engine", "device",
-                "dtype", "seed", "normalize", "pca", "eval_every", "early_stopping", "patience", "monitor", "name")
+# descend train's options less --threads (here: per worker, a search setting) and --validation (the folds
+# hold the trials' validation rows).
+BASE_OPTIONS = tuple(name for name in TRAIN_OPTIONS if name not in ("threads", "validation"))
 RESUME_OPTIONS = {"resume", "workers", "dask", "storage", "quiet"}
 EXAMPLE = 'lr=log(1e-4,1e-1) momentum=0.8,0.9,0.99 hidden=300|500,300 l2=log(1e-6,1e-2)'
 
