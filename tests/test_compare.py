@@ -13,8 +13,8 @@ from descend.cli.main import main
 from descend.errors import ConfigError
 from descend.experiments import compare as compare_mod
 from descend.experiments.compare import load_study, run_compare
-from descend.experiments.compare_report import first_reaching, same_start, summarize
-from descend.experiments.compare_spec import PRESETS, build_run, build_study, parse_run_spec
+from descend.experiments.compare.report import first_reaching, same_start, summarize
+from descend.experiments.compare.spec import PRESETS, build_run, build_study, parse_run_spec
 from descend.optim import apply_updates
 from descend.optim.conventions import CONVENTIONS, convention_options, resolve
 from descend.train import loop as loop_mod
@@ -414,7 +414,7 @@ def test_workers_run_in_spawned_processes(blobs, tmp_path):
 
 
 def test_time_to_target_and_summary_statistics():
-    from descend.experiments.compare_spec import RunDef, Study
+    from descend.experiments.compare.spec import RunDef, Study
     from descend.train import TrainConfig
 
     def rec(seed, errors, status="ok"):

@@ -23,7 +23,7 @@ import pytest
 
 from descend import pca
 from descend.errors import ConfigError, InputError
-from descend.experiments.pca_data import ArraySource, FileSource, as_source
+from descend.pca.data import ArraySource, FileSource, as_source
 
 GAP = 0.01
 EIG_TOL, ANGLE_TOL = 1e-4, 1e-3
@@ -382,9 +382,10 @@ def test_cli_writes_components_table_and_plots(tmp_path):
 
 def test_normalizer_pca_projects_standardizes_and_round_trips(spectrum):
     from descend.data.preprocess import Normalizer
+    from descend.train.setup import fit_normalizer
 
     X, lam, R = spectrum
-    norm = Normalizer("standardize", pca=5).fit(X)
+    norm = fit_normalizer("standardize", 5, X)
     assert norm.n_outputs == 5 and norm.n_features == 40
     Z = norm.transform(X)
     assert Z.shape == (600, 5) and Z.dtype == np.float32
@@ -403,9 +404,11 @@ def test_normalizer_pca_projects_standardizes_and_round_trips(spectrum):
     with pytest.raises(InputError, match="shape"):
         Normalizer.from_dict(meta, {**arrays, "pca.mean": np.zeros(3)})
     with pytest.raises(ConfigError, match="`pca`"):
-        Normalizer("scale", pca=0)
+        pca.fit_projection(Normalizer("scale").fit(X), X, 0)
     with pytest.raises(ConfigError, match=r"`pca` must be an integer in \[1, 40\]"):
-        Normalizer("scale", pca=41).fit(X)
+        fit_normalizer("scale", 41, X)
+    with pytest.raises(ConfigError, match="projection"):
+        Normalizer("scale").fit(X).set_projection(np.zeros(3), np.zeros((2, 3)), np.ones(2))
     # without pca nothing changes: no extra arrays, no "pca" key
     meta, arrays = Normalizer("scale").fit(X).to_dict()
     assert "pca" not in meta and arrays == {}

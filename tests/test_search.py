@@ -33,10 +33,10 @@ optuna = pytest.importorskip("optuna")
 from descend.cli.main import main  # noqa: E402
 from descend.errors import ConfigError  # noqa: E402
 from descend.experiments.search import SearchConfig, run_search, tickets  # noqa: E402
-from descend.experiments.search_kfold import fold_digest, fold_rows, stratified_folds  # noqa: E402
-from descend.experiments.search_sampler import neighbour, unit_distance  # noqa: E402
-from descend.experiments.search_space import parse_space  # noqa: E402
-from descend.experiments.search_worker import training_rows  # noqa: E402
+from descend.experiments.search.kfold import fold_digest, fold_rows, stratified_folds  # noqa: E402
+from descend.experiments.search.sampler import neighbour, unit_distance  # noqa: E402
+from descend.experiments.search.space import parse_space  # noqa: E402
+from descend.experiments.search.worker import training_rows  # noqa: E402
 from descend.train.config import TrainConfig  # noqa: E402
 
 

@@ -10,7 +10,7 @@ import textwrap
 from descend.cli.main import HelpFormatter, positive_int
 from descend.cli.train import _batch, _hidden, add_pca_option
 from descend.errors import ConfigError
-from descend.experiments.compare_spec import COMPARE_DEFAULTS, PRESETS, build_study
+from descend.experiments.compare.spec import COMPARE_DEFAULTS, PRESETS, build_study
 from descend.optim.conventions import CONVENTIONS, DESCRIPTIONS
 
 EPILOG = """run specs: "NAME key=value ...", NAME one of the optimizers, keys any of
@@ -114,7 +114,7 @@ def _terminate_as_interrupt(signum, frame):
 
 def run(args) -> int:
     from descend.experiments.compare import load_study, run_compare
-    from descend.experiments.compare_report import markdown, same_start
+    from descend.experiments.compare.report import markdown, same_start
 
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k in ("preset", "config", "out", *BASE_OPTIONS)
@@ -127,7 +127,7 @@ def run(args) -> int:
         study, out = build(args), args.out
     workers = args.workers
     if workers is None and args.config:  # a study file may say how many workers it wants
-        from descend.experiments.compare_spec import load_toml
+        from descend.experiments.compare.spec import load_toml
 
         workers = load_toml(args.config).get("workers")
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)

@@ -19,9 +19,9 @@ def _shape(text: str) -> tuple[int, int]:
 
 
 def register(sub) -> None:
-    from descend.experiments.pca import METHODS
-    from descend.experiments.pca_ops import PCA_ENGINES
-    from descend.experiments.pca_run import NORMALIZATIONS
+    from descend.pca.solver import METHODS
+    from descend.pca.ops import PCA_ENGINES
+    from descend.pca.run import NORMALIZATIONS
 
     p = sub.add_parser(
         "pca", help="principal components by gradient ascent, never forming the covariance matrix",
@@ -62,7 +62,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from descend.experiments.pca_run import format_table, run_pca
+    from descend.pca.run import format_table, run_pca
 
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     result, out = run_pca(

@@ -6,7 +6,7 @@ import sys
 
 from descend.cli.main import HelpFormatter
 from descend.errors import ConfigError
-from descend.experiments.ensemble import VOTES
+from descend.train.ensemble_model import VOTES
 from descend.train.predict import predict_file
 
 

@@ -1,11 +1,13 @@
 """Input normalization, fitted on training rows only and stored with the model.
 
-Optionally followed by PCA (``descend train --pca K``, the curriculum's
-"transformed data"): the normalized rows are projected onto their first ``K``
-principal components (found by :func:`descend.pca.fit`, which never forms the
-covariance matrix) and each coordinate is standardized by its training
-standard deviation.  The fitted projection (mean, components, variances) is
-stored with the normalization in the model file and applied at prediction.
+Optionally followed by a PCA projection (``descend train --pca K``, the
+curriculum's "transformed data"): the normalized rows are projected onto their
+first ``K`` principal components and each coordinate is standardized by its
+training standard deviation.  The projection is found elsewhere
+(:func:`descend.pca.fit_projection`, which never forms the covariance matrix)
+and handed to :meth:`Normalizer.set_projection`; this module only applies it.
+The fitted projection (mean, components, variances) is stored with the
+normalization in the model file and applied at prediction.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ import numpy as np
 from descend.errors import ConfigError, InputError
 
 METHODS = ("scale", "standardize", "none")
-#: How ``Normalizer(pca=K)`` finds the components (descend.pca's fast path; the covariance is never formed).
-PCA_METHOD = "block"
 NOT_FITTED = "This Normalizer is not fitted yet. Call `fit` with training data first."
 
 
@@ -32,21 +32,19 @@ class Normalizer:
     of a division by zero.  Statistics are float64 while fitting, float32 when
     applied.
 
-    ``pca=K`` then projects the normalized rows onto their first ``K``
-    principal components and standardizes each coordinate (divides by the
-    training standard deviation, N-1): ``z = (x - mean) @ components.T / std``,
-    computed in float64, returned as float32.  ``transform`` then gives ``K``
-    columns (:attr:`n_outputs`).
+    After :meth:`set_projection` with ``K`` principal components, the
+    normalized rows are projected and each coordinate standardized (divided by
+    the training standard deviation, N-1): ``z = (x - mean) @ components.T /
+    std``, computed in float64, returned as float32.  ``transform`` then gives
+    ``K`` columns (:attr:`n_outputs`).
     """
 
-    def __init__(self, method: str = "scale", pca: int | None = None) -> None:
+    def __init__(self, method: str = "scale") -> None:
         if method not in METHODS:
             raise ConfigError(f"`method` must be one of {', '.join(METHODS)}. "
                               f"Received: method={method!r}")
-        if pca is not None and (isinstance(pca, bool) or not isinstance(pca, (int, np.integer)) or pca < 1):
-            raise ConfigError(f"`pca` must be a positive integer (number of components). Received: pca={pca!r}")
         self.method = method
-        self.pca = None if pca is None else int(pca)
+        self.pca: int | None = None                      # number of principal components once projected
         self.n_features: int | None = None
         self.offset: float | np.ndarray = 0.0
         self.scale: float | np.ndarray = 1.0
@@ -86,26 +84,37 @@ class Normalizer:
             self.offset, self.scale = mean.astype(np.float32), std.astype(np.float32)
         else:
             self.offset, self.scale = 0.0, 1.0
-        if self.pca is not None:
-            self._fit_pca(X)
+        self.pca = self.pca_mean = self.pca_components = self.pca_variance = None
+        self.pca_info = {}
         return self
 
-    def _fit_pca(self, X: np.ndarray) -> None:
-        # descend.pca is the solver (it sits above this layer; imported only when PCA is asked for).
-        from descend.experiments.pca import fit as pca_fit
+    def set_projection(self, mean: np.ndarray, components: np.ndarray, variance: np.ndarray,
+                       info: Mapping[str, Any] | None = None) -> "Normalizer":
+        """Follow normalization by a fitted projection onto ``components`` (K, D); returns self.
 
-        limit = min(X.shape[0], X.shape[1])
-        if self.pca > limit:
-            raise ConfigError(f"`pca` must be an integer in [1, {limit}] (at most the number of features "
-                              f"{X.shape[1]} and of training rows {X.shape[0]}). Received: pca={self.pca}")
-        result = pca_fit(self._normalize(X), self.pca, PCA_METHOD, seed=0)
-        meta, _ = result.to_dict()
-        self.pca_mean = result.mean.astype(np.float64)
-        self.pca_components = result.components.astype(np.float64)
-        self.pca_variance = result.explained_variance.astype(np.float64)
-        self.pca_info = {key: meta[key] for key in ("method", "dtype", "tol", "converged", "n_passes",
-                                                    "total_variance", "n_samples")}
-        self.pca_info["explained_variance_ratio"] = float(result.explained_variance_ratio.sum())
+        ``mean`` (D,) is in normalized units, ``variance`` (K,) the training
+        variance of each coordinate, ``info`` how the components were found.
+        """
+        if not self.fitted:
+            raise ConfigError(NOT_FITTED)
+        components = np.asarray(components, np.float64)
+        k, d = components.shape
+        if d != self.n_features or np.shape(mean) != (d,) or np.shape(variance) != (k,):
+            raise ConfigError(f"a projection for {self.n_features} features needs mean ({self.n_features},), "
+                              f"components (K, {self.n_features}) and variance (K,); received "
+                              f"{np.shape(mean)}, {components.shape}, {np.shape(variance)}")
+        self.pca = int(k)
+        self.pca_mean = np.asarray(mean, np.float64)
+        self.pca_components = components
+        self.pca_variance = np.asarray(variance, np.float64)
+        self.pca_info = dict(info or {})
+        return self
+
+    def normalize(self, X: np.ndarray) -> np.ndarray:
+        """Normalized float32 rows, before any projection (what a projection is fitted on)."""
+        if not self.fitted:
+            raise ConfigError(NOT_FITTED)
+        return self._normalize(_check_2d(X))
 
     def _normalize(self, X: np.ndarray) -> np.ndarray:
         out = X.astype(np.float32, copy=True)
@@ -159,8 +168,9 @@ class Normalizer:
                   arrays: Mapping[str, np.ndarray] | None = None) -> "Normalizer":
         """Rebuild from :meth:`to_dict` output; ``arrays`` may hold unrelated tensors too."""
         pca = meta.get("pca")
-        norm = cls(meta.get("method", "scale"), pca=None if pca is None else int(pca["n_components"]))
+        norm = cls(meta.get("method", "scale"))
         norm.n_features = int(meta["n_features"])
+        norm.pca = None if pca is None else int(pca["n_components"])
         arrays = arrays or {}
         if norm.method == "standardize":
             try:

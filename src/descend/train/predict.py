@@ -19,22 +19,7 @@ from descend.data.preprocess import Normalizer
 from descend.errors import ConfigError, InputError
 from descend.io.modelfile import load_model
 from descend.model import MLP, predict_logits
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64)
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def mc_dropout_proba(spec: MLP, params, state, x, *, samples: int, seed: int = 0) -> np.ndarray:
-    """Mean softmax over ``samples`` passes with dropout on (batch norm in inference mode)."""
-    total = 0.0
-    for k in range(samples):
-        total = total + softmax(predict_logits(numpy_ops, spec, params, state, x,
-                                               key=np.random.default_rng([seed, k]), mc_dropout=True))
-    return total / samples
+from descend.train.inference import mc_dropout_proba, softmax
 
 
 @dataclass
@@ -115,12 +100,12 @@ def read_inputs(path: str | Path, *, format: str | None = None, classes=None):
 
 
 def load_classifier(path: str | Path):
-    """A :class:`LoadedModel` or an :class:`~descend.experiments.ensemble.Ensemble`, whichever ``path`` holds.
+    """A :class:`LoadedModel` or an :class:`~descend.train.ensemble_model.Ensemble`, whichever ``path`` holds.
 
     Both have ``classes``, ``n_features`` and ``predict_proba(X, mc_samples=K)``
     on raw rows; the file's metadata says which it is.
     """
-    from descend.experiments.ensemble import FORMAT as ENSEMBLE_FORMAT, Ensemble
+    from descend.train.ensemble_model import FORMAT as ENSEMBLE_FORMAT, Ensemble
 
     mf = load_model(path)
     if mf.metadata.get("kind") == ENSEMBLE_FORMAT:
@@ -145,7 +130,7 @@ def predict_file(model_path, input_path, *, format: str | None = None, submissio
     ``vote`` ('soft' or 'hard') overrides an ensemble's own voting rule; a
     single model has no vote to override.
     """
-    from descend.experiments.ensemble import VOTES, Ensemble
+    from descend.train.ensemble_model import VOTES, Ensemble
     from descend.reports.submission import write_submission
 
     if vote is not None and vote not in VOTES:

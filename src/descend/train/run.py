@@ -51,7 +51,8 @@ def write_history_csv(path: Path, history: list[dict]) -> None:
 
 def prepare_data(cfg: TrainConfig):
     """Load, split and normalise the dataset (then PCA when ``cfg.pca``); the normaliser sees training rows only."""
-    from descend.data import Normalizer, load
+    from descend.data import load
+    from descend.train.setup import fit_normalizer
 
     kwargs = {"seed": cfg.seed}
     if cfg.format:
@@ -59,7 +60,7 @@ def prepare_data(cfg: TrainConfig):
     if cfg.validation is not None:
         kwargs["validation"] = int(cfg.validation) if cfg.validation >= 1 else cfg.validation
     ds = load(cfg.dataset, **kwargs)
-    normalizer = Normalizer(cfg.normalize, pca=cfg.pca).fit(ds.train.X)
+    normalizer = fit_normalizer(cfg.normalize, cfg.pca, ds.train.X)
     return ds, normalizer
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from descend.errors import ConfigError, InputError
-from descend.experiments.pca import PCAResult, fit
-from descend.experiments.pca_data import as_source, open_npy
+from descend.pca.solver import PCAResult, fit
+from descend.pca.data import as_source, open_npy
 
 __all__ = ["run_pca", "format_table", "NORMALIZATIONS"]
 
@@ -117,7 +117,7 @@ def run_pca(source: str | os.PathLike, k: int, *, method: str = "block", out: st
     _write_csv(out / "eigenvalues.csv", result)
     files = ["pca.safetensors", "eigenvalues.csv", "summary.json"]
     if plots:
-        from descend.experiments import pca_plots
+        from descend.pca import plots as pca_plots
 
         shape = shape or pca_plots.guess_image_shape(src.d)
         pca_plots.plot_explained_variance(result.explained_variance_ratio, out / "explained_variance.png",

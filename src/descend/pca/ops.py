@@ -28,7 +28,7 @@ import contextlib
 import numpy as np
 
 from descend.errors import ConfigError
-from descend.experiments.pca_data import RowSource, Stats, default_chunk_rows
+from descend.pca.data import RowSource, Stats, default_chunk_rows
 
 __all__ = ["CovarianceOperator", "PCA_ENGINES", "CACHE_BYTES"]
 

@@ -1,7 +1,7 @@
 """A search worker: one process running Optuna's ``study.optimize`` on the shared storage.
 
 Workers are started by ``descend search`` (``python -m
-descend.experiments.search_worker`` with the worker spec as JSON on stdin, and
+descend.experiments.search.worker`` with the worker spec as JSON on stdin, and
 OMP/BLAS/XLA thread counts set to one before anything is imported) or placed
 on an existing Dask cluster (:func:`dask_task`).  A worker loads the dataset's
 training rows once (never the test set), builds the same stratified folds as
@@ -45,8 +45,8 @@ class CVContext:
     """What a worker keeps between trials: the training rows, the folds, the engines."""
 
     def __init__(self, spec: dict):
-        from descend.experiments.search_kfold import fold_digest, stratified_folds
-        from descend.experiments.search_space import parse_space
+        from descend.experiments.search.kfold import fold_digest, stratified_folds
+        from descend.experiments.search.space import parse_space
         from descend.train.config import TrainConfig
 
         self.spec = spec
@@ -75,8 +75,8 @@ class CVContext:
         """Train ``cfg`` on the fold's training rows; cost and error on its held-out rows."""
         import numpy as np
 
-        from descend.data import Normalizer
-        from descend.experiments.search_kfold import fold_rows
+        from descend.train.setup import fit_normalizer
+        from descend.experiments.search.kfold import fold_rows
         from descend.model import MLP, init_params, init_state
         from descend.train.loop import evaluate, fit
         from descend.train.run import oversample
@@ -90,7 +90,7 @@ class CVContext:
         if cfg.balance == "oversample":
             train = train[oversample(self.y[train], cfg.seed)]
         engine = self.engine(cfg)
-        normalizer = Normalizer(cfg.normalize, pca=cfg.pca).fit(self.X[train])
+        normalizer = fit_normalizer(cfg.normalize, cfg.pca, self.X[train])
         X_train = engine.asarray(normalizer.transform(self.X[train]))
         y_train = engine.put_labels(self.y[train])
         X_held = engine.asarray(normalizer.transform(self.X[held]))
@@ -199,7 +199,7 @@ def make_sampler(spec: dict, ctx: CVContext | None = None, worker_index: int = 0
             return optuna.samplers.TPESampler(seed=seed + 7919 * worker_index, constant_liar=True,
                                               n_startup_trials=max(1, min(10, trials // 2)))
     if method == "hillclimb":
-        from descend.experiments.search_sampler import make_hillclimb_sampler
+        from descend.experiments.search.sampler import make_hillclimb_sampler
 
         space = ctx.space
         return make_hillclimb_sampler(space, space.start(ctx.base), float(spec["radius"]), seed)
@@ -219,7 +219,7 @@ def run_worker(spec: dict) -> int:
     from optuna.trial import TrialState
 
     from descend.errors import DescendError
-    from descend.experiments.search_storage import fail_stale, import_optuna, make_storage
+    from descend.experiments.search.storage import fail_stale, import_optuna, make_storage
 
     optuna = import_optuna()
     parent = os.getppid() if spec.get("local") else None

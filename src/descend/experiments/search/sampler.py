@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from descend.experiments.search_space import Space
+from descend.experiments.search.space import Space
 
 
 def ball_step(rng: np.random.Generator, dims: int, radius: float) -> np.ndarray:

@@ -46,11 +46,11 @@ import numpy as np
 
 import descend
 from descend.errors import ConfigError, DescendError, require
-from descend.experiments.search_kfold import stratified_folds
-from descend.experiments.search_report import best_row, trial_rows, write_search_report, write_trials_csv
-from descend.experiments.search_space import Space, parse_space
-from descend.experiments.search_worker import search_dataset
-from descend.experiments.search_storage import (fail_orphans, fail_stale, has_password, import_optuna,
+from descend.experiments.search.kfold import stratified_folds
+from descend.experiments.search.report import best_row, trial_rows, write_search_report, write_trials_csv
+from descend.experiments.search.space import Space, parse_space
+from descend.experiments.search.worker import search_dataset
+from descend.experiments.search.storage import (fail_orphans, fail_stale, has_password, import_optuna,
                                                 make_storage, safe_url, state_counts, ticket_status,
                                                 ticket_trials)
 from descend.io.rundir import make_run_dir, read_json, write_json
@@ -166,14 +166,14 @@ class LocalWorkers:
     """
 
     def __init__(self, spec: dict, threads: int, run_dir: Path):
-        from descend.experiments.search_worker import thread_environment
+        from descend.experiments.search.worker import thread_environment
 
         self.spec = {**spec, "local": True, "worker_lock": str((run_dir / WORKERS_LOCK).resolve())}
         self.env = thread_environment(threads)
         self.procs: dict[int, subprocess.Popen] = {}
 
     def start(self, index: int) -> str:
-        proc = subprocess.Popen([sys.executable, "-m", "descend.experiments.search_worker"],
+        proc = subprocess.Popen([sys.executable, "-m", "descend.experiments.search.worker"],
                                 stdin=subprocess.PIPE, env=self.env)
         proc.stdin.write(json.dumps({**self.spec, "worker_index": index}).encode())
         proc.stdin.close()
@@ -250,7 +250,7 @@ class DaskWorkers:
         return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
 
     def start(self, index: int) -> str:
-        from descend.experiments.search_worker import dask_task
+        from descend.experiments.search.worker import dask_task
 
         key = f"descend-search-{self.tag}-{index}"
         self.futures[key] = self.client.submit(dask_task, {**self.spec, "worker_index": index}, key=key,
@@ -353,7 +353,7 @@ class _Reporter:
             print(f"descend: {text}", file=self.stream, flush=True)
 
     def trials(self, trials) -> None:
-        from descend.experiments.search_storage import is_done
+        from descend.experiments.search.storage import is_done
 
         done = len({t.user_attrs["ticket"] for t in trials if is_done(t)})
         for t in sorted(trials, key=lambda t: t.number):
@@ -568,7 +568,7 @@ def _run_name(sc: SearchConfig) -> str:
 
 def _finish(run_dir: Path, sc: SearchConfig, space: Space, study, ds, search_seconds: float, trials_run: int,
             n_workers: int, url: str, progress: bool, stream) -> SearchResult:
-    from descend.experiments.search_plots import search_plots
+    from descend.experiments.search.plots import search_plots
 
     rows = trial_rows(study, space, sc.folds)
     write_trials_csv(run_dir / "trials.csv", rows, space, sc.folds, sc.metric)
@@ -619,7 +619,7 @@ def _finish(run_dir: Path, sc: SearchConfig, space: Space, study, ds, search_sec
 
 def _retrain(final_dir: Path, cfg: TrainConfig, ds, progress: bool, stream) -> dict:
     """Train the best configuration on every training row; the one evaluation on the test set."""
-    from descend.data import Normalizer
+    from descend.train.setup import fit_normalizer
     from descend.engines import default_threads, get_engine
     from descend.io.modelfile import save_model
     from descend.model import MLP, init_params, init_state
@@ -633,7 +633,7 @@ def _retrain(final_dir: Path, cfg: TrainConfig, ds, progress: bool, stream) -> d
             return previous  # a resumed search whose retrain already ran: the test set is not used again
     final_dir.mkdir(parents=True, exist_ok=True)
     n_train = len(ds.train.y)
-    normalizer = Normalizer(cfg.normalize, pca=cfg.pca).fit(ds.train.X)
+    normalizer = fit_normalizer(cfg.normalize, cfg.pca, ds.train.X)
     n_in = int(normalizer.n_outputs)
     sizes = (n_in, *cfg.hidden, len(ds.classes))
     macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from descend.experiments.compare_plots import plot_curves
-from descend.experiments.compare_spec import PRESETS, Study
+from descend.experiments.compare.plots import plot_curves
+from descend.experiments.compare.spec import PRESETS, Study
 from descend.io.atomic import atomic_write_text
 from descend.reports.html import escape
 from descend.train.config import TrainConfig

@@ -5,10 +5,10 @@
 >>> Z = result.transform(X, whiten=True)                # doctest: +SKIP
 >>> result = pca.fit("big.npy", 10)                     # out-of-core, read in row chunks  # doctest: +SKIP
 
-See :mod:`descend.experiments.pca` for the methods (``block``, ``gd``, ``exact``).
+See :mod:`descend.pca.solver` for the methods (``block``, ``gd``, ``exact``).
 """
 
-from descend.experiments.pca import (
+from descend.pca.solver import (
     EXACT_MAX_FEATURES,
     METHODS,
     PCA_ENGINES,
@@ -18,7 +18,8 @@ from descend.experiments.pca import (
     principal_angles,
     relative_gaps,
 )
-from descend.experiments.pca_run import run_pca
+from descend.pca.projection import PCA_METHOD, fit_projection
+from descend.pca.run import run_pca
 
-__all__ = ["EXACT_MAX_FEATURES", "METHODS", "PCA_ENGINES", "PCAResult", "fit", "load", "principal_angles",
-           "relative_gaps", "run_pca"]
+__all__ = ["EXACT_MAX_FEATURES", "METHODS", "PCA_ENGINES", "PCA_METHOD", "PCAResult", "fit", "fit_projection", "load",
+           "principal_angles", "relative_gaps", "run_pca"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from descend.experiments.search_space import Param, Space
+from descend.experiments.search.space import Param, Space
 from descend.reports.plots import new_figure, save_figure
 
 

@@ -5,7 +5,7 @@ The curriculum derives PCA as maximizing ``v^T C v`` over unit vectors ``v``
 renormalization, the later components by *deflation* (subtracting the
 components already found), computing ``Xc v`` first so that the D x D matrix
 ``C`` never exists.  Three methods share one operator, ``V -> C V``,
-accumulated chunk by chunk (:mod:`descend.experiments.pca_ops`):
+accumulated chunk by chunk (:mod:`descend.pca.ops`):
 
 ``gd``
     The curriculum's method, one component after the other.  With ``g = C v -
@@ -51,8 +51,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from descend.errors import ConfigError, InputError
-from descend.experiments.pca_data import RowSource, as_source, column_stats
-from descend.experiments.pca_ops import PCA_ENGINES, CovarianceOperator
+from descend.pca.data import RowSource, as_source, column_stats
+from descend.pca.ops import PCA_ENGINES, CovarianceOperator
 
 __all__ = ["METHODS", "PCA_ENGINES", "EXACT_MAX_FEATURES", "PCAResult", "fit", "principal_angles",
            "relative_gaps", "load"]

@@ -7,13 +7,13 @@ import io
 import math
 from pathlib import Path
 
-from descend.experiments.search_space import Space
+from descend.experiments.search.space import Space
 from descend.io.atomic import atomic_write_text
 
 
 def trial_rows(study, space: Space, folds: int) -> list[dict]:
     """One row per trial of a ticket (surplus trials left out), in trial order."""
-    from descend.experiments.search_storage import ticket_trials
+    from descend.experiments.search.storage import ticket_trials
 
     rows = []
     for t in sorted(ticket_trials(study, deepcopy=False), key=lambda t: t.number):

@@ -1,0 +1,199 @@
+"""Ensemble members: how each differs (rows, columns, seed) and their training, in worker processes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from descend.errors import require
+from descend.model import MLP, init_params, init_state
+from descend.train.config import TrainConfig
+from descend.train.ensemble_model import VOTES
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """An ensemble run: how members differ, how they vote, and each member's training options.
+
+    ``rows`` is the fraction of training rows each member sees (drawn with
+    replacement when ``bootstrap``), ``features`` the fraction of input columns
+    (always without replacement).  ``workers=0`` means one per core, at most
+    one per member.  ``mc_samples`` is the largest number of Monte-Carlo
+    dropout passes compared with weight scaling in the report.
+    """
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    members: int = 10
+    rows: float = 1.0
+    bootstrap: bool = False
+    features: float = 1.0
+    vote: str = "soft"
+    workers: int = 0
+    mc_samples: int = 50
+
+    def __post_init__(self):
+        require(isinstance(self.train, TrainConfig), "train", "a TrainConfig", type(self.train).__name__)
+        require(int(self.members) == self.members and self.members >= 1, "members", "an integer >= 1", self.members)
+        require(0.0 < self.rows <= 1.0, "rows", "a fraction in (0, 1]", self.rows)
+        require(0.0 < self.features <= 1.0, "features", "a fraction in (0, 1]", self.features)
+        require(self.vote in VOTES, "vote", f"one of {VOTES}", self.vote)
+        require(int(self.workers) == self.workers and self.workers >= 0, "workers",
+                "an integer >= 0 (0 = one per core)", self.workers)
+        require(int(self.mc_samples) == self.mc_samples and self.mc_samples >= 1, "mc_samples", "an integer >= 1",
+                self.mc_samples)
+        require(self.train.balance == "none", "balance", "'none' for ensemble members (rows are resampled instead)",
+                self.train.balance)
+
+    def to_dict(self) -> dict:
+        return {"members": self.members, "rows": self.rows, "bootstrap": self.bootstrap, "features": self.features,
+                "vote": self.vote, "workers": self.workers, "mc_samples": self.mc_samples,
+                "train": self.train.to_dict()}
+
+    def resolved_workers(self) -> int:
+        return min(self.members, self.workers or os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------------------- plans
+
+
+@dataclass(frozen=True, eq=False)
+class MemberPlan:
+    """What member ``index`` trains on: its seed, training rows and input columns (sorted indices)."""
+
+    index: int
+    seed: int
+    rows: np.ndarray
+    features: np.ndarray
+
+
+def member_seed(seed: int, index: int) -> int:
+    """A 31-bit seed of member ``index`` from the run's seed, independent across runs and members."""
+    return int(np.random.SeedSequence([int(seed), 0xE45E, int(index)]).generate_state(1)[0] >> 1)
+
+
+def plan_members(cfg: EnsembleConfig, n_rows: int, n_features: int) -> list[MemberPlan]:
+    """Every member's rows and columns, a pure function of the config's seed and sizes."""
+    plans = []
+    for i in range(cfg.members):
+        seed = member_seed(cfg.train.seed, i)
+        rng = np.random.default_rng([seed, 0x0B5])
+        n_take = max(1, int(round(cfg.rows * n_rows)))
+        if cfg.bootstrap:
+            rows = np.sort(rng.integers(0, n_rows, size=n_take))
+        elif n_take == n_rows:
+            rows = np.arange(n_rows)
+        else:
+            rows = np.sort(rng.choice(n_rows, size=n_take, replace=False))
+        k = max(1, int(round(cfg.features * n_features)))
+        cols = np.arange(n_features) if k == n_features else np.sort(rng.choice(n_features, size=k, replace=False))
+        plans.append(MemberPlan(i, seed, rows.astype(np.int64), cols.astype(np.int64)))
+    return plans
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def _member_spec(cfg: TrainConfig) -> MLP:
+    return MLP(hidden=cfg.hidden, activation=cfg.activation, dropout_keep=cfg.dropout_keep, batchnorm=cfg.batchnorm)
+
+
+def _train_one(cfg: TrainConfig, plan: MemberPlan, X, y, X_valid, y_valid, n_classes: int,
+               threads: int | None) -> dict:
+    """Train one member on its rows and columns; NumPy results (picklable for the parent)."""
+    from descend.engines import default_threads, get_engine
+    from descend.train.loop import fit
+
+    spec = _member_spec(cfg)
+    member_cfg = cfg.replace(seed=plan.seed)
+    cols = plan.features
+    Xm = np.asarray(X[plan.rows][:, cols])
+    sizes = (len(cols), *cfg.hidden, n_classes)
+    macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    if threads is None:
+        threads = default_threads(cfg.engine, min(cfg.batch_size or len(plan.rows), len(plan.rows)), macs)
+    engine = get_engine(cfg.engine, device=cfg.device, dtype=cfg.dtype, threads=threads)
+    params = init_params(spec, len(cols), n_classes, key=plan.seed, dtype=cfg.dtype)
+    state = init_state(spec, len(cols), n_classes, dtype=cfg.dtype)
+    Xv = engine.asarray(np.asarray(X_valid[:, cols])) if X_valid is not None else None
+    started = time.perf_counter()
+    result = fit(engine, spec, member_cfg, engine.asarray(Xm), engine.put_labels(y[plan.rows]), Xv, y_valid,
+                 params=params, model_state=state)
+    return {"index": plan.index, "params": {k: np.asarray(v) for k, v in result.params.items()},
+            "state": {k: np.asarray(v) for k, v in result.model_state.items()},
+            "epochs": result.steps / max(result.steps_per_epoch, 1), "steps": result.steps,
+            "stopped_early": result.stopped_early, "best_valid": result.best_metric,
+            "seconds": time.perf_counter() - started, "engine": engine.name, "threads": threads}
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(cfg_dict: dict, files: dict, n_classes: int, threads: int) -> None:
+    """Worker process set-up: thread limits, then the memory-mapped data."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        pass
+    _WORKER.update(cfg=TrainConfig.from_dict(cfg_dict), n_classes=n_classes, threads=threads,
+                   **{k: (np.load(v, mmap_mode="r", allow_pickle=False) if v else None) for k, v in files.items()})
+
+
+def _worker_task(plan: MemberPlan) -> dict:
+    w = _WORKER
+    return _train_one(w["cfg"], plan, w["X"], w["y"], w["X_valid"], w["y_valid"], w["n_classes"], w["threads"])
+
+
+def train_members(cfg: EnsembleConfig, plans: list[MemberPlan], X, y, X_valid=None, y_valid=None, *,
+                  n_classes: int, log=None) -> list[dict]:
+    """Train every planned member on normalised ``X`` (float32) and class ids ``y``; results by index.
+
+    With one worker the members train in this process one after another;
+    otherwise in ``spawn``-ed worker processes that memory-map the data.
+    """
+    log = log or (lambda line: None)
+    workers = min(cfg.resolved_workers(), len(plans))
+    results: dict[int, dict] = {}
+
+    def done(r):
+        results[r["index"]] = r
+        extra = f", best validation {100 * r['best_valid']:.2f}%" if r.get("best_valid") is not None else ""
+        log(f"descend: member {r['index'] + 1}/{cfg.members} trained in {r['seconds']:.1f} s "
+            f"({r['epochs']:g} epochs{extra}); {len(results)}/{len(plans)} done")
+
+    if workers <= 1:
+        for plan in plans:
+            done(_train_one(cfg.train, plan, X, y, X_valid, y_valid, n_classes, cfg.train.threads))
+        return [results[p.index] for p in plans]
+
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // workers)
+    with tempfile.TemporaryDirectory(prefix="descend-ensemble-") as tmp:
+        files = {}
+        for name, arr in (("X", X), ("y", y), ("X_valid", X_valid), ("y_valid", y_valid)):
+            if arr is None:
+                files[name] = None
+                continue
+            files[name] = os.path.join(tmp, f"{name}.npy")
+            np.save(files[name], np.ascontiguousarray(arr), allow_pickle=False)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker,
+                                   initargs=(cfg.train.to_dict(), files, n_classes, threads))
+        try:
+            futures = [pool.submit(_worker_task, plan) for plan in plans]
+            for fut in as_completed(futures):
+                done(fut.result())
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+    return [results[p.index] for p in plans]
