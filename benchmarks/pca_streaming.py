@@ -84,8 +84,8 @@ def child_fit(args) -> None:
 
 
 def child_verify(args) -> None:
-    from descend.experiments.pca_data import as_source, column_stats
-    from descend.experiments.pca_ops import CovarianceOperator
+    from descend.pca.data import as_source, column_stats
+    from descend.pca.ops import CovarianceOperator
 
     V = np.load(args.path + ".components.npy").T
     src = as_source(args.path)
@@ -143,7 +143,7 @@ def main(argv=None):
         if not args.keep:
             path.unlink(missing_ok=True)
         Path(str(path) + ".components.npy").unlink(missing_ok=True)
-    from descend.experiments.pca import principal_angles, relative_gaps
+    from descend.pca.solver import principal_angles, relative_gaps
 
     m = min(args.k, args.planted)
     to_planted = principal_angles(comps[:m], planted[:m])

@@ -49,7 +49,7 @@ TARGET_EIG, TARGET_ANGLE = 1e-4, 1e-3
 
 
 def accuracy(values, components, exact, gap_min, k):
-    from descend.experiments.pca import principal_angles, relative_gaps
+    from descend.pca.solver import principal_angles, relative_gaps
 
     values = np.asarray(values)[:k]
     top = min(20, k)
