@@ -69,7 +69,7 @@ _FAMILY_DEFAULTS = {
 }
 
 DESCRIPTIONS = {
-    "descend": "descend's own: lr inside the velocity, eps outside the root, accumulators from 0",
+    "descend": "lr inside the velocity, eps outside the root, accumulators from 0, RMSprop rho 0.9",
     "torch": "torch.optim defaults: lr outside the velocity, RMSprop alpha 0.99, eps outside the root",
     "keras": "Keras 3: lr inside the velocity, eps 1e-7 inside the root (RMSprop, AdaGrad from 0.1), "
              "Adam's folded bias correction",
