@@ -13,7 +13,9 @@ demo: $(DEMO_STAMP)
 	$(VENV)/bin/descend data info mnist
 	$(VENV)/bin/descend train mnist
 
+# Debian's chromium and postgresql first (when missing): see scripts/system-packages.sh.
 test: $(TEST_STAMP)
+	bash scripts/system-packages.sh
 	$(PY) -m pytest -q -p no:cacheprovider
 
 # Speed against the peers (PyTorch, Keras, scikit-learn): tens of minutes on 2 cores.

@@ -151,8 +151,8 @@ def main(argv=None):
     gaps = relative_gaps(lam)
     bound = np.minimum(np.asarray(verify["residuals_f64"]) / np.maximum(gaps[:len(lam)], 1e-300), 1.0)
     size_gb = args.rows * args.features * 4 / 1e9
-    print(f"\n| data | k | method | passes | fit wall s | peak RSS (MiB) | max residual (float64) "
-          f"| max angle bound | max angle to planted |")
+    print("\n| data | k | method | passes | fit wall s | peak RSS (MiB) | max residual (float64) "
+          "| max angle bound | max angle to planted |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     print(f"| {args.rows} x {args.features} float32 ({size_gb:.1f} GB) | {args.k} | {args.method} | {fit['passes']} "
           f"| {fit['wall_s']:.0f} | {fit['peak_rss_mib']:.0f} | {max(verify['residuals_f64']):.1e} "

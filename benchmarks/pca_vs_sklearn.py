@@ -23,7 +23,7 @@ found is then timed, and the fastest of them is scikit-learn's figure.  Then eve
 times, *interleaved* (round r runs all of them once) so that the load of a
 shared machine hits them alike, and the medians are reported.
 
-    OMP_NUM_THREADS=2 DESCEND_MIRROR=/work/shared/data python benchmarks/pca_vs_sklearn.py
+    OMP_NUM_THREADS=2 python benchmarks/pca_vs_sklearn.py  # MNIST: $DESCEND_MIRROR or a download
     ... --repeats 7 --gd          # also time the curriculum's gd once (minutes)
     ... --dtypes "" --sklearn float32:50:5 --tols 1e-3   # no search: time the configurations given
     ... --accuracy-only           # no scikit-learn, no timing rounds: exact, block and gd once each

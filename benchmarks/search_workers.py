@@ -16,9 +16,10 @@ The network is kept small so that one measurement takes a few minutes
 (default 784-100-10, 1 epoch, batch 100, NumPy engine); the grid and the folds
 are the issue's.  The machine may be shared: the load average before and after
 each run is recorded next to the figures, and repeats alternate 1 and 2
-workers so that a load change affects both.
+workers so that a load change affects both.  MNIST comes from ``$DESCEND_MIRROR``
+when it names a local copy, else it is downloaded once.
 
-    DESCEND_MIRROR=/path/to/shared/data python benchmarks/search_workers.py --repeats 2
+    python benchmarks/search_workers.py --repeats 2
 """
 
 from __future__ import annotations

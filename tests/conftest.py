@@ -30,4 +30,4 @@ def mirror_dir() -> Path:
         if not entry.startswith(("http://", "https://")) and path.is_dir():
             return path.resolve()
     pytest.fail("real-data tests need DESCEND_MIRROR set to a folder holding mnist/ and "
-                "fer2013/ (CI sets DESCEND_MIRROR=../shared/data)")
+                "fer2013/ (a local copy of the files: <mirror>/mnist/..., <mirror>/fer2013/fer2013.csv.gz)")

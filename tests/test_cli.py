@@ -87,8 +87,41 @@ def test_predict_rejects_rows_of_the_wrong_width(kaggle, tmp_path):
                    "--out", out, "--quiet").returncode == 0
     narrow = tmp_path / "narrow.csv"
     narrow.write_text("label,a,b\n1,2,3\n0,1,1\n")
-    _assert_one_line_error(descend("predict", out / "model.safetensors", narrow), "narrow.csv", "784")
-    assert not (tmp_path / "sub.csv").exists()
+    _assert_one_line_error(descend("predict", out / "model.safetensors", narrow, "--submission", tmp_path / "sub.csv",
+                                   "--output", tmp_path / "pred.csv"), "narrow.csv", "784")
+    assert not (tmp_path / "sub.csv").exists() and not (tmp_path / "pred.csv").exists()
+
+
+def test_predict_output_holds_every_class_probability(kaggle, tmp_path):
+    from descend.train.predict import load_trained, read_inputs
+
+    d, _ = kaggle
+    out = tmp_path / "run"
+    assert descend("train", d / "train.csv", "--hidden", "8", "--epochs", "1", "--engine", "numpy",
+                   "--out", out, "--quiet").returncode == 0
+    pred, sub = tmp_path / "predictions.csv", tmp_path / "submission.csv"
+    proc = descend("predict", out / "model.safetensors", d / "test.csv", "--output", pred, "--submission", sub)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {sub} and {pred}" in proc.stderr
+    lines = pred.read_text().splitlines()
+    assert lines[0] == "row,label," + ",".join(f"p_{c}" for c in range(10))
+    rows = [line.split(",") for line in lines[1:]]
+    assert [int(r[0]) for r in rows] == list(range(1, 51))
+    proba = np.array([[float(v) for v in r[2:]] for r in rows])
+    model = load_trained(out / "model.safetensors")
+    expected = model.predict_proba(read_inputs(d / "test.csv")[0])
+    np.testing.assert_array_equal(proba, expected)  # written with enough digits to read back exactly
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+    labels = [r[1] for r in rows]
+    assert labels == [str(i) for i in np.argmax(expected, axis=1)]
+    assert labels == [str(v) for v in read_submission(sub)[1]]
+
+
+def test_train_on_the_kaggle_test_file_says_it_is_for_predict(kaggle, tmp_path):
+    d, _ = kaggle
+    proc = descend("train", d / "test.csv", "--engine", "numpy", "--out", tmp_path / "never")
+    _assert_one_line_error(proc, "test.csv", "no label column", "descend predict")
+    assert not (tmp_path / "never").exists()
 
 
 @pytest.mark.parametrize("args,fragment", [

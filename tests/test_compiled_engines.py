@@ -11,7 +11,7 @@ import pytest
 
 from descend.engines import get_engine
 from descend.model import MLP, init_params, init_state
-from descend.optim import OPTIMIZERS, make_optimizer
+from descend.optim import make_optimizer
 from descend.optim.schedules import exponential
 from descend.train import TrainConfig, fit
 

@@ -117,7 +117,7 @@ def test_kaggle_without_test_and_gzipped(tmp_path):
 
 def test_kaggle_test_file_alone_is_unlabeled(tmp_path):
     write_kaggle(tmp_path / "test.csv", np.ones((5, 784), dtype=int), None)
-    ds = load(tmp_path / "test.csv")
+    ds = load(tmp_path / "test.csv", require_labels=False)
     assert ds.train.y is None and ds.validation is None and len(ds.train) == 5
     assert "unlabeled" in dataset_info(ds)
 
@@ -145,10 +145,10 @@ def test_fer_explicit_validation_is_carved_from_training(tmp_path):
 
 def test_fer_variant_columns_quotes_and_no_usage(tmp_path):
     path = tmp_path / "faces.csv"
-    rows = [f'{i % 7}, "{" ".join(["7"] * 4)}"' for i in range(20)]
+    rows = [f'{i % 7}, "{" ".join(["7"] * 2304)}"' for i in range(20)]
     path.write_text("emotion, pixels\n" + "\r\n".join(rows) + "\r\n")
     ds = load(path)
-    assert ds.image_shape == (2, 2) and ds.test is None
+    assert ds.image_shape == (48, 48) and ds.test is None
     assert (len(ds.train), len(ds.validation)) == (18, 2)
     assert (ds.train.X == 7).all()
 

@@ -110,6 +110,10 @@ CASES = {
                         None, r"line 3: pixel 10 value 300 out of range \[0, 255\]"),
     "fer pixel count": (write("fer.csv", fer(frow(), frow(pixels=" ".join(["1"] * 2303)))), None,
                         "line 3: expected 2304 pixels, found 2303"),
+    "fer rows of 3 pixels": (write("fer.csv", fer(frow(pixels="1 2 3"), frow("1", "4 5 6"))), None,
+                             r"line 2: expected 2304 pixels, found 3 \(FER2013 images are 48x48\)"),
+    "fer empty pixels": (write("fer.csv", fer(frow(), "1,,Training")), None,
+                         "line 3: expected 2304 pixels, found 0"),
     "fer column count": (write("fer.csv", fer(frow() + ",extra")), None,
                          "line 2: expected 3 columns, found 4"),
     "fer usage": (write("fer.csv", fer(frow(usage="Dev"))), None, "line 2: unknown Usage 'Dev'"),
@@ -185,7 +189,7 @@ def test_cli_exits_2_with_one_line(tmp_path, case, capsys):
 
 
 def test_user_idx_labels_are_not_range_checked(tmp_path):
-    ds = load(CASES["idx label range"][0](tmp_path), validation=0)
+    ds = load(CASES["idx label range"][0](tmp_path), validation=0, require_labels=False)
     assert ds.classes == ("3",) and ds.train.y.tolist() == [0]
 
 
@@ -199,3 +203,55 @@ def test_python_m_descend_exits_2_without_traceback(tmp_path, case):
     assert done.returncode == 2
     assert done.stderr.startswith("descend: ") and len(done.stderr.splitlines()) == 1
     assert path.name in done.stderr and "Traceback" not in done.stderr
+
+
+# --- what training refuses (describing the file, `descend data info`, still works) -------
+
+def _fer_one_class(tmp: Path) -> Path:
+    return write("fer.csv", fer(*[frow("3", usage=u) for u in ("Training",) * 4 + ("PublicTest",)]))(tmp)
+
+
+UNTRAINABLE = {
+    # name: (make file, expected message after "<file>: ")
+    "kaggle test file": (write("test.csv", (KAGGLE.removeprefix("label,") + "\n"
+                                            + ",".join(["0"] * 784) + "\n").encode()),
+                         "no label column, so nothing to train on: this looks like a Kaggle test "
+                         "file, which is for `descend predict`"),
+    "csv one class": (write("t.csv", b"label,a,b\ncat,1,2\ncat,3,4\ncat,5,6\n"),
+                      "every label is 'cat': training needs at least two classes"),
+    "csv one numeric class": (write("t.csv", b"label,a\n7,1\n7.0,2\n7,3\n"),
+                              "every label is '7': training needs at least two classes"),
+    "npz one class": (lambda t: npz(t, "d.npz", X=X5, y=np.full(5, 2)),
+                      "every label is '2': training needs at least two classes"),
+    "fer one class": (_fer_one_class, "every label is 'Happy': training needs at least two classes"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNTRAINABLE))
+def test_training_data_needs_labels_of_two_classes(tmp_path, case):
+    make, expected = UNTRAINABLE[case]
+    path = make(tmp_path)
+    with pytest.raises(InputError) as info:
+        load(path)
+    assert str(info.value) == f"{path}: {expected}"
+    described = load(path, require_labels=False)  # data info and PCA read it
+    assert len(described.train) >= 1
+
+
+@pytest.mark.parametrize("case", ["kaggle test file", "npz one class", "fer one class"])
+def test_descend_train_refuses_in_one_line_and_leaves_no_run(tmp_path, case):
+    make, expected = UNTRAINABLE[case]
+    path = make(tmp_path)
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "descend", "train", str(path), "--engine", "numpy",
+                           "--epochs", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [f"descend: {path}: {expected}"]
+    assert not out.exists()
+
+
+def test_data_info_describes_a_test_file(tmp_path, capsys):
+    path = UNTRAINABLE["kaggle test file"][0](tmp_path)
+    assert main(["data", "info", str(path)]) == 0
+    assert "unlabeled" in capsys.readouterr().out

@@ -209,6 +209,22 @@ def test_predict_reads_ensemble_files(serial_run, data, tmp_path, capsys):
     assert err.count("\n") == 1 and "`vote` applies to ensemble files" in err
 
 
+def test_predict_output_holds_the_combined_probabilities(serial_run, data, tmp_path, capsys):
+    path = serial_run.run_dir / "ensemble.safetensors"
+    rows, out = _test_rows(data, tmp_path), tmp_path / "predictions.csv"
+    assert main(["predict", str(path), str(rows), "--vote", "hard", "--output", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().err
+    lines = out.read_text().splitlines()
+    classes = serial_run.ensemble.classes
+    assert lines[0].split(",") == ["row", "label", *(f"p_{c}" for c in classes)]
+    table = [line.split(",") for line in lines[1:]]
+    proba = np.array([[float(v) for v in r[2:]] for r in table])
+    expected = serial_run.ensemble.predict_proba(np.load(data)["X_test"], vote="hard")
+    np.testing.assert_array_equal(proba, expected)  # 17 digits: float64 read back exactly
+    assert [r[1] for r in table] == [classes[i] for i in np.argmax(expected, axis=1)]
+    assert [int(r[0]) for r in table] == list(range(1, 401))
+
+
 def test_load_refuses_other_files(serial_run, tmp_path):
     from descend.io.modelfile import save_model
 

@@ -96,8 +96,7 @@ def test_gd_learning_rate_is_relative_to_the_variance(spectrum):
 
 
 def test_explained_variance_matches_sklearn():
-    sklearn = pytest.importorskip("sklearn.decomposition")  # noqa: F841 - sklearn is in the dev extra
-    from sklearn.decomposition import PCA
+    from sklearn.decomposition import PCA  # the dev extra installs scikit-learn
 
     rng = np.random.default_rng(3)
     X = rng.standard_normal((300, 25)) @ rng.standard_normal((25, 25)) + 7.0

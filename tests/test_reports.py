@@ -1,4 +1,4 @@
-"""reports/: metrics, PNG plots, the self-contained HTML report, Kaggle submissions."""
+"""reports/: metrics, PNG plots, the self-contained HTML report, Kaggle submissions, predictions files."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from descend.errors import InputError
 from descend.reports.html import write_report
 from descend.reports.metrics import confusion_matrix, error_rate, per_class_precision_recall
 from descend.reports.plots import plot_confusion, plot_history
+from descend.reports.predictions import write_predictions
 from descend.reports.submission import read_submission, write_submission
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -192,6 +193,32 @@ def test_submission_with_class_names(tmp_path):
     with pytest.raises(InputError, match="out of range"):
         write_submission(tmp_path / "bad.csv", np.array([3]), class_names=names)
     assert not (tmp_path / "bad.csv").exists()
+
+
+def test_predictions_file_rows_labels_and_probabilities(tmp_path):
+    p = tmp_path / "pred.csv"
+    proba = np.array([[0.25, 0.75], [1 / 3, 2 / 3], [0.9, 0.1]])
+    write_predictions(p, np.array([1, 1, 0]), proba, ["cat", "dog"])
+    lines = p.read_text().splitlines()
+    assert lines[0] == "row,label,p_cat,p_dog"
+    assert lines[1] == "1,dog,0.25,0.75" and lines[3].startswith("3,cat,")
+    back = np.array([[float(v) for v in line.split(",")[2:]] for line in lines[1:]])
+    np.testing.assert_array_equal(back, proba)
+    f32 = proba.astype(np.float32)
+    write_predictions(p, np.array([1, 1, 0]), f32, ["cat", "dog"])
+    back = np.array([[float(v) for v in line.split(",")[2:]] for line in p.read_text().splitlines()[1:]])
+    np.testing.assert_array_equal(back.astype(np.float32), f32)
+
+
+@pytest.mark.parametrize("labels, proba, names, match", [
+    ([0], [[0.5, 0.5]], ["a,b", "c"], "class name 'a,b' cannot be written to a CSV predictions file"),
+    ([0, 1], [[0.5, 0.5]], ["a", "b"], "do not agree"),
+    ([0], [[0.2, 0.3, 0.5]], ["a", "b"], "do not agree"),
+])
+def test_predictions_file_refuses_what_it_cannot_write(tmp_path, labels, proba, names, match):
+    with pytest.raises(InputError, match=match):
+        write_predictions(tmp_path / "pred.csv", np.array(labels), np.array(proba), names)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,6 @@ def _fraction_or_count(text: str) -> int | float:
 
 def run(args: argparse.Namespace) -> int:
     ds = load(args.dataset, format=args.format, label_column=args.label_column,
-              validation=args.validation, seed=args.seed)
+              validation=args.validation, seed=args.seed, require_labels=False)
     print(dataset_info(ds))
     return 0

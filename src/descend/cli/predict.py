@@ -1,4 +1,5 @@
-"""``descend predict``: labels for a CSV / NPZ file, optionally a Kaggle submission."""
+"""``descend predict``: labels for a CSV / NPZ file, optionally a Kaggle submission and a
+predictions file with every class's probability."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("input", help="rows to classify: Kaggle test.csv / train.csv, FER2013 CSV, CSV with a label column, NPZ")
     p.add_argument("--format", default=None, help="input format when it cannot be sniffed")
     p.add_argument("--submission", default=None, metavar="CSV", help="write a Kaggle submission (ImageId,Label; ImageId from 1)")
+    p.add_argument("--output", default=None, metavar="CSV",
+                   help="write every row's prediction: row (from 1), label, and one probability column p_<class> "
+                        "per class (an ensemble's combined probabilities)")
     p.add_argument("--mc-samples", type=int, default=0, metavar="K",
                    help="average K Monte-Carlo dropout passes instead of weight scaling (models with dropout)")
     p.add_argument("--vote", choices=VOTES, default=None,
@@ -31,13 +35,14 @@ def run(args) -> int:
     if args.mc_samples < 0:
         raise ConfigError(f"`mc_samples` must be >= 0. Received: mc_samples={args.mc_samples}")
     result = predict_file(args.model, args.input, format=args.format, submission=args.submission,
-                          mc_samples=args.mc_samples, vote=args.vote)
+                          mc_samples=args.mc_samples, vote=args.vote, output=args.output)
     line = f"descend: predicted {len(result.labels):,} rows"
     if result.members is not None:
         line += f" with an ensemble of {result.members} ({result.vote} vote)"
     if result.error is not None:
         line += f"; error {100 * result.error:.2f}% against the file's labels"
-    if result.submission is not None:
-        line += f"; wrote {result.submission}"
+    written = [str(p) for p in (result.submission, result.output) if p is not None]
+    if written:
+        line += f"; wrote {' and '.join(written)}"
     print(line, file=sys.stderr)
     return 0

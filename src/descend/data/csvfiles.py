@@ -24,6 +24,7 @@ from descend.errors import InputError
 
 CHUNK_BYTES = 1 << 24
 KAGGLE_PIXELS = tuple(f"pixel{i}" for i in range(784))
+FER_SIDE = 48
 USAGE = {b"Training": 0, b"PublicTest": 1, b"PrivateTest": 2}
 _GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 
@@ -190,7 +191,8 @@ def read_fer2013(path: Path) -> Table:
     """FER2013: ``emotion,pixels,Usage`` with space-separated 48x48 grayscale pixels.
 
     Columns are found by name (some copies reorder them or pad names with
-    spaces); without a Usage column every row counts as Training.
+    spaces); without a Usage column every row counts as Training.  Every row
+    must hold 2304 pixels: other images are an ordinary CSV's job.
     """
     header = read_header(path)
     _require_header(path, header, "emotion,pixels,Usage")
@@ -199,7 +201,7 @@ def read_fer2013(path: Path) -> Table:
         raise InputError(f"{path}: line 1: not a FER2013 header: expected emotion,pixels,Usage, "
                          f"found {','.join(header[:5])}")
     ie, ip, iu, n_cols = where["emotion"], where["pixels"], where.get("usage"), len(header)
-    n_pix = 0
+    n_pix = FER_SIDE * FER_SIDE
     X, y, usage = [], [], []
     for numbers, lines in _chunks(path):
         pixels = []
@@ -210,10 +212,9 @@ def read_fer2013(path: Path) -> Table:
                                  f"found {len(fields)}")
             y.append(_emotion(path, line, fields[ie].strip(b' "')))
             p = fields[ip].strip(b' "')
-            n_pix = n_pix or len(p.split())
             if p.count(b" ") != n_pix - 1 and len(p.split()) != n_pix:
-                raise InputError(f"{path}: line {line}: expected {n_pix} pixels, "
-                                 f"found {len(p.split())}")
+                raise InputError(f"{path}: line {line}: expected {n_pix} pixels, found "
+                                 f"{len(p.split())} (FER2013 images are {FER_SIDE}x{FER_SIDE})")
             pixels.append(p)
             if iu is not None:
                 u = fields[iu].strip(b' "')
@@ -222,8 +223,6 @@ def read_fer2013(path: Path) -> Table:
                                      f"{u.decode('utf-8', 'replace')!r} (expected Training, "
                                      f"PublicTest or PrivateTest)")
                 usage.append(USAGE[u])
-        if n_pix == 0:
-            raise InputError(f"{path}: line {numbers[0]}: no pixels")
         values = _fast(b" ".join(pixels), " ", np.int32, len(pixels) * n_pix)
         if values is None:
             values = _slow(path, numbers, _pixel_rows(path, numbers, pixels, n_pix),
@@ -231,7 +230,7 @@ def read_fer2013(path: Path) -> Table:
         values = values.reshape(len(pixels), n_pix)
         _check_range(path, values, numbers, 0, 255, lambda c, v: f"pixel {c + 1} value {v}")
         X.append(values.astype(np.uint8))
-    return Table(np.concatenate(X), np.array(y, dtype=np.int64), FER2013, _square(n_pix),
+    return Table(np.concatenate(X), np.array(y, dtype=np.int64), FER2013, (FER_SIDE, FER_SIDE),
                  np.array(usage, dtype=np.int8) if iu is not None else None)
 
 

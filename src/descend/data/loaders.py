@@ -207,9 +207,27 @@ def _read(path: Path, fmt: str, label_column: str) -> tuple[Table, Table | None,
     return read_csv(path, label_column), None, None
 
 
+def _require_labels(path: Path, fmt: str, table: Table) -> None:
+    if table.labels is None:
+        hint = (": this looks like a Kaggle test file, which is for `descend predict`"
+                if fmt == "kaggle" else "")
+        raise InputError(f"{path}: no label column, so nothing to train on{hint}")
+
+
+def _require_two_classes(path: Path, ds: Dataset) -> None:
+    """One class leaves nothing to learn (every error would read 0%)."""
+    labeled = [s.y for s in (ds.train, ds.validation) if s is not None]
+    seen = np.unique(np.concatenate(labeled))
+    if seen.size == 0:
+        raise InputError(f"{path}: no training rows")
+    if seen.size == 1:
+        raise InputError(f"{path}: every label is {ds.classes[seen[0]]!r}: training needs "
+                         f"at least two classes")
+
+
 def load(source: str | os.PathLike, *, format: str | None = None, label_column: str = "label",
          validation: int | float | None = None, seed: int = 0,
-         test: str | os.PathLike | None = None) -> Dataset:
+         test: str | os.PathLike | None = None, require_labels: bool = True) -> Dataset:
     """Load a named dataset (``mnist``, ``fashion-mnist``, ``fer2013``) or a file.
 
     Files are recognised by content: IDX (a file or a directory in MNIST's
@@ -219,6 +237,9 @@ def load(source: str | os.PathLike, *, format: str | None = None, label_column: 
     rows with ``seed``; None means the default: 10000 for named MNIST-style
     datasets, FER2013's PublicTest rows, 10% otherwise.  ``test`` names a
     file with the official test rows; the test set is never used for carving.
+    ``require_labels`` (what training needs) refuses a file without labels
+    (Kaggle's ``test.csv``) or whose labels hold a single class; describing
+    or projecting a file (``descend data info``, PCA) needs neither.
     """
     if format is not None and format not in FORMATS:
         raise ConfigError(f"`format` must be one of {', '.join(FORMATS)}. "
@@ -231,6 +252,8 @@ def load(source: str | os.PathLike, *, format: str | None = None, label_column: 
         raise InputError(f"{source}: file not found{known}")
     fmt = format or sniff(path)
     table, test_table, test_path = _read(path, fmt, label_column)
+    if require_labels:
+        _require_labels(path, fmt, table)
     if test is not None:
         test_path = Path(test).expanduser()
         if not test_path.exists():
@@ -239,6 +262,10 @@ def load(source: str | os.PathLike, *, format: str | None = None, label_column: 
     name = _stem(path)
     sources = str(path) + (f", {test_path}" if test_path is not None and test_path != path else "")
     if fmt == "fer2013":
-        return _fer_dataset(name, sources, table, validation, seed, test_table)
-    return _assemble(name, sources, table, path, test_table, test_path, validation,
-                     FILE_VALIDATION, seed)
+        ds = _fer_dataset(name, sources, table, validation, seed, test_table)
+    else:
+        ds = _assemble(name, sources, table, path, test_table, test_path, validation,
+                       FILE_VALIDATION, seed)
+    if require_labels:
+        _require_two_classes(path, ds)
+    return ds

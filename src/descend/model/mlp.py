@@ -5,7 +5,7 @@ non-trained state (none yet for a plain MLP) lives in a separate dict.  The same
 functions run eagerly on NumPy and PyTorch, traced on JAX and TensorFlow and
 symbolically on PyTensor, so every engine computes exactly this math.
 
-Loss (DESIGN §3): mean softmax cross-entropy over the batch, computed with
+Loss: mean softmax cross-entropy over the batch, computed with
 log-sum-exp, plus ``l2/2 * sum(W**2) + l1 * sum(|W|)`` over weight matrices only.
 
 Layer ``i`` is ``dropout(keep[i]) -> dense_i -> [batch norm] -> activation``

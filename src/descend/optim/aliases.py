@@ -1,6 +1,6 @@
 """Named optimizers as chains of building blocks, with their update rules.
 
-Defaults follow DESIGN §3 (the curriculum's conventions): the learning rate
+Defaults follow the curriculum's conventions: the learning rate
 sits inside the velocity (``v = mu*v - lr*g; w += v``), so a schedule changes
 the step, not the accumulated momentum.  ``lr_inside=False`` gives PyTorch's
 form (``v = mu*v + g; w -= lr*v``); with a constant rate both are the same.

@@ -7,7 +7,7 @@ value of an accumulator, Keras' folded Adam bias correction, RMSprop's decay.
 PyTorch or Keras result can be reproduced exactly; explicit options (``eps=1e-6``)
 still override the convention.  docs/optimizers.md tabulates the formulas.
 
-- ``descend``: DESIGN §3 (lr inside the velocity, eps outside the root,
+- ``descend``: this library's own (lr inside the velocity, eps outside the root,
   accumulators from 0, RMSprop rho 0.9 / eps 1e-8, AdaGrad eps 1e-10, Adam standard).
 - ``torch``: ``torch.optim`` defaults (SGD/RMSprop/AdaGrad momentum with the lr
   outside the velocity, RMSprop alpha 0.99, eps 1e-8 outside, AdaGrad eps 1e-10
@@ -69,7 +69,7 @@ _FAMILY_DEFAULTS = {
 }
 
 DESCRIPTIONS = {
-    "descend": "DESIGN §3: lr inside the velocity, eps outside the root, accumulators from 0",
+    "descend": "lr inside the velocity, eps outside the root, accumulators from 0, RMSprop rho 0.9",
     "torch": "torch.optim defaults: lr outside the velocity, RMSprop alpha 0.99, eps outside the root",
     "keras": "Keras 3: lr inside the velocity, eps 1e-7 inside the root (RMSprop, AdaGrad from 0.1), "
              "Adam's folded bias correction",

@@ -97,7 +97,7 @@ def run_pca(source: str | os.PathLike, k: int, *, method: str = "block", out: st
                               f"Received: labels={str(labels)!r}")
         from descend.data import load
 
-        ds = load(source)
+        ds = load(source, require_labels=False)  # unsupervised: a test file projects too
         name, X, y, classes = ds.name, ds.train.X, ds.train.y, ds.classes
         shape = image_shape or ds.image_shape
         described = {"source": ds.source, "kind": "dataset", "dataset": ds.name, "split": "train"}

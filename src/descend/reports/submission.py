@@ -22,6 +22,15 @@ __all__ = ["HEADER", "write_submission", "read_submission"]
 HEADER = "ImageId,Label"
 
 
+def csv_class_names(class_names: Sequence, what: str) -> list[str]:
+    """Class names as plain CSV fields (no quoting needed), else InputError naming the one that is not."""
+    names = [str(c) for c in class_names]
+    for n in names:
+        if any(ch in n for ch in ',"\n\r'):
+            raise InputError(f"class name {n!r} cannot be written to a CSV {what}")
+    return names
+
+
 def write_submission(path: str | os.PathLike, labels, class_names: Sequence | None = None) -> Path:
     """Write predicted class indices (or their names, when `class_names` is given) atomically."""
     y = np.asarray(labels)
@@ -30,13 +39,10 @@ def write_submission(path: str | os.PathLike, labels, class_names: Sequence | No
     if y.dtype.kind not in "iu":
         raise InputError(f"submission labels must be integer class indices, got dtype {y.dtype}")
     if class_names is not None:
-        names = [str(c) for c in class_names]
+        names = csv_class_names(class_names, "submission")
         bad = (y < 0) | (y >= len(names))
         if bad.any():
             raise InputError(f"submission label {y[bad][0]} out of range [0, {len(names) - 1}]")
-        for n in names:
-            if any(ch in n for ch in ',"\n\r'):
-                raise InputError(f"class name {n!r} cannot be written to a CSV submission")
         values = [names[i] for i in y]
     else:
         values = [str(int(i)) for i in y]

@@ -1,4 +1,5 @@
-"""Predictions from a saved model or ensemble file: labels, probabilities, a Kaggle submission.
+"""Predictions from a saved model or ensemble file: labels, probabilities, a Kaggle submission,
+a predictions file.
 
 The model file is safetensors (no code can run on load); its metadata carries
 the spec, the class names and the normalisation fitted on the training rows,
@@ -121,16 +122,20 @@ class PredictResult:
     submission: Path | None
     members: int | None = None  # an ensemble's size; None for a single model
     vote: str | None = None
+    output: Path | None = None  # the predictions file (row, label, p_<class>...)
 
 
 def predict_file(model_path, input_path, *, format: str | None = None, submission=None,
-                 mc_samples: int = 0, vote: str | None = None) -> PredictResult:
-    """Predict every row of ``input_path`` with a model or an ensemble file; write a Kaggle submission when asked.
+                 mc_samples: int = 0, vote: str | None = None, output=None) -> PredictResult:
+    """Predict every row of ``input_path`` with a model or an ensemble file.
 
-    ``vote`` ('soft' or 'hard') overrides an ensemble's own voting rule; a
-    single model has no vote to override.
+    Writes a Kaggle submission (``submission``) and a predictions file with
+    every class's probability (``output``: the ensemble's combined ones) when
+    asked.  ``vote`` ('soft' or 'hard') overrides an ensemble's own voting
+    rule; a single model has no vote to override.
     """
     from descend.train.ensemble_model import VOTES, Ensemble
+    from descend.reports.predictions import write_predictions
     from descend.reports.submission import write_submission
 
     if vote is not None and vote not in VOTES:
@@ -153,5 +158,6 @@ def predict_file(model_path, input_path, *, format: str | None = None, submissio
     labels = np.argmax(proba, axis=1)
     error = float(np.mean(labels != y)) if y is not None else None
     written = write_submission(submission, labels, list(model.classes)) if submission else None
+    table = write_predictions(output, labels, proba, model.classes) if output else None
     return PredictResult(labels, proba, error, written, len(model.members) if ensemble else None,
-                         vote if ensemble else None)
+                         vote if ensemble else None, table)

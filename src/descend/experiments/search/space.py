@@ -28,7 +28,6 @@ import itertools
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 

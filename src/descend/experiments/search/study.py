@@ -1,7 +1,7 @@
 """Hyperparameter search: grid, random, hill-climbing and TPE, with K-fold cross-validation.
 
 ``run_search(SearchConfig(...))`` is what ``descend search`` calls.  It is the
-coordinator of an Optuna study (DESIGN §6):
+coordinator of an Optuna study:
 
 1. The space is parsed and checked, the dataset's training rows loaded (the
    official test set is not used until step 5) and the stratified folds

@@ -1,0 +1,38 @@
+"""A predictions file: every row's predicted label and the probability of every class.
+
+``row,label,p_<class>...`` with ``row`` the 1-based row of the input file, so the
+file lines up with the input however it was read.  The probabilities are the
+model's softmax, or an ensemble's combined vote; float32 values are written with
+9 significant digits and float64 with 17, enough to read back the same numbers.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..io.atomic import atomic_write_text
+from .submission import csv_class_names
+
+__all__ = ["write_predictions"]
+
+
+def write_predictions(path: str | os.PathLike, labels, probabilities, class_names: Sequence) -> Path:
+    """Write class indices ``labels`` and ``(rows, classes)`` probabilities atomically."""
+    names = csv_class_names(class_names, "predictions file")
+    y, proba = np.asarray(labels), np.asarray(probabilities)
+    if proba.ndim != 2 or proba.shape[1] != len(names) or y.shape != (len(proba),):
+        raise InputError(f"predictions: {len(names)} classes, labels of shape {y.shape} and "
+                         f"probabilities of shape {proba.shape} do not agree")
+    digits = 9 if proba.dtype == np.float32 else 17
+    out = io.StringIO()
+    out.write(",".join(["row", "label", *(f"p_{n}" for n in names)]) + "\n")
+    for i, (label, row) in enumerate(zip(y, proba.tolist()), start=1):
+        out.write(f"{i},{names[label]}," + ",".join(f"{p:.{digits}g}" for p in row) + "\n")
+    return atomic_write_text(path, out.getvalue())
+
