@@ -225,9 +225,14 @@ def test_not_a_descend_model_is_one_line_exit_2(models, mnist, tmp_path, capsys)
     junk.write_bytes(b"not a model at all")
     plain = tmp_path / "plain.safetensors"
     save_file({"w": np.zeros(3, np.float32)}, str(plain))
+    from descend.io.modelfile import save_model
+
+    pca = save_model(tmp_path / "pca.safetensors", {}, extra_arrays={"mean": np.zeros(3)},
+                     metadata={"kind": "pca"})  # a descend file, but not a network
     onnx_file = _exported(models["plain"], tmp_path / "exported.onnx")
     capsys.readouterr()
     for bad, words in ((junk, "not a valid safetensors file"), (plain, "no descend metadata"),
+                       (pca, "not a descend classifier model file"),
                        (mnist[0], "not a valid safetensors file"), (onnx_file, "not a valid safetensors file"),
                        (tmp_path / "missing.safetensors", "no such file")):
         out = tmp_path / "out.onnx"

@@ -32,7 +32,7 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", default=None, metavar="FILE.onnx",
                    help="where to write the ONNX model (default: MODEL with the suffix .onnx)")
     p.add_argument("--opset", type=_opset, default=DEFAULT_OPSET, metavar="N",
-                   help=f"ONNX opset version to target (at least {MIN_OPSET})")
+                   help=f"ONNX opset version to target, at least {MIN_OPSET}")
     p.add_argument("--vote", choices=VOTES, default=None,
                    help="an ensemble's voting rule in the graph (default: the one it was trained with)")
     p.set_defaults(func=run)

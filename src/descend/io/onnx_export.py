@@ -133,10 +133,10 @@ def inference_steps(steps: list[Step]) -> list[Step]:
 class _Graph:
     """Nodes and initializers of one ONNX graph; every value gets a unique, readable name."""
 
-    def __init__(self):
+    def __init__(self, reserved: tuple[str, ...] = ()):
         self.nodes: list = []
         self.initializers: list = []
-        self._names: set[str] = set()
+        self._names: set[str] = set(reserved)
 
     def _unique(self, name: str) -> str:
         out, k = name, 1
@@ -253,8 +253,7 @@ def build_onnx(model, *, opset: int = DEFAULT_OPSET, vote: str | None = None):
     dtype = np.dtype(members[0][0]["dense0.W"].dtype)
     n_classes = len(model.classes)
 
-    g = _Graph()
-    g._names.add(INPUT)
+    g = _Graph(reserved=(INPUT, PROBABILITIES, LOGITS))
     x = _normalize(g, INPUT, model.normalizer)
     if dtype != np.float32:
         x = g.cast(x, dtype, "normalized")
