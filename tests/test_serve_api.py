@@ -581,3 +581,92 @@ def test_cli_serves_on_a_free_port_and_stops_on_sigterm(model_path):
             proc.wait()
         proc.stderr.close()
     assert proc.returncode == 0
+
+
+# ---------------------------------------------------------------- an exported ONNX model, run by onnxruntime
+
+@pytest.fixture(scope="module")
+def onnx_path(model_path, tmp_path_factory) -> Path:
+    from descend.cli.main import main
+
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    assert main(["export", str(model_path), "-o", str(out)]) == 0
+    return out
+
+
+def test_an_onnx_model_is_served_through_the_same_api_and_page(onnx_path, model_path):
+    app = create_app(onnx_path, max_batch=MAX_BATCH, max_request_bytes=MAX_BYTES, reload_interval=0)
+    X, y = shapes(6, 7)
+    native = load_trained(model_path)
+    with ServerThread(app) as base, httpx.Client(base_url=base, timeout=30) as c:
+        info = c.get("/model").json()
+        assert info["runtime"] == "onnxruntime" and info["classes"] == list(CLASSES)
+        assert info["n_features"] == 784 and info["image_shape"] == [28, 28] and info["input"]["kind"] == "image"
+        assert info["spec"] == native.spec.to_dict() and info["training"]["config"]["epochs"] == 8
+        assert info["versions"]["onnxruntime"] and info["versions"]["descend"] == descend_version()
+        assert info["file"]["name"] == "model.onnx"
+        assert c.get("/health").json()["model"]["sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+        r = c.post("/predict", json={"images": X.tolist()})
+        assert r.status_code == 200, r.text
+        want, r_onnx = native.predict_proba(X.reshape(6, -1)), r.json()["probabilities"]
+        np.testing.assert_allclose(r_onnx, want, atol=1e-5)
+        assert r.json()["indices"] == np.argmax(want, axis=1).tolist() == y.tolist()
+        files = [("images", (f"{k}.png", png_bytes(paper_drawing(k)), "image/png")) for k in CLASSES]
+        r = c.post("/predict", files=files)
+        assert r.status_code == 200 and r.json()["labels"] == list(CLASSES) and r.json()["preprocess"] == "mnist"
+        r = c.post("/predict", json={"images": [[0] * 783]})
+        assert r.status_code == 422 and "784 values" in r.json()["detail"]
+        assert c.get("/").status_code == 200
+        schema = c.get("/openapi.json").json()
+        assert "/predict" in schema["paths"]
+    with ServerThread(create_app(model_path, reload_interval=0)) as base:  # the native service answers the same
+        same = httpx.post(base + "/predict", json={"images": X.tolist()}, timeout=30).json()
+    assert same["indices"] == y.tolist()
+    np.testing.assert_allclose(same["probabilities"], r_onnx, atol=1e-5)
+
+
+def descend_version() -> str:
+    import descend
+
+    return descend.__version__
+
+
+def test_an_onnx_file_is_hot_reloaded(onnx_path, model_path, tmp_path):
+    from descend.cli.main import main
+    from descend.serve.app import ModelHolder
+
+    served_file = tmp_path / "served.onnx"
+    shutil.copyfile(onnx_path, served_file)
+    holder = ModelHolder(served_file, reload_interval=0)
+    X, y = shapes(4, 5)
+    before = holder.current.model.predict_proba(X.reshape(4, -1))
+    assert np.argmax(before, axis=1).tolist() == y.tolist()
+    retrained = rolled(model_path, tmp_path / "rolled.safetensors")
+    time.sleep(0.01)
+    assert main(["export", str(retrained), "-o", str(served_file)]) == 0  # replaced atomically
+    assert holder.check() and holder.current.generation == 2
+    after = holder.current.model.predict_proba(X.reshape(4, -1))
+    np.testing.assert_allclose(after, np.roll(before, 1, axis=1), atol=1e-5)  # the rotated classes
+
+
+def test_cli_refuses_onnx_files_descend_did_not_write(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from descend.cli.main import main
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"junk")
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    foreign = tmp_path / "foreign.onnx"
+    opsets = [helper.make_opsetid("", 13)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets)),
+              str(foreign))
+    capsys.readouterr()
+    for bad, words in ((junk, "not a valid ONNX model"), (foreign, "not written by descend export"),
+                       (tmp_path / "missing.onnx", "No such file")):
+        assert main(["serve", str(bad), "--port", "0"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(bad) in err and words in err, err

@@ -15,7 +15,7 @@ import sys
 from descend import __version__
 from descend.errors import DescendError
 
-COMMANDS = ("train", "data", "predict", "bench", "serve", "compare", "ensemble", "search", "pca")
+COMMANDS = ("train", "data", "predict", "export", "bench", "serve", "compare", "ensemble", "search", "pca")
 
 
 def parse_positive_int(text: str, expected: str = "a positive integer") -> int:

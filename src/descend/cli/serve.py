@@ -13,10 +13,10 @@ def register(sub) -> None:
         "serve", help="serve a model over HTTP, with a page to draw a digit",
         description="Serve MODEL over HTTP: POST /predict (JSON pixel arrays 0..255 or PNG uploads), "
                     "GET /model, GET /health, the OpenAPI schema at /openapi.json, and at / a page to draw "
-                    "a digit (or upload a face for FER2013 models). The model file is reloaded when it "
-                    "changes on disk.",
+                    "a digit (or upload a face for FER2013 models). MODEL.onnx (written by descend export) is "
+                    "run by onnxruntime behind the same API. The model file is reloaded when it changes on disk.",
         formatter_class=HelpFormatter)
-    p.add_argument("model", help="model.safetensors written by descend train")
+    p.add_argument("model", help="model.safetensors written by descend train, or MODEL.onnx written by descend export")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (0.0.0.0 exposes the service to the network)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (0 = any free port)")

@@ -12,6 +12,11 @@ Endpoints (the OpenAPI schema is at ``/openapi.json``):
 - ``GET /health``: liveness, the model generation being served, reload errors.
 - ``GET /``: the web page (draw a digit, or upload a face for FER2013 models).
 
+The model file is a descend ``.safetensors`` model, run by descend, or a
+``.onnx`` file written by ``descend export``, run by onnxruntime: both are
+behind the same small interface (:class:`ServedModel`), so the API and the
+page are the same.
+
 Bad input never gets a 5xx: malformed JSON or multipart is 400, a body over
 the size limit 413, an unsupported content type 415, well-formed input that
 does not fit the model (wrong shape or type, NaN, out of range, an empty batch
@@ -39,7 +44,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
 import uvicorn
@@ -54,8 +59,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from descend import __version__
 from descend.errors import DescendError, InputError
+from descend.io.onnx_export import OnnxModel, load_onnx
+from descend.model import MLP
 from descend.serve.preprocess import decode_image, image_to_input
-from descend.train.predict import LoadedModel, load_trained
+from descend.train.predict import load_trained
 
 __all__ = ["ApiError", "ModelHolder", "Served", "create_app", "DEFAULT_MAX_BATCH", "DEFAULT_MAX_REQUEST_BYTES"]
 
@@ -80,11 +87,29 @@ class ApiError(Exception):
 
 # ---------------------------------------------------------------- the served model and its reloading
 
+class ServedModel(Protocol):
+    """What the service needs of a model: a loaded descend model or an :class:`OnnxModel`."""
+
+    classes: tuple[str, ...]
+    n_features: int
+    metadata: dict  # the model file's metadata: image_shape, dataset, training, metrics, normalization
+
+    @property
+    def spec(self) -> MLP: ...
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+
+
+def _read_model(path: Path) -> ServedModel:
+    """An ONNX file (by its suffix) runs in onnxruntime; anything else is read as a descend model file."""
+    return load_onnx(path) if path.suffix.lower() == ".onnx" else load_trained(path)
+
+
 @dataclass(frozen=True)
 class Served:
     """One loaded generation of the model file."""
 
-    model: LoadedModel
+    model: ServedModel
     generation: int
     sha256: str
     size: int
@@ -115,7 +140,7 @@ def _load(path: Path, generation: int) -> Served:
     """Load, hash and test-run the model file; the file must not change while we read it."""
     for _ in range(5):
         before = _signature(path)
-        model = load_trained(path)
+        model = _read_model(path)
         data = path.read_bytes()
         after = _signature(path)
         if before == after:
@@ -131,8 +156,9 @@ def _load(path: Path, generation: int) -> Served:
         raise
     except Exception as exc:
         raise InputError(f"{path}: cannot predict with this model file ({type(exc).__name__}: {exc})") from None
+    versions = model.versions if isinstance(model, OnnxModel) else _header_versions(data)
     return Served(model, generation, hashlib.sha256(data).hexdigest(), len(data), os.stat(path).st_mtime,
-                  time.time(), after, _header_versions(data))
+                  time.time(), after, versions)
 
 
 def _header_versions(data: bytes) -> dict:
@@ -406,6 +432,7 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any] | None
     normalization: dict[str, Any] | None
     versions: dict[str, Any]
+    runtime: Literal["descend", "onnxruntime"] = Field(description="what computes the predictions")
     file: dict[str, Any]
 
 
@@ -492,6 +519,7 @@ def create_app(model_path: str | os.PathLike, *, max_batch: int = DEFAULT_MAX_BA
             "input": inp, "spec": m.spec.to_dict(), "dataset": meta.get("dataset"),
             "training": meta.get("training"), "metrics": meta.get("metrics"),
             "normalization": meta.get("normalization"), "versions": served.versions,
+            "runtime": "onnxruntime" if isinstance(m, OnnxModel) else "descend",
             "file": {"name": holder.path.name, "size": served.size, "mtime": served.mtime, **served.ref()},
         }
         return _jsonable(body)
