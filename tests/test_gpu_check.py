@@ -61,7 +61,8 @@ def test_sections_are_all_there(dry_run):
     for key in ("machine", "gpu_tests", "bench", "curriculum"):
         assert key in report and not str(report[key].get("status", "")).startswith("error"), report[key]
     for heading in ("# GPU check (dry run", "## Machine and libraries", "## gpu-marked tests", "## descend bench",
-                    "## The curriculum's configuration", "| engine | CPU/GPU speedup (training s) |"):
+                    "## The curriculum's configuration",
+                    "| engine | CPU/GPU speedup (training s) | CPU/GPU speedup (s/epoch) |"):
         assert heading in md
 
 
@@ -145,3 +146,37 @@ def test_make_target_runs_the_script(tmp_path):
     full = subprocess.run(["make", "-n", "gpu-check", f"OUT={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
                           check=True).stdout
     assert f'.venv-gpu/bin/python benchmarks/gpu_check.py --install --wheels "wheels" --out "{tmp_path}"' in full
+
+
+def test_gpu_measurements_render_in_the_markdown(dry_run):
+    """The GPU branch of the report, which only a GPU machine reaches: CPU figures stand in for GPU ones."""
+    gpu_check = load_script()
+    report = json.loads(json.dumps(dry_run[0]))
+    report["machine"]["nvidia_smi"] = {"status": "ok", "gpus": [{"name": "Some GPU", "driver_version": "1.2",
+                                                                 "memory.total": "80 GiB", "compute_cap": "9.0"}]}
+    for section in (report["bench"]["rows"], report["curriculum"]["runs"]):
+        cpu = {r["engine"]: r for r in section if r["device"] == "cpu"}
+        for row in section:
+            if row["device"] == "gpu":
+                row.update({k: v for k, v in cpu[row["engine"]].items() if k != "device"})
+    runs = {(r["engine"], r["device"]): r for r in report["curriculum"]["runs"]}
+    for s in report["curriculum"]["speedups"]:
+        s.update(status="ok", speedup=runs[s["engine"], "cpu"]["train_s"] / runs[s["engine"], "gpu"]["train_s"],
+                 epoch_speedup=1.0)
+    md = gpu_check.markdown(report)
+    assert "| GPU | Some GPU (driver 1.2, 80 GiB, compute 9.0) |" in md
+    for row in report["bench"]["rows"]:
+        assert f"| {row['engine']} | gpu | {row['compile_s']:.2f} | {row['epoch_s']:.4f} |" in md
+    for engine in ENGINES:
+        assert f"| {engine} | gpu | {runs[engine, 'gpu']['train_s']:.2f} |" in md
+        assert f"| {engine} | 1.0x | 1.0x |" in md
+
+
+def test_a_cpu_only_torch_counts_as_a_missing_gpu_build():
+    missing = load_script().missing_gpu_builds()
+    if is_available("torch"):
+        import torch
+
+        assert ("a CUDA build of torch" in missing) == (torch.version.cuda is None)
+    else:
+        assert "a CUDA build of torch" in missing
