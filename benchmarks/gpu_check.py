@@ -24,7 +24,8 @@ and finishes in seconds; CI runs it so this script cannot rot.
 
 ``--install`` (what ``make gpu-check`` passes) first installs the GPU builds
 when any is missing: ``descend[cuda,torch]`` (JAX's CUDA plugin; PyPI's Linux
-PyTorch wheel is its CUDA build), ``tensorflow[and-cuda]`` and pytest.  With a
+PyTorch wheel is its CUDA build), ``tensorflow[and-cuda]`` and pytest, over
+any CPU-only torch or tensorflow-cpu it finds.  With a
 folder of wheels (``--wheels``, default ``wheels/``) pip installs from it
 alone, so a machine that reaches no package index can run the check; the
 folder is filled elsewhere with
@@ -100,43 +101,58 @@ def run_child(cmd: list[str], timeout_s: int, log: Path) -> tuple[int | None, st
 
 # 0. Installing the GPU builds ---------------------------------------------------------------------------
 
-def missing_gpu_builds() -> list[str]:
-    """The GPU libraries this interpreter lacks (a CPU-only build counts as missing)."""
+def dist_version(dist: str) -> str | None:
+    """The installed version of distribution ``dist``, or None."""
     from importlib import metadata
 
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
 
+
+def cpu_only_builds() -> list[str]:
+    """Installed CPU-only builds that a GPU build must replace (pip counts them as satisfying its pins)."""
+    torch = dist_version("torch")
+    return ([f"torch {torch}"] if torch and "+cpu" in torch else []) + \
+        ([f"tensorflow-cpu {dist_version('tensorflow-cpu')}"] if dist_version("tensorflow-cpu") else [])
+
+
+def missing_gpu_builds() -> list[str]:
+    """The GPU libraries this interpreter lacks (a CPU-only build counts as missing)."""
     missing = [m for m in ("numpy", "safetensors", "rich", "matplotlib", "threadpoolctl", "pytest")
                if importlib.util.find_spec(m) is None]
-    if not (version("jax-cuda12-plugin") or version("jax-cuda13-plugin")):
+    if not (dist_version("jax-cuda12-plugin") or dist_version("jax-cuda13-plugin")):
         missing.append("jax's CUDA plugin")
-    torch = version("torch")
+    torch = dist_version("torch")
     if torch is None or "+cpu" in torch:
         missing.append("a CUDA build of torch")
-    if version("tensorflow") is None:
+    if dist_version("tensorflow") is None:
         missing.append("tensorflow (with CUDA)")
     return missing
 
 
+def install_command(wheels: Path, replace_cpu_builds: bool) -> list[str]:
+    """pip's command for the GPU builds: from ``wheels`` alone when it holds wheels, else from the index."""
+    reqs = [f"{ROOT}[cuda,torch]", "tensorflow[and-cuda]>=2.16", "pytest>=8"]
+    cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check"]
+    if replace_cpu_builds:
+        cmd.append("--ignore-installed")
+    if wheels.is_dir() and any(wheels.glob("*.whl")):
+        return cmd + ["--no-index", "--find-links", str(wheels)] + reqs
+    return cmd + ["--timeout", "30", "--retries", "1"] + reqs
+
+
 def install(wheels: Path, out: Path) -> dict:
-    missing = missing_gpu_builds()
+    missing, replacing = missing_gpu_builds(), cpu_only_builds()
     if not missing:
         return {"status": "nothing to install: every GPU build is present"}
-    reqs = [f"{ROOT}[cuda,torch]", "tensorflow[and-cuda]>=2.16", "pytest>=8"]
-    pip = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check"]
-    if wheels.is_dir() and any(wheels.glob("*.whl")):
-        cmd = pip + ["--no-index", "--find-links", str(wheels)] + reqs
-    else:
-        cmd = pip + ["--timeout", "30", "--retries", "1"] + reqs
+    cmd = install_command(wheels, bool(replacing))
     code, _ = run_child(cmd, 1200, out / "install.log")
     importlib.invalidate_caches()
     status = "installed" if code == 0 else (f"pip failed (exit {code}; see install.log); continuing with what is "
                                             f"installed. Without network, put the wheels in {wheels}")
-    return {"status": status, "missing": missing, "command": " ".join(cmd)}
+    return {"status": status, "missing": missing, "replaced": replacing, "command": " ".join(cmd)}
 
 
 # 1. The machine ----------------------------------------------------------------------------------------

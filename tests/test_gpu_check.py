@@ -180,3 +180,16 @@ def test_a_cpu_only_torch_counts_as_a_missing_gpu_build():
         assert ("a CUDA build of torch" in missing) == (torch.version.cuda is None)
     else:
         assert "a CUDA build of torch" in missing
+
+
+def test_install_uses_the_wheels_folder_alone_when_it_holds_wheels(tmp_path):
+    gpu_check = load_script()
+    online = gpu_check.install_command(tmp_path, replace_cpu_builds=False)
+    assert "--no-index" not in online and "--ignore-installed" not in online
+    assert online[:4] == [sys.executable, "-m", "pip", "install"]
+    assert f"{ROOT}[cuda,torch]" in online and "tensorflow[and-cuda]>=2.16" in online
+    (tmp_path / "jax-0.0-py3-none-any.whl").write_bytes(b"")
+    offline = gpu_check.install_command(tmp_path, replace_cpu_builds=True)
+    at = offline.index("--find-links")
+    assert "--no-index" in offline and offline[at + 1] == str(tmp_path) and "--ignore-installed" in offline
+    assert offline[-3:] == online[-3:]
