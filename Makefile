@@ -30,9 +30,9 @@ OUT ?= runs/gpu-check
 GPU_VENV ?= .venv-gpu
 WHEELS ?= wheels
 .PHONY: gpu-check
-gpu-check:
+gpu-check: $(if $(filter 1,$(DRY_RUN)),$(TEST_STAMP))
 ifeq ($(DRY_RUN),1)
-	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) benchmarks/gpu_check.py --dry-run --out "$(OUT)"
+	$(PY) benchmarks/gpu_check.py --dry-run --out "$(OUT)"
 else
 	test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv --system-site-packages $(GPU_VENV)
 	$(GPU_VENV)/bin/python benchmarks/gpu_check.py --install --wheels "$(WHEELS)" --out "$(OUT)"

@@ -20,7 +20,7 @@ data) is recorded as not available, with the reason; nothing here raises.
 
 ``--dry-run`` runs the same steps on the CPU with tiny sizes (a generated
 160-row dataset of 64 features, a 16-unit hidden layer, batch 20, 2 epochs)
-and finishes in seconds; CI runs it so this script cannot rot.
+and finishes in well under a minute; CI runs it so this script cannot rot.
 
 ``--install`` (what ``make gpu-check`` passes) first installs the GPU builds
 when any is missing: ``descend[cuda,torch]`` (JAX's CUDA plugin; PyPI's Linux
@@ -432,16 +432,25 @@ def tests_md(t: dict) -> list[str]:
     return lines + [f"| {c['test']} | {c['outcome']} | {c['message']} |" for c in t["tests"]]
 
 
-def bench_md(b: dict) -> list[str]:
-    lines = [f"`{b['command']}` ({b['status']})", "",
-             "| engine | device | compile (s) | s/epoch | samples/s | test error | x fastest |", "|---" * 7 + "|"]
-    for r in b["rows"]:
-        if r["status"] == "ok":
-            lines.append(f"| {r['engine']} | {r['device']} | {r['compile_s']:.2f} | {r['epoch_s']:.4f} | "
-                         f"{r['samples_per_s']:,.0f} | {100 * r['test_error']:.2f}% | {r['ratio']:.2f} |")
-        else:
-            lines.append(f"| {r['engine']} | {r['device']} | {r['status']} | | | | |")
+def table_md(rows: list[dict], columns: tuple[tuple[str, str], ...]) -> list[str]:
+    """(engine, device) rows as a markdown table; a row not measured shows its status instead of figures."""
+    head = ["engine", "device", *(title for title, _ in columns)]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for r in rows:
+        cells = [fmt.format(**r) for _, fmt in columns] if r["status"] == "ok" else \
+            [r["status"]] + [""] * (len(columns) - 1)
+        lines.append("| " + " | ".join([r["engine"], r["device"], *cells]) + " |")
     return lines
+
+
+BENCH_COLUMNS = (("compile (s)", "{compile_s:.2f}"), ("s/epoch", "{epoch_s:.4f}"),
+                 ("samples/s", "{samples_per_s:,.0f}"), ("test error", "{test_error:.2%}"), ("x fastest", "{ratio:.2f}"))
+CURRICULUM_COLUMNS = (("training (s)", "{train_s:.2f}"), ("s/epoch", "{epoch_s:.4f}"),
+                      ("first epoch extra (s)", "{first_epoch_extra_s:.2f}"), ("test error", "{test_error:.2%}"))
+
+
+def bench_md(b: dict) -> list[str]:
+    return [f"`{b['command']}` ({b['status']})", ""] + table_md(b["rows"], BENCH_COLUMNS)
 
 
 def curriculum_md(c: dict) -> list[str]:
@@ -449,14 +458,8 @@ def curriculum_md(c: dict) -> list[str]:
     lines = [f"{cfg['features']}-{'-'.join(map(str, cfg['hidden']))}-10 {cfg['activation']}, {cfg['optimizer']} "
              f"lr {cfg['lr']}, batch {cfg['batch_size']}, {cfg['epochs']} epochs, {cfg['normalize']}, "
              f"{cfg['train_rows']:,} training rows, {cfg['dtype']}; the fit loop, data put on the device first, "
-             "no evaluation between epochs; training seconds include compilation.", "",
-             "| engine | device | training (s) | s/epoch | first epoch extra (s) | test error |", "|---" * 6 + "|"]
-    for r in c["runs"]:
-        if r["status"] == "ok":
-            lines.append(f"| {r['engine']} | {r['device']} | {r['train_s']:.2f} | {r['epoch_s']:.4f} | "
-                         f"{r['first_epoch_extra_s']:.2f} | {100 * r['test_error']:.2f}% |")
-        else:
-            lines.append(f"| {r['engine']} | {r['device']} | {r['status']} | | | |")
+             "no evaluation between epochs; training seconds include compilation.", ""]
+    lines += table_md(c["runs"], CURRICULUM_COLUMNS)
     lines += ["", "| engine | CPU/GPU speedup (training s) | CPU/GPU speedup (s/epoch) |", "|---|---|---|"]
     for s in c["speedups"]:
         lines.append(f"| {s['engine']} | {s['speedup']:.1f}x | {s['epoch_speedup']:.1f}x |" if s["status"] == "ok"

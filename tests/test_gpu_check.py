@@ -55,6 +55,19 @@ def check_gpu_entry(entry: dict) -> None:
         assert entry["status"].startswith(NOT_AVAILABLE + ": ") and len(entry["status"]) > len(NOT_AVAILABLE) + 5
 
 
+def check_rows(rows: list[dict], figures: tuple[str, ...]) -> list[dict]:
+    """Check each engine's GPU entry and CPU figures; return the CPU rows of the installed engines."""
+    assert [(r["engine"], r["device"]) for r in rows] == [(e, d) for e in ENGINES for d in ("cpu", "gpu")]
+    for row in rows:
+        if row["device"] == "gpu":
+            check_gpu_entry(row)
+    measured = [r for r in rows if r["device"] == "cpu" and is_available(r["engine"])]
+    for row in measured:
+        assert row["status"] == "ok", row
+        assert all(is_number(row[k]) for k in figures), row
+    return measured
+
+
 def test_sections_are_all_there(dry_run):
     report, md = dry_run
     assert report["dry_run"] is True and "install" not in report  # a dry run installs nothing
@@ -95,15 +108,9 @@ def test_bench_has_cpu_figures_and_gpu_entries(dry_run):
     report, md = dry_run
     bench = report["bench"]
     assert bench["command"].startswith("descend bench ") and "--devices cpu,gpu" in bench["command"]
-    assert [(r["engine"], r["device"]) for r in bench["rows"]] == [(e, d) for e in ENGINES for d in ("cpu", "gpu")]
-    for row in bench["rows"]:
-        if row["device"] == "gpu":
-            check_gpu_entry(row)
-        elif is_available(row["engine"]):
-            assert row["status"] == "ok", row
-            assert all(is_number(row[k]) for k in ("compile_s", "epoch_s", "samples_per_s", "test_error", "ratio"))
-            assert row["epoch_s"] > 0 and row["test_error"] <= 1 and row["ratio"] >= 1
-            assert f"| {row['engine']} | cpu | {row['compile_s']:.2f} | {row['epoch_s']:.4f} |" in md
+    for row in check_rows(bench["rows"], ("compile_s", "epoch_s", "samples_per_s", "test_error", "ratio")):
+        assert row["epoch_s"] > 0 and row["test_error"] <= 1 and row["ratio"] >= 1
+        assert f"| {row['engine']} | cpu | {row['compile_s']:.2f} | {row['epoch_s']:.4f} |" in md
     jax_gpu = next(r for r in bench["rows"] if r["engine"] == "jax" and r["device"] == "gpu")
     if is_available("jax") and jax_gpu["status"] != "ok":
         assert 'pip install "descend[cuda]"' in jax_gpu["status"]
@@ -115,16 +122,9 @@ def test_curriculum_is_timed_on_every_engine_and_device(dry_run):
     assert cur["config"] == {"hidden": [16], "activation": "relu", "optimizer": "sgd", "lr": 0.1, "batch_size": 20,
                              "epochs": 2, "normalize": "standardize", "train_rows": cur["config"]["train_rows"],
                              "features": 64, "dtype": "float32"}
-    assert [(r["engine"], r["device"]) for r in cur["runs"]] == [(e, d) for e in ENGINES for d in ("cpu", "gpu")]
-    for run in cur["runs"]:
-        if run["device"] == "gpu":
-            check_gpu_entry(run)
-        elif is_available(run["engine"]):
-            assert run["status"] == "ok", run
-            assert all(is_number(run[k]) for k in ("train_s", "epoch_s", "first_epoch_extra_s", "final_cost",
-                                                    "test_error"))
-            assert run["train_s"] >= run["epoch_s"] > 0
-            assert f"| {run['engine']} | cpu | {run['train_s']:.2f} |" in md
+    for run in check_rows(cur["runs"], ("train_s", "epoch_s", "first_epoch_extra_s", "final_cost", "test_error")):
+        assert run["train_s"] >= run["epoch_s"] > 0
+        assert f"| {run['engine']} | cpu | {run['train_s']:.2f} |" in md
     for speedup in cur["speedups"]:
         if not nvidia_gpu_present():
             assert speedup["status"].startswith(NOT_AVAILABLE) and "speedup" not in speedup
