@@ -24,6 +24,22 @@ bench: $(TEST_STAMP)
 	$(PY) benchmarks/numpy_overhead.py --write
 	$(PY) benchmarks/peers.py --write
 
+# CPU against GPU on this machine (under 8 minutes on one GPU): $(OUT)/gpu-check.json and gpu-check.md.
+# Runs in $(GPU_VENV) (which also sees system-wide packages), installing the GPU builds there when
+# missing, from $(WHEELS) alone when that folder holds wheels (no network needed).
+# DRY_RUN=1: the same steps on the CPU with tiny sizes, in $(VENV); CI runs it (tests/test_gpu_check.py).
+OUT ?= runs/gpu-check
+GPU_VENV ?= .venv-gpu
+WHEELS ?= wheels
+.PHONY: gpu-check
+gpu-check: $(if $(filter 1,$(DRY_RUN)),$(TEST_STAMP))
+ifeq ($(DRY_RUN),1)
+	$(PY) benchmarks/gpu_check.py --dry-run --out "$(OUT)"
+else
+	test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv --system-site-packages $(GPU_VENV)
+	$(GPU_VENV)/bin/python benchmarks/gpu_check.py --install --wheels "$(WHEELS)" --out "$(OUT)"
+endif
+
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 

@@ -1,6 +1,7 @@
 """descend bench: every engine in one process, missing ones reported, CSV and chart written."""
 
 import csv
+import os
 import subprocess
 import sys
 
@@ -70,3 +71,16 @@ def test_cli_bad_option_exits_2(npz, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "descend", "bench", str(npz), "--epochs", "1", "--out",
                            str(tmp_path / "b")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "`epochs` must be >= 2" in proc.stderr
+
+
+@pytest.mark.parametrize("devices, shared", [(["cpu"], False), (["cpu", "gpu"], True)])
+def test_gpu_bench_lets_engines_share_the_gpu_memory(npz, monkeypatch, devices, shared):
+    from descend.experiments.bench import SHARED_GPU_MEMORY
+
+    for name in SHARED_GPU_MEMORY:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TF_FORCE_GPU_ALLOW_GROWTH", "false")  # the user's own choice is kept
+    cfg = TrainConfig(dataset=str(npz), hidden=(8,), batch_size=40, epochs=2, normalize="standardize")
+    run_bench(cfg, ["numpy"], devices, None, log=lambda line: None)
+    assert os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE") == ("false" if shared else None)
+    assert os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] == "false"

@@ -41,6 +41,20 @@ def available_engines() -> list[str]:
     return [name for name in ENGINES if is_available(name)]
 
 
+def nvidia_gpu_present() -> bool:
+    """Whether this machine has an NVIDIA GPU with its driver loaded, checked without importing any engine.
+
+    Cheap (a few file-system look-ups), so GPU tests and checks can ask it
+    before paying for an engine's import; an engine may still see no GPU (a
+    CPU-only build of its library), which its ``capabilities`` tell.
+    """
+    import glob
+    import shutil
+
+    return bool(glob.glob("/proc/driver/nvidia/gpus/*") or glob.glob("/dev/nvidia[0-9]*")
+                or shutil.which("nvidia-smi"))
+
+
 def default_engine() -> str:
     """The fastest installed engine: JAX when present, else the NumPy reference."""
     return "jax" if is_available("jax") else "numpy"
@@ -104,4 +118,4 @@ def get_engine(name: str = "auto", *, device: str = "auto", dtype: str = "float3
 
 
 __all__ = ["DEVICES", "ENGINES", "Engine", "Trainer", "available_engines", "default_engine", "default_threads",
-           "get_engine", "is_available"]
+           "get_engine", "is_available", "nvidia_gpu_present"]

@@ -284,7 +284,7 @@ class JaxEngine(Engine):
     def resolve_device(self, device):
         if device == "gpu" and not self._gpus:
             raise ConfigError("`device` 'gpu' is not available to JAX here (no GPU backend; "
-                              "pip install \"jax[cuda12]\"). Received: device='gpu'")
+                              "pip install \"descend[cuda]\"). Received: device='gpu'")
         return "gpu" if device in ("gpu", "auto") and self._gpus else "cpu"
 
     # Arrays -----------------------------------------------------------------
