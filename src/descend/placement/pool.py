@@ -147,22 +147,26 @@ def run_tasks(fn: Callable, tasks: list, placement: Placement, *, shared: dict |
     every worker process this call started is stopped by its PID before it
     returns.
     """
+    with open_pool(placement, shared=shared, log=log, name=name) as pool:
+        return run_in(pool, fn, tasks, limit=placement.workers, on_result=on_result)
+
+
+def run_in(pool, fn: Callable, tasks: list, *, limit: int | None = None, on_result: Callable | None = None) -> list:
+    """:func:`run_tasks` on a pool already open (the caller closes it), at most ``limit`` runs in flight."""
     tasks = list(tasks)
     results: list = [None] * len(tasks)
-    limit = placement.workers or len(tasks)
-    with open_pool(placement, shared=shared, log=log, name=name) as pool:
-        index = {}
-        waiting = iter(range(len(tasks)))
-        for i in itertools.islice(waiting, limit):
-            index[pool.submit(fn, tasks[i])] = i
-        while index:
-            for outcome in pool.poll(None):
-                i = index.pop(outcome.key)
-                if outcome.error is not None:
-                    raise outcome.error
-                results[i] = outcome.value
-                if on_result is not None:
-                    on_result(tasks[i], outcome.value)
-                for j in itertools.islice(waiting, 1):
-                    index[pool.submit(fn, tasks[j])] = j
+    index = {}
+    waiting = iter(range(len(tasks)))
+    for i in itertools.islice(waiting, limit or len(tasks)):
+        index[pool.submit(fn, tasks[i])] = i
+    while index:
+        for outcome in pool.poll(None):
+            i = index.pop(outcome.key)
+            if outcome.error is not None:
+                raise outcome.error
+            results[i] = outcome.value
+            if on_result is not None:
+                on_result(tasks[i], outcome.value)
+            for j in itertools.islice(waiting, 1):
+                index[pool.submit(fn, tasks[j])] = j
     return results
