@@ -8,7 +8,8 @@ each by default, heartbeats, a killed worker's run retried) or
 here; this package imports nothing of theirs.
 """
 
-from descend.placement.pool import InProcess, Outcome, Placement, WorkerLost, open_pool, run_in, run_tasks
+from descend.placement.pool import InProcess, Outcome, Placement, WorkerLost
+from descend.placement.run import open_pool, run_in, run_tasks
 from descend.placement.threads import THREAD_VARIABLES, limit_threads, thread_environment, thread_settings
 
 __all__ = ["THREAD_VARIABLES", "InProcess", "Outcome", "Placement", "WorkerLost", "limit_threads", "open_pool",

@@ -99,10 +99,13 @@ class DaskPool:
 
         if not self.futures:
             return []
-        try:
-            done, _ = wait(list(self.futures), timeout=timeout, return_when="FIRST_COMPLETED")
-        except TimeoutError:
-            return []
+        if timeout is not None and timeout <= 0:
+            done = [f for f in self.futures if f.done()]
+        else:
+            try:
+                done, _ = wait(list(self.futures), timeout=timeout, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                return []
         out = []
         for future in done:
             key = self.futures.pop(future)
@@ -144,8 +147,14 @@ class DaskPool:
         self.jobs.clear()
 
     def close(self, grace: float = 0.0) -> None:
+        """Let unfinished runs finish for up to ``grace`` seconds, cancel the rest, disconnect."""
+        from distributed import wait
+
         if grace > 0 and self.futures:
-            self.poll(grace)
+            try:
+                wait(list(self.futures), timeout=grace)
+            except TimeoutError:
+                pass
         self.stop()
         self.client.close()
 

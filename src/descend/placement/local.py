@@ -159,14 +159,14 @@ class LocalPool:
         from multiprocessing.connection import wait
 
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.outcomes and self.jobs:
+        while True:
+            self._collect()
+            self._dispatch()
             left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
+            if self.outcomes or not self.jobs or (left is not None and left <= 0):
                 break
             tick = self.heartbeat if left is None else min(left, self.heartbeat)
             wait([w.conn for w in self.workers] + [w.process.sentinel for w in self.workers], timeout=tick)
-            self._collect()
-            self._dispatch()
         out = list(self.outcomes)
         self.outcomes.clear()
         return out

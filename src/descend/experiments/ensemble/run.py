@@ -22,10 +22,13 @@ both votes, and, when members use dropout, one member's weight-scaling
 inference against Monte-Carlo averaging of dropout masks (dropout as an
 implicit ensemble).
 
-Worker processes are started with ``spawn`` (safe with threads and GPU
-runtimes), read the normalised training matrix from a memory-mapped ``.npy``
-file (shared page cache, no copy per worker) and use ``cores // workers``
-compute threads each (one when there are as many workers as cores).
+Members are placed by :mod:`descend.placement`: worker processes started
+with ``spawn`` (safe with threads and GPU runtimes) read the normalised
+training matrix from a memory-mapped ``.npy`` file (shared page cache, no copy
+per worker) and use ``cores // workers`` compute threads each (one when there
+are as many workers as cores); a killed worker's member is trained again.
+With ``dask`` the members are tasks on an existing Dask cluster, the data
+scattered to every worker once.
 """
 
 from __future__ import annotations
