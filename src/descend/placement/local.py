@@ -122,7 +122,6 @@ class LocalPool:
         self.queue: deque[int] = deque()
         self.outcomes: deque[Outcome] = deque()
         self.keys = itertools.count()
-        self.started: list[int] = []  # every PID this pool started
         self.tmp = None
         self.files = None
         if shared is not None:
@@ -170,9 +169,6 @@ class LocalPool:
         out = list(self.outcomes)
         self.outcomes.clear()
         return out
-
-    def pids(self) -> list[int]:
-        return [w.pid for w in self.workers]
 
     def stop(self) -> None:
         """Stop every worker now, by its PID (SIGTERM, then SIGKILL after 5 s); unfinished runs are dropped."""
@@ -233,7 +229,6 @@ class LocalPool:
         child.close()
         worker = _Worker(process, parent)
         self.workers.append(worker)
-        self.started.append(process.pid)
         return worker
 
     def _dispatch(self) -> None:

@@ -30,8 +30,8 @@ class Placement:
 
     ``dask``: the address of an existing Dask scheduler (``tcp://HOST:8786``);
     without it, ``workers`` processes on this machine (1 = in this process,
-    one run after another).  With Dask, ``workers`` bounds the runs in flight
-    (None = all of them).  ``threads``: compute threads of each worker's run.
+    one run after another; None = one per core).  With Dask, ``workers``
+    bounds the runs in flight (None = all of them).  ``threads``: compute threads of each worker's run.
     ``retries``: how many times a run is started again after its worker died.
     ``heartbeat``: seconds between a local worker's signs of life; one silent
     for ``stale`` seconds while running is taken for hung, killed and its run
@@ -52,18 +52,6 @@ class Placement:
         require(int(self.retries) == self.retries and self.retries >= 0, "retries", "an integer >= 0", self.retries)
         require(self.heartbeat > 0, "heartbeat", "a positive number of seconds", self.heartbeat)
         require(self.stale > self.heartbeat, "stale", f"more seconds than heartbeat={self.heartbeat}", self.stale)
-
-    @property
-    def local(self) -> bool:
-        return self.dask is None
-
-    def where(self) -> str:
-        """Where the runs execute, for a progress line."""
-        if self.dask:
-            return f"the Dask cluster at {self.dask}"
-        if self.workers == 1:
-            return "this process"
-        return f"{self.workers} worker processes, {self.threads} thread{'s' if self.threads > 1 else ''} each"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from typing import Callable
 
 from descend.placement.pool import InProcess, Placement
@@ -21,11 +22,12 @@ def open_pool(placement: Placement, *, shared: dict | None = None, log: Callable
 
         return DaskPool(placement.dask, threads=placement.threads, retries=placement.retries, shared=shared,
                         log=log, name=name)
-    if placement.workers == 1:
+    workers = placement.workers or os.cpu_count() or 1
+    if workers == 1:
         return InProcess(shared)
     from descend.placement.local import LocalPool
 
-    return LocalPool(placement.workers, threads=placement.threads, retries=placement.retries,
+    return LocalPool(workers, threads=placement.threads, retries=placement.retries,
                      heartbeat=placement.heartbeat, stale=placement.stale, shared=shared, log=log)
 
 
