@@ -62,6 +62,16 @@ def sleep_on_lr_01(cfg, fold, trial):
         _marked_sleep(trial, "sleeping")
     return cfg.lr
 
+def record_threads(cfg, fold, trial):
+    """The worker's thread variables and BLAS / OpenMP pool sizes, in env-<pid>.json."""
+    import json
+    from threadpoolctl import threadpool_info
+    from descend.placement import THREAD_VARIABLES
+    seen = {k: os.environ.get(k) for k in (*THREAD_VARIABLES, "XLA_FLAGS")}
+    seen["pools"] = sorted({p["num_threads"] for p in threadpool_info()})
+    Path(os.environ["SEARCH_TEST_DIR"], f"env-{os.getpid()}.json").write_text(json.dumps(seen))
+    return cfg.lr
+
 def sleep_on_ticket_2(cfg, fold, trial):
     if trial.user_attrs.get("ticket") == 2:
         _marked_sleep(trial, "sleeping")
@@ -317,6 +327,23 @@ def test_random_search_runs_exactly_n_trials_with_two_workers(tiny, tmp_path, ho
     assert got == dict(enumerate(expected))
     assert all(1e-4 <= p["lr"] <= 1e-1 and 0.5 <= p["momentum"] <= 0.99 for p in got.values())
     assert (result.run_dir / "score_over_params.png").is_file()
+
+
+def test_workers_are_processes_with_every_thread_variable_set_to_threads(tiny, tmp_path, hooks, monkeypatch):
+    import json
+
+    from descend.placement import THREAD_VARIABLES
+
+    hooks("record_threads")
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    sc = _config(tiny, "lr=0.1,0.2,0.3", method="grid", folds=2, pruner="none", threads=2)
+    run_search(sc, workers=2, out=tmp_path / "threads", progress=False)
+    seen = {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in tmp_path.glob("env-*.json")}
+    assert seen and os.getpid() not in seen
+    for env in seen.values():
+        assert all(env[k] == "2" for k in THREAD_VARIABLES), env
+        assert "intra_op_parallelism_threads=2" in env["XLA_FLAGS"] and env["pools"] in ([], [2])
+    assert os.environ["OMP_NUM_THREADS"] == "5"  # the coordinator's own environment is left alone
 
 
 # --- hill-climbing ----------------------------------------------------------------------------------------
