@@ -172,7 +172,7 @@ def _run_compare(study: Study, out_dir, workers: int | None, pool, log, root) ->
         one_thread = [dataclasses.replace(t, threads=1) for t in pending]
         if pool is not None:
             run_in(pool, execute_placed, one_thread, limit=in_flight, on_result=on_done)
-        else:  # one worker: in this process, with the engine's choice of threads
+        else:  # one worker runs in this process with the engine's threads; more are processes with one each
             with open_pool(Placement(workers=in_flight, threads=1), log=log) as local:
                 run_in(local, execute, pending if in_flight == 1 else one_thread, on_result=on_done)
     except KeyboardInterrupt:
