@@ -4,6 +4,10 @@ resume, budgets, workers, reports and the CLI, on a tiny synthetic NPZ with the 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -461,3 +465,64 @@ def test_cli_end_to_end_and_one_line_errors(blobs, tmp_path, capsys):
     assert "nothing to compare" in capsys.readouterr().err
     assert main(["compare", "--resume", str(tmp_path / "nowhere")]) == 2
     assert main(["compare", "--resume", str(out), "--preset", "momentum"]) == 2
+
+
+# --- a real Dask cluster: a scheduler and two workers on 127.0.0.1 --------------------------------------------
+# Runs long enough (a second or so each) for a worker to be killed in the middle of one.
+DASK_CLI = ["--run", "sgd lr=0.1 early_stopping=none", "--run", "nesterov lr=0.05 momentum=0.9 early_stopping=none",
+            "--seeds", "2", "--epochs", "100", "--batch-size", "10", "--hidden", "8", "--engine", "numpy"]
+
+
+def _numbers(out) -> dict:
+    """Every run's record less what measures time: what must not depend on where the runs executed."""
+    records = {}
+    for path in sorted((out / "runs").glob("*/result.json")):
+        r = json.loads(path.read_text())
+        records[path.parent.name] = (
+            {k: v for k, v in r["metrics"].items() if "seconds" not in k},
+            [{k: v for k, v in row.items() if k != "time"} for row in r["history"]],
+            r["fingerprint"], r["config"], r["threads"], r["status"])
+    return records
+
+
+def _kill_a_busy_worker(address: str, prefix: str, killed: dict) -> threading.Thread:
+    """SIGKILL, by its PID, the first Dask worker seen running a task whose key starts with ``prefix``."""
+    import distributed
+
+    def kill():
+        with distributed.Client(address, timeout="30s") as client:
+            pids = client.run(os.getpid)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                for worker, keys in client.processing().items():
+                    keys = [k for k in keys if str(k).startswith(prefix)]
+                    if keys:
+                        os.kill(pids[worker], signal.SIGKILL)
+                        killed.update(pid=pids[worker], keys=keys)
+                        return
+                time.sleep(0.02)
+
+    thread = threading.Thread(target=kill, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_cli_dask_gives_the_local_records_even_when_a_worker_is_sigkilled(blobs, tmp_path, capsys, dask_cluster):
+    assert main(["compare", blobs, *DASK_CLI, "--workers", "2", "--out", str(tmp_path / "local")]) == 0
+    local = _numbers(tmp_path / "local")
+    assert len(local) == 4
+    with dask_cluster() as (address, workers):
+        capsys.readouterr()
+        assert main(["compare", blobs, *DASK_CLI, "--dask", address, "--out", str(tmp_path / "dask")]) == 0
+        assert f"on the Dask cluster at {address}, one thread per run" in capsys.readouterr().err
+        assert _numbers(tmp_path / "dask") == local
+        assert (tmp_path / "dask" / "report.html").is_file()
+
+        killed = {}
+        thread = _kill_a_busy_worker(address, "descend-compare-", killed)
+        assert main(["compare", blobs, *DASK_CLI, "--dask", address, "--out", str(tmp_path / "killed")]) == 0
+        thread.join(10)
+        assert killed["pid"] in workers and workers[killed["pid"]].wait(10) == -signal.SIGKILL
+        assert _numbers(tmp_path / "killed") == local  # the killed worker's run was placed again, same numbers
+    assert main(["compare", blobs, *DASK_CLI, "--dask", "tcp://bad:::", "--out", str(tmp_path / "bad")]) == 2
+    assert "`dask` must be a scheduler address" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -297,3 +297,24 @@ def test_mnist_ensemble_beats_its_mean_member(mirror_dir, tmp_path):
     assert m["eval_rows"] == 10_000
     assert m["ensemble_error_soft"] < m["mean_member_error"] - 0.005
     assert m["ensemble_error_soft"] < m["best_member_error"]
+
+
+def test_cli_dask_trains_the_members_of_the_local_run(data, tmp_path, capsys, dask_cluster):
+    """On a real Dask cluster (a scheduler and two workers on 127.0.0.1): the same ensemble, tensor for tensor."""
+    from safetensors.numpy import load_file
+
+    args = ["ensemble", str(data), "--members", "3", "--rows", "0.8", "--bootstrap", "--features", "0.6",
+            "--hidden", "8", "--epochs", "2", "--engine", "numpy", "--threads", "1"]
+    assert main([*args, "--workers", "2", "--out", str(tmp_path / "local"), "--quiet"]) == 0
+    with dask_cluster() as (address, _workers):
+        capsys.readouterr()
+        assert main([*args, "--dask", address, "--out", str(tmp_path / "dask")]) == 0
+        assert f"on the Dask cluster at {address}" in capsys.readouterr().err
+    local, placed = (load_file(tmp_path / d / "ensemble.safetensors") for d in ("local", "dask"))
+    assert sorted(local) == sorted(placed) and len(local) > 3 * 2
+    for name, tensor in local.items():
+        np.testing.assert_array_equal(placed[name], tensor, err_msg=name)
+    metrics = json.loads((tmp_path / "dask" / "metrics.json").read_text())
+    assert metrics["dask"] == address
+    assert main([*args, "--dask", "tcp://bad:::", "--out", str(tmp_path / "bad")]) == 2
+    assert "`dask` must be a scheduler address" in capsys.readouterr().err and not (tmp_path / "bad").exists()

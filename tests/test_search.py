@@ -9,14 +9,12 @@ once, or sleeps so that the test can kill the worker mid-trial.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import math
 import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +28,7 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
+from conftest import free_port  # noqa: E402
 from descend.cli.main import main  # noqa: E402
 from descend.errors import ConfigError  # noqa: E402
 from descend.experiments.search import SearchConfig, run_search, tickets  # noqa: E402
@@ -61,6 +60,16 @@ def _marked_sleep(trial, name):
 def sleep_on_lr_01(cfg, fold, trial):
     if cfg.lr == 0.1:
         _marked_sleep(trial, "sleeping")
+    return cfg.lr
+
+def record_threads(cfg, fold, trial):
+    """The worker's thread variables and BLAS / OpenMP pool sizes, in env-<pid>.json."""
+    import json
+    from threadpoolctl import threadpool_info
+    from descend.placement import THREAD_VARIABLES
+    seen = {k: os.environ.get(k) for k in (*THREAD_VARIABLES, "XLA_FLAGS")}
+    seen["pools"] = sorted({p["num_threads"] for p in threadpool_info()})
+    Path(os.environ["SEARCH_TEST_DIR"], f"env-{os.getpid()}.json").write_text(json.dumps(seen))
     return cfg.lr
 
 def sleep_on_ticket_2(cfg, fold, trial):
@@ -204,7 +213,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_leaves_no_run(tiny, tmp_path, caps
     assert "`storage` must be a database URL" in _one_line_error(capsys)
     # a database server nobody listens for: refused at once, before anything is written
     assert main([*base, "--space", "lr=0.1,0.2", "--method", "grid", "--storage",
-                 f"postgresql+psycopg2://nobody@127.0.0.1:{_free_port()}/nothing"]) == 2
+                 f"postgresql+psycopg2://nobody@127.0.0.1:{free_port()}/nothing"]) == 2
     assert "cannot open it" in _one_line_error(capsys)
     assert main([*base, "--space", "lr=0.1,0.2", "--method", "grid", "--storage", "nosuchdb://x/y"]) == 2
     assert "nosuchdb" in _one_line_error(capsys)
@@ -318,6 +327,23 @@ def test_random_search_runs_exactly_n_trials_with_two_workers(tiny, tmp_path, ho
     assert got == dict(enumerate(expected))
     assert all(1e-4 <= p["lr"] <= 1e-1 and 0.5 <= p["momentum"] <= 0.99 for p in got.values())
     assert (result.run_dir / "score_over_params.png").is_file()
+
+
+def test_workers_are_processes_with_every_thread_variable_set_to_threads(tiny, tmp_path, hooks, monkeypatch):
+    import json
+
+    from descend.placement import THREAD_VARIABLES
+
+    hooks("record_threads")
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    sc = _config(tiny, "lr=0.1,0.2,0.3", method="grid", folds=2, pruner="none", threads=2)
+    run_search(sc, workers=2, out=tmp_path / "threads", progress=False)
+    seen = {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in tmp_path.glob("env-*.json")}
+    assert seen and os.getpid() not in seen
+    for env in seen.values():
+        assert all(env[k] == "2" for k in THREAD_VARIABLES), env
+        assert "intra_op_parallelism_threads=2" in env["XLA_FLAGS"] and env["pools"] in ([], [2])
+    assert os.environ["OMP_NUM_THREADS"] == "5"  # the coordinator's own environment is left alone
 
 
 # --- hill-climbing ----------------------------------------------------------------------------------------
@@ -481,12 +507,6 @@ def test_resume_after_killing_everything_keeps_finished_trials(tiny, tmp_path, h
 
 
 # --- scale-out: PostgreSQL storage, Dask placement -----------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _pg_bin() -> Path | None:
     found = shutil.which("initdb")
     if found:
@@ -515,7 +535,7 @@ def postgres(tmp_path):
     data = base / "data"
     subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
                     "-E", "UTF8", "--no-sync"], check=True, capture_output=True, timeout=120)
-    port = _free_port()
+    port = free_port()
     options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50"
     started = subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log"),
                               "-o", options, "-w", "-t", "60", "start"], capture_output=True, text=True, timeout=90)
@@ -549,53 +569,12 @@ def test_postgresql_storage_with_two_workers(tiny, tmp_path, hooks, postgres):
     assert result.best is not None and result.final["test_size"] == 90
 
 
-def _dask(*args) -> list[str]:
-    script = Path(sys.executable).with_name("dask")
-    return [str(script), *args] if script.exists() else [sys.executable, "-m", "dask", *args]
-
-
-@contextlib.contextmanager
-def dask_cluster(tmp_path):
-    """`dask scheduler` and two `dask worker` processes (one thread each, no nanny) on 127.0.0.1.
-
-    Yields (scheduler address, {pid: Popen} of the workers); everything is stopped by its PID.
-    """
-    distributed = pytest.importorskip("distributed")  # in the search extra: runs in CI
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    log = open(tmp_path / "dask.log", "wb")
-    procs = [subprocess.Popen(_dask("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"),
-                              stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)]
-    try:
-        for i in range(2):
-            procs.append(subprocess.Popen(
-                _dask("worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--no-nanny", "--no-dashboard",
-                      "--name", f"w{i}", "--local-directory", str(tmp_path / f"dask-w{i}")),
-                stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path))
-        with distributed.Client(address, timeout="60s") as client:
-            client.wait_for_workers(2, timeout=90)
-            pids = set(client.run(os.getpid).values())
-        workers = {p.pid: p for p in procs[1:]}
-        assert pids == set(workers)
-        yield address, workers
-    finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
-
-
-def test_scale_out_postgresql_and_dask_workers_one_sigkilled_grid_stays_exact(tiny, tmp_path, hooks, postgres):
+def test_scale_out_postgresql_and_dask_workers_one_sigkilled_grid_stays_exact(tiny, tmp_path, hooks, postgres,
+                                                                            dask_cluster):
     hooks("sleep_on_ticket_2")  # set before the Dask workers start: they inherit the environment
     sc = _config(tiny, "lr=0.001,0.01,0.1 momentum=0.8,0.9", method="grid", folds=2, pruner="none",
                  storage=postgres)
-    with dask_cluster(tmp_path) as (address, workers):
+    with dask_cluster() as (address, workers):
         killed = {}
         thread = _killer(tmp_path / "sleeping", killed)
         result = run_search(sc, dask=address, out=tmp_path / "scale", progress=False)

@@ -23,6 +23,7 @@ examples:
   descend compare mnist --run "sgd lr=0.1" --run "nesterov lr=0.01 momentum=0.9" --run "rmsprop+nesterov lr=1e-4"
   descend compare mnist --preset adaptive --convention torch --target-error 3%
   descend compare --config study.toml --workers 2
+  descend compare mnist --preset momentum --dask tcp://scheduler:8786
   descend compare --resume runs/20250101-120000-compare-momentum
 presets:
 """ + "\n".join(textwrap.fill(f"{name}: {p.description}", 80, initial_indent="  ", subsequent_indent="    ")
@@ -75,7 +76,11 @@ def register(sub) -> None:
     p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                    help="stop every run after this much training time (default: the preset's; gd-variants 20)")
     p.add_argument("--workers", type=positive_int, default=None,
-                   help="parallel processes, one thread each (default: one per core; 1 with a time budget)")
+                   help="parallel processes, one thread each (default: one per core; 1 with a time budget); "
+                        "with --dask, the most runs in flight (default: all; 1 with a time budget)")
+    p.add_argument("--dask", metavar="ADDRESS", default=None,
+                   help="run on an existing Dask cluster, e.g. tcp://HOST:8786 (one thread per run; every worker "
+                        "must be able to read the dataset: give a name or an absolute path)")
     base = p.add_argument_group("base options (override the preset's and the file's; a run spec overrides them)")
     base.add_argument("--hidden", type=_hidden, default=None,
                       help=f"hidden layer sizes (default: {','.join(map(str, COMPARE_DEFAULTS['hidden']))})")
@@ -132,7 +137,7 @@ def run(args) -> int:
         workers = load_toml(args.config).get("workers")
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
-        result = run_compare(study, out, workers=workers)
+        result = run_compare(study, out, workers=workers, dask=args.dask)
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(markdown(result.study, result.summary, same_start(result.study, result.records)))

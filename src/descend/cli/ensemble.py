@@ -37,7 +37,12 @@ def register(sub) -> None:
     g.add_argument("--vote", choices=VOTES, default=E.vote,
                    help="how the saved ensemble combines members: soft = mean probability, hard = majority "
                         "(the report shows both)")
-    g.add_argument("--workers", type=int, default=E.workers, help="parallel worker processes (0 = one per core)")
+    g.add_argument("--workers", type=int, default=E.workers,
+                   help="parallel worker processes (0 = one per core); with --dask, the most members in flight "
+                        "(0 = all)")
+    g.add_argument("--dask", metavar="ADDRESS", default=None,
+                   help="train the members on an existing Dask cluster, e.g. tcp://HOST:8786 (the data is sent "
+                        "to every worker once; one thread per member unless --threads)")
     g.add_argument("--mc-samples", type=int, default=E.mc_samples,
                    help="most Monte-Carlo dropout passes compared with weight scaling (members with dropout)")
     t = p.add_argument_group("each member's training (as in descend train)")
@@ -76,7 +81,7 @@ def run(args) -> int:
     cfg = build_config(args)
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
-        run_ensemble(cfg, out=args.out, progress=not args.quiet)
+        run_ensemble(cfg, out=args.out, progress=not args.quiet, dask=args.dask)
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0

@@ -19,8 +19,10 @@ Layout of a compare directory::
     report.html                  self-contained: table, findings, plots, configurations
 
 Runs are independent: ``workers > 1`` runs them in spawned processes with one
-compute thread each; a finished run's ``result.json`` is written atomically, so
-an interrupted compare continues where it stopped without redoing finished runs.
+compute thread each (:mod:`descend.placement`: a killed worker's run is run
+again), ``dask`` on an existing Dask cluster; a finished run's
+``result.json`` is written atomically, so an interrupted compare continues
+where it stopped without redoing finished runs.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import dataclasses
 import os
 import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +42,7 @@ from descend.errors import ConfigError
 from descend.experiments.compare.run import _DATA, RESULT_FILE, RunTask, execute
 from descend.experiments.compare.spec import Study
 from descend.io.rundir import make_run_dir, read_json, write_json
-
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
-                    "TF_NUM_INTEROP_THREADS")
-
+from descend.placement import Placement, open_pool, run_in
 
 @dataclass
 class CompareResult:
@@ -85,67 +84,13 @@ def _finished(task: RunTask) -> dict | None:
     return record
 
 
-# --- workers -------------------------------------------------------------------------------------
+# --- placement ----------------------------------------------------------------------------------
 
 
-def _worker_init():
-    """In each spawned worker: one compute thread, and Ctrl-C handled by the parent alone."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for name in THREAD_VARIABLES:
-        os.environ[name] = "1"
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except Exception:  # pragma: no cover - threadpoolctl is a dependency
-        pass
-
-
-class _single_thread_environment:
-    """Spawned children inherit the environment: set one thread per library while they start."""
-
-    def __enter__(self):
-        self.saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
-        for k in THREAD_VARIABLES:
-            os.environ[k] = "1"
-        return self
-
-    def __exit__(self, *exc):
-        for k, v in self.saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        return False
-
-
-def _run_pool(tasks: list[RunTask], workers: int, on_done) -> None:
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    ctx = multiprocessing.get_context("spawn")
-    with _single_thread_environment():
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init)
-        try:
-            futures = {pool.submit(execute, t): t for t in tasks}
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    on_done(futures[fut], fut.result())  # a worker's exception aborts the study
-        except BaseException:
-            # Ctrl-C, SIGTERM or a failed run: stop the workers we started; finished results stay on disk.
-            processes = list((getattr(pool, "_processes", None) or {}).values())
-            pool.shutdown(wait=False, cancel_futures=True)
-            for p in processes:
-                if p.is_alive():
-                    p.terminate()
-            for p in processes:
-                p.join(timeout=5)
-            raise
-        pool.shutdown(wait=True)
+def execute_placed(task: RunTask) -> dict:
+    """:func:`execute` on a worker that may not see this machine's files: the caller writes the record."""
+    with tempfile.TemporaryDirectory(prefix="descend-compare-") as tmp:
+        return execute(dataclasses.replace(task, path=str(Path(tmp) / RESULT_FILE)))
 
 
 # --- the study -----------------------------------------------------------------------------------
@@ -159,13 +104,25 @@ def default_workers(study: Study, pending: int) -> int:
 
 
 def run_compare(study: Study, out_dir: str | Path | None = None, *, workers: int | None = None,
-                log=None, root: str | Path = "runs") -> CompareResult:
+                dask: str | None = None, log=None, root: str | Path = "runs") -> CompareResult:
     """Run every (configuration, seed) of ``study`` not finished yet in ``out_dir``; write the reports.
 
     ``out_dir`` may hold an earlier, interrupted compare of the same study: its
-    finished runs are kept.  A different study there is refused.
+    finished runs are kept.  A different study there is refused.  ``dask``:
+    the address of an existing Dask scheduler that places the runs (one
+    thread each; ``workers`` then bounds the runs in flight, by default all
+    of them, or one when wall-clock time is measured).
     """
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    if workers is not None and workers < 1:
+        raise ConfigError(f"`workers` must be >= 1. Received: workers={workers}")
+    if dask:  # reached before anything is written: a bad address leaves no half-made directory
+        with open_pool(Placement(dask=dask, workers=None), log=log, name="descend-compare") as pool:
+            return _run_compare(study, out_dir, workers, pool, log, root)
+    return _run_compare(study, out_dir, workers, None, log, root)
+
+
+def _run_compare(study: Study, out_dir, workers: int | None, pool, log, root) -> CompareResult:
     if out_dir is None:
         out_dir = make_run_dir(root, f"compare-{study.preset or _slug(Path(study.dataset).name)}")
     out_dir = Path(out_dir)
@@ -190,28 +147,34 @@ def run_compare(study: Study, out_dir: str | Path | None = None, *, workers: int
             pending.append(t)
         else:
             records[(t.index, t.seed)] = record
-    n_workers = workers or default_workers(study, len(pending))
-    if n_workers < 1:
-        raise ConfigError(f"`workers` must be >= 1. Received: workers={n_workers}")
-    n_workers = min(n_workers, max(len(pending), 1))
     engines = sorted({t.config["engine"] if t.config["engine"] != "auto" else default_engine() for t in tasks})
+    if pool is not None:
+        in_flight = workers or (1 if study.timing_sensitive or study.budget is not None else None)
+        where = (f"on the Dask cluster at {pool.address}, one thread per run"
+                 + (f", at most {in_flight} at a time" if in_flight else ""))
+    else:
+        n_workers = min(workers or default_workers(study, len(pending)), max(len(pending), 1))
+        in_flight = n_workers
+        where = f"{n_workers} worker{'s' if n_workers > 1 else ''}{', one thread each' if n_workers > 1 else ''}"
     log(f"descend: comparing {len(study.runs)} configurations x {len(study.seeds)} seeds on {study.dataset} "
-        f"(engine {', '.join(engines)}, {n_workers} worker{'s' if n_workers > 1 else ''}"
-        f"{', one thread each' if n_workers > 1 else ''}); {len(records)} of {len(tasks)} runs already done; "
+        f"(engine {', '.join(engines)}, {where}); {len(records)} of {len(tasks)} runs already done; "
         f"writing {out_dir}")
     count = [len(records)]
 
     def on_done(task: RunTask, record: dict) -> None:
+        if pool is not None:
+            write_json(task.path, record)  # the worker wrote it on its own machine
         records[(task.index, task.seed)] = record
         count[0] += 1
         log(f"[{count[0]}/{len(tasks)}] {_run_line(record)}")
 
     try:
-        if n_workers == 1:
-            for t in pending:
-                on_done(t, execute(t))
-        elif pending:
-            _run_pool([RunTask(**{**t.__dict__, "threads": 1}) for t in pending], n_workers, on_done)
+        one_thread = [dataclasses.replace(t, threads=1) for t in pending]
+        if pool is not None:
+            run_in(pool, execute_placed, one_thread, limit=in_flight, on_result=on_done)
+        else:  # one worker runs in this process with the engine's threads; more are processes with one each
+            with open_pool(Placement(workers=in_flight, threads=1), log=log) as local:
+                run_in(local, execute, pending if in_flight == 1 else one_thread, on_result=on_done)
     except KeyboardInterrupt:
         _DATA.clear()
         log(f"descend: interrupted; {count[0]} of {len(tasks)} runs are finished and kept in {out_dir} "

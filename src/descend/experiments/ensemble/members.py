@@ -1,9 +1,8 @@
-"""Ensemble members: how each differs (rows, columns, seed) and their training, in worker processes."""
+"""Ensemble members: how each differs (rows, columns, seed) and their training, placed by descend.placement."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from descend.errors import require
 from descend.model import MLP, init_params, init_state
+from descend.placement import Placement, run_in, run_tasks
 from descend.train.config import TrainConfig
 from descend.train.ensemble_model import VOTES
 
@@ -129,71 +129,66 @@ def _train_one(cfg: TrainConfig, plan: MemberPlan, X, y, X_valid, y_valid, n_cla
             "seconds": time.perf_counter() - started, "engine": engine.name, "threads": threads}
 
 
-_WORKER: dict = {}
+@dataclass(frozen=True, eq=False)
+class MemberTask:
+    """One member to train, as sent to a worker (the data travels apart, once per worker)."""
+
+    train: TrainConfig
+    plan: MemberPlan
+    n_classes: int
+    threads: int | None
 
 
-def _init_worker(cfg_dict: dict, files: dict, n_classes: int, threads: int) -> None:
-    """Worker process set-up: thread limits, then the memory-mapped data."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(threads)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(threads)
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        pass
-    _WORKER.update(cfg=TrainConfig.from_dict(cfg_dict), n_classes=n_classes, threads=threads,
-                   **{k: (np.load(v, mmap_mode="r", allow_pickle=False) if v else None) for k, v in files.items()})
+def _worker_task(task: MemberTask, data: dict) -> dict:
+    return _train_one(task.train, task.plan, data["X"], data["y"], data["X_valid"], data["y_valid"], task.n_classes,
+                      task.threads)
 
 
-def _worker_task(plan: MemberPlan) -> dict:
-    w = _WORKER
-    return _train_one(w["cfg"], plan, w["X"], w["y"], w["X_valid"], w["y_valid"], w["n_classes"], w["threads"])
+def member_placement(cfg: EnsembleConfig, n_members: int, dask: str | None = None) -> Placement:
+    """Where the members train: this process (one worker), spawned processes, or a Dask cluster.
+
+    Local workers get ``cores // workers`` compute threads each unless
+    ``train.threads`` says; on Dask one each unless it says.  On Dask,
+    ``workers`` bounds the members in flight (0 = all of them).
+    """
+    if dask:
+        return Placement(workers=cfg.workers or None, threads=cfg.train.threads or 1, dask=dask)
+    workers = min(cfg.resolved_workers(), n_members)
+    if workers <= 1:
+        return Placement(workers=1)
+    return Placement(workers=workers, threads=cfg.train.threads or max(1, (os.cpu_count() or 1) // workers))
+
+
+def member_data(X, y, X_valid=None, y_valid=None) -> dict:
+    """What every member's training reads: memory-mapped by local workers, scattered once on Dask."""
+    return {"X": X, "y": y, "X_valid": X_valid, "y_valid": y_valid}
 
 
 def train_members(cfg: EnsembleConfig, plans: list[MemberPlan], X, y, X_valid=None, y_valid=None, *,
-                  n_classes: int, log=None) -> list[dict]:
+                  n_classes: int, log=None, dask: str | None = None, pool=None) -> list[dict]:
     """Train every planned member on normalised ``X`` (float32) and class ids ``y``; results by index.
 
     With one worker the members train in this process one after another;
-    otherwise in ``spawn``-ed worker processes that memory-map the data.
+    otherwise in ``spawn``-ed worker processes that memory-map the data, or on
+    the Dask cluster at ``dask``.  ``pool``: one already opened by
+    :func:`~descend.placement.open_pool` for ``member_placement(cfg,
+    len(plans), dask)`` with :func:`member_data`.
     """
     log = log or (lambda line: None)
-    workers = min(cfg.resolved_workers(), len(plans))
+    placement = member_placement(cfg, len(plans), dask)
+    threads = placement.threads if placement.dask or placement.workers > 1 else cfg.train.threads
+    tasks = [MemberTask(cfg.train, plan, n_classes, threads) for plan in plans]
     results: dict[int, dict] = {}
 
-    def done(r):
+    def done(task, r):
         results[r["index"]] = r
         extra = f", best validation {100 * r['best_valid']:.2f}%" if r.get("best_valid") is not None else ""
         log(f"descend: member {r['index'] + 1}/{cfg.members} trained in {r['seconds']:.1f} s "
             f"({r['epochs']:g} epochs{extra}); {len(results)}/{len(plans)} done")
 
-    if workers <= 1:
-        for plan in plans:
-            done(_train_one(cfg.train, plan, X, y, X_valid, y_valid, n_classes, cfg.train.threads))
-        return [results[p.index] for p in plans]
-
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // workers)
-    with tempfile.TemporaryDirectory(prefix="descend-ensemble-") as tmp:
-        files = {}
-        for name, arr in (("X", X), ("y", y), ("X_valid", X_valid), ("y_valid", y_valid)):
-            if arr is None:
-                files[name] = None
-                continue
-            files[name] = os.path.join(tmp, f"{name}.npy")
-            np.save(files[name], np.ascontiguousarray(arr), allow_pickle=False)
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker,
-                                   initargs=(cfg.train.to_dict(), files, n_classes, threads))
-        try:
-            futures = [pool.submit(_worker_task, plan) for plan in plans]
-            for fut in as_completed(futures):
-                done(fut.result())
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
+    if pool is None:
+        run_tasks(_worker_task, tasks, placement, shared=member_data(X, y, X_valid, y_valid), on_result=done,
+                  log=log, name="descend-ensemble")
+    else:
+        run_in(pool, _worker_task, tasks, limit=placement.workers, on_result=done)
     return [results[p.index] for p in plans]

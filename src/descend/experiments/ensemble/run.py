@@ -22,10 +22,13 @@ both votes, and, when members use dropout, one member's weight-scaling
 inference against Monte-Carlo averaging of dropout masks (dropout as an
 implicit ensemble).
 
-Worker processes are started with ``spawn`` (safe with threads and GPU
-runtimes), read the normalised training matrix from a memory-mapped ``.npy``
-file (shared page cache, no copy per worker) and use ``cores // workers``
-compute threads each (one when there are as many workers as cores).
+Members are placed by :mod:`descend.placement`: worker processes started
+with ``spawn`` (safe with threads and GPU runtimes) read the normalised
+training matrix from a memory-mapped ``.npy`` file (shared page cache, no copy
+per worker) and use ``cores // workers`` compute threads each (one when there
+are as many workers as cores); a killed worker's member is trained again.
+With ``dask`` the members are tasks on an existing Dask cluster, the data
+scattered to every worker once.
 """
 
 from __future__ import annotations
@@ -43,8 +46,10 @@ import numpy as np
 
 from descend.backend import numpy_ops
 from descend.errors import ConfigError
-from descend.experiments.ensemble.members import EnsembleConfig, _member_spec, plan_members, train_members
+from descend.experiments.ensemble.members import (EnsembleConfig, _member_spec, member_data, member_placement,
+                                                   plan_members, train_members)
 from descend.model import predict_logits
+from descend.placement import open_pool
 from descend.train.ensemble_model import Ensemble, Member
 from descend.train.inference import softmax
 
@@ -86,8 +91,12 @@ def _split(ds, normalizer, which):
     return normalizer.transform(split.X), split.y
 
 
-def run_ensemble(cfg: EnsembleConfig, *, out=None, root="runs", progress: bool = True, stream=None) -> EnsembleRun:
-    """Train the ensemble per ``cfg``, evaluate it and write the run directory (what ``descend ensemble`` calls)."""
+def run_ensemble(cfg: EnsembleConfig, *, out=None, root="runs", progress: bool = True, stream=None,
+                 dask: str | None = None) -> EnsembleRun:
+    """Train the ensemble per ``cfg``, evaluate it and write the run directory (what ``descend ensemble`` calls).
+
+    ``dask``: the address of an existing Dask scheduler that trains the members.
+    """
     import descend
     from descend.io.rundir import make_run_dir, write_json
     from descend.train.run import prepare_data
@@ -103,20 +112,26 @@ def run_ensemble(cfg: EnsembleConfig, *, out=None, root="runs", progress: bool =
     X_test, y_test = _split(ds, normalizer, "test")
     n_classes = len(ds.classes)
 
-    run_dir = Path(out) if out else make_run_dir(root, tcfg.name or f"{Path(tcfg.dataset).name.split('.')[0]}-ensemble")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", {
-        "ensemble": cfg.to_dict(), "descend": descend.__version__, "numpy": np.__version__,
-        "python": platform.python_version(), "command": " ".join(sys.argv)})
     plans = plan_members(cfg, len(y), X.shape[1])
-    workers = min(cfg.resolved_workers(), len(plans))
-    log(f"descend: ensemble of {cfg.members} x {tcfg.hidden or 'logistic regression'} {tcfg.activation} on "
-        f"{ds.name}: {len(plans[0].rows):,} rows{' (bootstrap)' if cfg.bootstrap else ''} and "
-        f"{len(plans[0].features)}/{X.shape[1]} features each, {workers} worker process"
-        f"{'es' if workers > 1 else ''}; run directory {run_dir}")
-    started = time.perf_counter()
-    trained = train_members(cfg, plans, X, y, X_valid, y_valid, n_classes=n_classes, log=log)
-    wall = time.perf_counter() - started
+    placement = member_placement(cfg, len(plans), dask)
+    # Opened before anything is written: a Dask scheduler that cannot be reached leaves no half-made run.
+    with open_pool(placement, shared=member_data(X, y, X_valid, y_valid), log=log, name="descend-ensemble") as pool:
+        name = tcfg.name or f"{Path(tcfg.dataset).name.split('.')[0]}-ensemble"
+        run_dir = Path(out) if out else make_run_dir(root, name)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", {
+            "ensemble": cfg.to_dict(), "descend": descend.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "command": " ".join(sys.argv)})
+        workers = placement.workers or len(plans)
+        where = (f"on the Dask cluster at {dask}" if dask else
+                 f"{workers} worker process{'es' if workers > 1 else ''}")
+        log(f"descend: ensemble of {cfg.members} x {tcfg.hidden or 'logistic regression'} {tcfg.activation} on "
+            f"{ds.name}: {len(plans[0].rows):,} rows{' (bootstrap)' if cfg.bootstrap else ''} and "
+            f"{len(plans[0].features)}/{X.shape[1]} features each, {where}; run directory {run_dir}")
+        started = time.perf_counter()
+        trained = train_members(cfg, plans, X, y, X_valid, y_valid, n_classes=n_classes, log=log, dask=dask,
+                                pool=pool)
+        wall = time.perf_counter() - started
 
     spec = _member_spec(tcfg)
     members = []
@@ -133,6 +148,8 @@ def run_ensemble(cfg: EnsembleConfig, *, out=None, root="runs", progress: bool =
         "sampling": {"rows": cfg.rows, "bootstrap": cfg.bootstrap, "features": cfg.features}})
 
     metrics, rows, curves, dropout = evaluate_ensemble(ensemble, X_valid, y_valid, X_test, y_test, cfg.mc_samples)
+    if dask:
+        metrics["dask"] = dask
     metrics.update({"members": cfg.members, "workers": workers, "wall_seconds": wall,
                     "member_train_seconds_total": float(sum(r["seconds"] for r in trained))})
     ensemble.metadata["metrics"] = metrics

@@ -31,10 +31,8 @@ and only the remaining tickets are queued.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
-import subprocess
 import sys
 import time
 import uuid
@@ -49,11 +47,12 @@ from descend.errors import ConfigError, DescendError, require
 from descend.experiments.search.kfold import stratified_folds
 from descend.experiments.search.report import best_row, trial_rows, write_search_report, write_trials_csv
 from descend.experiments.search.space import Space, parse_space
-from descend.experiments.search.worker import search_dataset
+from descend.experiments.search.worker import run_worker, search_dataset
 from descend.experiments.search.storage import (fail_orphans, fail_stale, has_password, import_optuna,
                                                 make_storage, safe_url, state_counts, ticket_status,
                                                 ticket_trials)
 from descend.io.rundir import make_run_dir, read_json, write_json
+from descend.placement import Placement, WorkerLost, open_pool
 from descend.train.config import TrainConfig
 
 METHODS = ("grid", "random", "hillclimb", "tpe")
@@ -157,138 +156,52 @@ def tickets(sc: SearchConfig, space: Space) -> list[dict]:
 
 
 # --- workers -----------------------------------------------------------------------------------------------
-class LocalWorkers:
-    """Worker processes on this machine, started with one thread each, stopped by their PIDs.
+class Workers:
+    """Search workers placed by :mod:`descend.placement`: each one a session of :func:`run_worker`.
 
-    Each holds a shared lock on ``.workers.lock`` in the run directory while it
-    lives, and stops taking trials when its coordinator dies: a resume after a
-    crash waits for survivors before failing the trials they left running.
+    On this machine the sessions run in worker processes started with
+    ``threads`` threads each and stopped by their PIDs; each process holds a
+    shared lock on ``.workers.lock`` in the run directory while it lives, so
+    that a resume after a crash waits for survivors before failing the trials
+    they left running.  On Dask each session is one task.  A session whose
+    worker dies is not run again by the placement layer: the coordinator
+    starts another while work remains, and the dead worker's trial is queued
+    again once its heartbeat goes stale.
     """
 
-    def __init__(self, spec: dict, threads: int, run_dir: Path):
-        from descend.experiments.search.worker import thread_environment
-
-        self.spec = {**spec, "local": True, "worker_lock": str((run_dir / WORKERS_LOCK).resolve())}
-        self.env = thread_environment(threads)
-        self.procs: dict[int, subprocess.Popen] = {}
-
-    def start(self, index: int) -> str:
-        proc = subprocess.Popen([sys.executable, "-m", "descend.experiments.search.worker"],
-                                stdin=subprocess.PIPE, env=self.env)
-        proc.stdin.write(json.dumps({**self.spec, "worker_index": index}).encode())
-        proc.stdin.close()
-        self.procs[proc.pid] = proc
-        return f"process {proc.pid}"
-
-    def live(self) -> int:
-        return sum(p.poll() is None for p in self.procs.values())
-
-    def reap(self) -> list[tuple[str, str]]:
-        """(kind, description) of workers that exited since the last call: "done", "killed" or "error"."""
-        out = []
-        for pid, proc in list(self.procs.items()):
-            code = proc.poll()
-            if code is None:
-                continue
-            del self.procs[pid]
-            if code == 0:
-                out.append(("done", f"process {pid}"))
-            elif code < 0:
-                out.append(("killed", f"worker process {pid} was killed by signal {-code}"))
-            elif code == 130:
-                out.append(("interrupted", f"worker process {pid} was interrupted"))
-            else:
-                out.append(("error", f"search worker process {pid} exited with status {code} "
-                                     f"(its message is above)"))
-        return out
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + 15
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
-
-    def close(self, grace: float = 10.0) -> None:
-        """Let idle workers exit on their own (up to ``grace`` seconds), then stop the rest."""
-        deadline = time.monotonic() + grace
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        self.stop()
-
-
-class DaskWorkers:
-    """Worker tasks placed by an existing Dask cluster (one search worker per task)."""
-
-    def __init__(self, address: str, spec: dict | None = None):
-        try:
-            from distributed import Client
-        except ImportError:
-            raise DescendError('--dask needs Dask\'s distributed scheduler: pip install "descend[search]"') from None
-        try:
-            self.client = Client(address, timeout="20s")
-        except (OSError, TimeoutError) as exc:
-            raise DescendError(f"--dask {address}: cannot reach the Dask scheduler ({exc})") from None
-        except ValueError as exc:  # a malformed address
-            raise ConfigError(f"`dask` must be a scheduler address such as tcp://HOST:8786 ({exc}). "
-                              f"Received: dask={address!r}") from None
-        self.spec = spec
-        self.futures: dict = {}
-        self.tag = uuid.uuid4().hex[:8]
+    def __init__(self, pool, spec: dict):
+        self.pool, self.spec = pool, spec
 
     def slots(self) -> int:
-        workers = self.client.scheduler_info().get("workers", {})
-        return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+        return self.pool.slots()
 
-    def start(self, index: int) -> str:
-        from descend.experiments.search.worker import dask_task
-
-        key = f"descend-search-{self.tag}-{index}"
-        self.futures[key] = self.client.submit(dask_task, {**self.spec, "worker_index": index}, key=key,
-                                               pure=False)
-        return f"Dask task {key}"
+    def start(self, index: int) -> None:
+        self.pool.submit(run_worker, {**self.spec, "worker_index": index})
 
     def live(self) -> int:
-        return sum(not f.done() for f in self.futures.values())
+        return self.pool.pending()
 
     def reap(self) -> list[tuple[str, str]]:
+        """(kind, description) of sessions that ended since the last call: "done", "killed" or "error"."""
         out = []
-        for key, fut in list(self.futures.items()):
-            if not fut.done():
-                continue
-            del self.futures[key]
-            if fut.status == "finished":
-                out.append(("done", key))
-            elif fut.status == "cancelled":
-                out.append(("interrupted", f"Dask task {key} was cancelled"))
+        for outcome in self.pool.poll(0):
+            error = outcome.error
+            if error is None:
+                out.append(("done", f"a search worker ran {outcome.value} trial(s)"))
+            elif isinstance(error, WorkerLost):
+                out.append(("killed", str(error)))
+            elif isinstance(error, DescendError):
+                out.append(("error", f"search worker: {error}"))
             else:
-                exc = fut.exception()
-                name = type(exc).__name__
-                if name in ("KilledWorker", "CommClosedError", "FutureCancelledError"):
-                    out.append(("killed", f"Dask task {key} lost its worker ({name})"))
-                elif isinstance(exc, DescendError):
-                    out.append(("error", f"search worker on the Dask cluster: {exc}"))
-                else:
-                    out.append(("error", f"search worker on the Dask cluster failed: {name}: {exc}"))
+                raise error  # a bug: its traceback, from the worker, is wanted
         return out
 
     def stop(self) -> None:
-        if self.futures:
-            self.client.cancel(list(self.futures.values()))
-        self.futures.clear()
+        self.pool.stop()
 
-    def close(self) -> None:
-        self.stop()
-        self.client.close()
+    def close(self, grace: float = 10.0) -> None:
+        """Let sessions finish on their own (up to ``grace`` seconds), then stop the rest."""
+        self.pool.close(grace)
 
 
 # --- the coordinator ---------------------------------------------------------------------------------------
@@ -454,7 +367,9 @@ def run_search(sc: SearchConfig | None = None, *, workers: int | None = None, da
 
     # What can fail on the user's input -- the Dask scheduler, a database server -- is reached before
     # anything is written, so that a bad --dask or --storage leaves no half-made run directory.
-    launcher = DaskWorkers(dask) if dask else None
+    dask_pool = open_pool(Placement(dask=dask, workers=None, threads=sc.threads, retries=0),
+                          name="descend-search") if dask else None
+    launcher = None
     db = None
     try:
         if resume_dir is None:
@@ -471,8 +386,8 @@ def run_search(sc: SearchConfig | None = None, *, workers: int | None = None, da
         lock = _RunLock(run_dir)
         lock.acquire()
     except BaseException:
-        if launcher is not None:
-            launcher.close()
+        if dask_pool is not None:
+            dask_pool.close()
         raise
     try:
         db = db or make_storage(url, sc.heartbeat)
@@ -510,12 +425,15 @@ def run_search(sc: SearchConfig | None = None, *, workers: int | None = None, da
         already = sum(s == "done" for s in status.values())
 
         spec = _worker_spec(sc, url, study_name, len(work))
-        if launcher is not None:
-            launcher.spec = spec
-        else:
-            launcher = LocalWorkers(spec, sc.threads, run_dir)
-        n_workers = workers or (launcher.slots() if dask else (os.cpu_count() or 1))
+        n_workers = workers or (dask_pool.slots() if dask else (os.cpu_count() or 1))
         n_workers = max(1, min(n_workers, len(work)))
+        if dask:
+            launcher = Workers(dask_pool, spec)
+        else:
+            from descend.placement.local import LocalPool
+
+            spec = {**spec, "local": True, "worker_lock": str((run_dir / WORKERS_LOCK).resolve())}
+            launcher = Workers(LocalPool(n_workers, threads=sc.threads, retries=0), spec)
         reporter = _Reporter(stream, progress, sc.metric, len(work), space.names)
         reporter.seen.update(t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished())
         engine = sc.base.engine
@@ -541,7 +459,7 @@ def run_search(sc: SearchConfig | None = None, *, workers: int | None = None, da
             except Exception:  # noqa: BLE001 - the storage may be what failed
                 pass
             launcher.stop()
-            if isinstance(launcher, LocalWorkers):
+            if not dask:
                 try:  # our workers are gone: their trials are failed and queued again once, for --resume
                     fail_orphans(study)
                 except Exception:  # noqa: BLE001
@@ -558,6 +476,8 @@ def run_search(sc: SearchConfig | None = None, *, workers: int | None = None, da
     finally:
         if launcher is not None:
             launcher.close()
+        elif dask_pool is not None:
+            dask_pool.close()
         lock.release()
 
 

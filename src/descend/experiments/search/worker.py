@@ -1,11 +1,11 @@
-"""A search worker: one process running Optuna's ``study.optimize`` on the shared storage.
+"""A search worker: one session of Optuna's ``study.optimize`` on the shared storage.
 
-Workers are started by ``descend search`` (``python -m
-descend.experiments.search.worker`` with the worker spec as JSON on stdin, and
-OMP/BLAS/XLA thread counts set to one before anything is imported) or placed
-on an existing Dask cluster (:func:`dask_task`).  A worker loads the dataset's
-training rows once (never the test set), builds the same stratified folds as
-every other worker, then takes queued trials until the queue is empty.
+``descend search`` places each session (:func:`run_worker`) with
+:mod:`descend.placement`: in a worker process on this machine (started with
+its thread counts in the environment, stopped by its PID) or as a task on an
+existing Dask cluster.  A session loads the dataset's training rows once
+(never the test set), builds the same stratified folds as every other worker,
+then takes queued trials until the queue is empty.
 
 Each trial trains the candidate configuration once per fold, on the fold's
 training rows with the normaliser fitted on them, scores it on the held-out
@@ -16,29 +16,11 @@ trial there) and returns the mean over the folds.
 from __future__ import annotations
 
 import importlib
-import json
 import os
-import signal
 import socket
-import sys
 import time
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                    "NUMEXPR_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 HOOK_VARIABLE = "DESCEND_SEARCH_TEST_HOOK"
-
-
-def thread_environment(threads: int, base: dict | None = None) -> dict:
-    """Environment for a worker process: every library limited to ``threads`` threads."""
-    env = dict(os.environ if base is None else base)
-    for name in THREAD_VARIABLES:
-        env[name] = str(threads)
-    flags = env.get("XLA_FLAGS", "")
-    if "intra_op_parallelism_threads" not in flags:
-        eigen = "true" if threads > 1 else "false"
-        env["XLA_FLAGS"] = (f"{flags} --xla_cpu_multi_thread_eigen={eigen} "
-                            f"intra_op_parallelism_threads={threads}").strip()
-    return env
 
 
 class CVContext:
@@ -269,36 +251,3 @@ def _hold_shared_lock(path: str) -> None:
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_SH)  # never closed: the kernel releases it when the process ends
-
-
-def dask_task(spec: dict) -> int:
-    """A worker placed by Dask: the same loop, with BLAS limited to the spec's threads."""
-    threads = int(spec.get("threads") or 1)
-    if "jax" not in sys.modules:
-        os.environ.update({k: v for k, v in thread_environment(threads).items() if k == "XLA_FLAGS"})
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(threads):
-        return run_worker(spec)
-
-
-def main() -> int:
-    spec = json.loads(sys.stdin.read())
-    # Ctrl-C reaches the whole process group: the coordinator handles it (it stops the workers and
-    # re-queues their trials).  SIGTERM / SIGKILL end a worker at once: its trial stays RUNNING until
-    # its heartbeat goes stale, then is failed and retried once.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from descend.errors import DescendError
-
-    try:
-        run_worker(spec)
-    except KeyboardInterrupt:
-        return 130
-    except DescendError as exc:
-        print(f"descend: search worker {os.getpid()}: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
