@@ -17,14 +17,14 @@ still override the convention.  docs/optimizers.md tabulates the formulas.
   RMSprop rho 0.9 with ``g / sqrt(v + eps)``, eps 1e-7; AdaGrad accumulator from
   0.1 with ``g / sqrt(c + eps)``, eps 1e-7; Adam with the folded bias correction,
   eps 1e-7 outside the root; AdamW decaying every variable.
-
-AdamW is Adam plus decoupled weight decay: the Adam options apply to it, and
-``decay_mask`` (AdamW's ``mask``) is set by the conventions; ``weight_decay``
-itself, like the learning rate, never is.
 - ``curriculum``: the Theano-era course code (NumPy / Theano scripts of the
   practical deep-learning course): momentum ``v = mu*v - lr*g``, RMSprop with the
   cache starting at 1, decay 0.999, eps 1e-10 outside the root, Adam bias-corrected
   with eps inside the root ``m_hat / sqrt(v_hat + eps)``.
+
+AdamW is Adam plus decoupled weight decay: the Adam options apply to it, and
+``decay_mask`` (AdamW's ``mask``) is set by the conventions; ``weight_decay``
+itself, like the learning rate, never is.
 """
 
 from __future__ import annotations
