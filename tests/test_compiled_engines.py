@@ -21,9 +21,11 @@ Y = RNG.integers(0, 5, 64)
 ORDER = np.random.default_rng(1).permutation(64)
 
 
-def _run(engine_name, spec, optimizer_name, steps=12, dtype="float64", state=None, seed=0, l1=1e-3, l2=1e-2):
+def _run(engine_name, spec, optimizer_name, steps=12, dtype="float64", state=None, seed=0, l1=1e-3, l2=1e-2,
+         options=None):
     engine = get_engine(engine_name, dtype=dtype)
-    trainer = engine.trainer(spec, make_optimizer(optimizer_name, exponential(0.05, 0.01)), l1=l1, l2=l2)
+    optimizer = make_optimizer(optimizer_name, exponential(0.05, 0.01), **(options or {}))
+    trainer = engine.trainer(spec, optimizer, l1=l1, l2=l2)
     ts = trainer.init(init_params(spec, 20, 5, key=0, dtype=dtype), state or {})
     losses = []
     for k in range(0, steps, 4):
@@ -42,15 +44,18 @@ def engine_name(request):
 
 # Every optimizer on every engine's default backend is in the generic parity suite; the
 # numba backend compiles each graph cold (about 7 s in a fresh CI cache), so it gets one of
-# each kind of rule here.
-PAIRS = [("pytensor:numba", o) for o in ("nesterov", "adagrad", "adam", "rmsprop+nesterov")]
+# each kind of rule here (AdamW with the global-norm clip in front: decay and clip in one graph).
+PAIRS = [("pytensor:numba", o, {}) for o in ("nesterov", "adagrad", "adam", "rmsprop+nesterov")] + [
+    ("pytensor:numba", "adamw", {"clip_norm": 0.5, "weight_decay": 0.1}),
+]
 
 
-@pytest.mark.parametrize("engine_name,optimizer", PAIRS)
-def test_matches_numpy_step_for_step_in_float64(engine_name, optimizer):
+@pytest.mark.parametrize("engine_name,optimizer,options", PAIRS,
+                         ids=[f"{e}-{o}{'-' if kw else ''}{'-'.join(kw)}" for e, o, kw in PAIRS])
+def test_matches_numpy_step_for_step_in_float64(engine_name, optimizer, options):
     spec = MLP(hidden=(16, 8), activation="tanh")
-    a_loss, a = _run("numpy", spec, optimizer)
-    b_loss, b = _run(engine_name, spec, optimizer)
+    a_loss, a = _run("numpy", spec, optimizer, options=options)
+    b_loss, b = _run(engine_name, spec, optimizer, options=options)
     np.testing.assert_allclose(b_loss, a_loss, rtol=1e-10)
     for k in a.params:
         np.testing.assert_allclose(b.params[k], a.params[k], rtol=1e-9, atol=1e-12)

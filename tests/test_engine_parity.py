@@ -149,7 +149,7 @@ def test_penalties(engine, l1, l2):
     assert_same(engine, SPEC, lambda: make_optimizer("adam", 0.01), l1=l1, l2=l2)
 
 
-@pytest.mark.parametrize("optimizer", ["momentum", "adam", "rmsprop+nesterov"])
+@pytest.mark.parametrize("optimizer", ["momentum", "adam", "rmsprop+nesterov", "adamw"])
 def test_float32(engine, optimizer):
     assert_same(engine, SPEC, lambda: make_optimizer(optimizer, lr_for(optimizer)), dtype="float32")
 
@@ -166,6 +166,22 @@ def test_max_norm(engine):
     from descend.optim import chain, max_norm
 
     assert_same(engine, SPEC, lambda: chain(make_optimizer("nesterov", 0.2), max_norm(0.5)))
+
+
+def test_adamw_with_clip_and_warmup_cosine(engine):
+    """AdamW (the weight tensors decayed, biases not), the global-norm clip before it, warmup + cosine."""
+    lr = ScheduleSpec.parse("cosine:10:0.001", unit="step").build(0.02, N // 16, total_steps=STEPS)
+    make = lambda clip=0.2: make_optimizer("adamw", lr, clip_norm=clip, weight_decay=0.5)  # noqa: E731
+    _, got = assert_same(engine, SPEC, make)
+    _, unclipped, _ = trajectory("numpy", SPEC, make(clip=None))
+    assert not np.allclose(got.params["dense0.W"], unclipped.params["dense0.W"]), "the clip had no effect"
+
+
+def test_clip_norm_with_momentum(engine):
+    make = lambda: make_optimizer("momentum", 0.1, clip_norm=0.3)  # noqa: E731
+    _, got = assert_same(engine, SPEC, make)
+    _, unclipped, _ = trajectory("numpy", SPEC, make_optimizer("momentum", 0.1))
+    assert not np.allclose(got.params["dense0.W"], unclipped.params["dense0.W"]), "the clip had no effect"
 
 
 def test_logits_in_chunks(engine):

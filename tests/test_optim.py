@@ -21,9 +21,12 @@ from descend.optim import (
     ScaleByLearningRateState,
     adagrad,
     adam,
+    adamw,
+    add_decayed_weights,
     add_l2,
     apply_updates,
     chain,
+    clip_by_global_norm,
     exponential,
     make_optimizer,
     momentum,
@@ -61,8 +64,9 @@ def run_two_steps(opt: GradientTransformation):
 
 
 def per_key(fn):
-    """Apply an elementwise two-step rule ``fn(w0, g1, g2) -> (w1, w2)`` to every parameter."""
-    out = {k: fn(P0[k], G1[k], G2[k]) for k in P0}
+    """Apply an elementwise two-step rule ``fn(w0, g1, g2) -> (w1, w2)`` to every parameter
+    (a dict of rules: each parameter its own)."""
+    out = {k: (fn[k] if isinstance(fn, dict) else fn)(P0[k], G1[k], G2[k]) for k in P0}
     return {k: v[0] for k, v in out.items()}, {k: v[1] for k, v in out.items()}
 
 
@@ -186,6 +190,21 @@ def adam_by_hand(lr, b1=0.9, b2=0.999, eps=1e-8, bias_correction="standard", eps
     return rule
 
 
+def adamw_by_hand(lrs, wd, b1=0.9, b2=0.999, eps=1e-8):
+    """torch.optim.AdamW's step: ``w *= 1 - lr_t*wd``, then the Adam step ``w -= lr_t*m_hat/(sqrt(v_hat)+eps)``."""
+    def rule(w0, g1, g2):
+        m1 = (1 - b1) * g1
+        v1 = (1 - b2) * g1**2
+        w1 = w0 * (1 - lrs[0] * wd)
+        w1 = w1 - lrs[0] * (m1 / (1 - b1)) / (np.sqrt(v1 / (1 - b2)) + eps)
+        m2 = b1 * m1 + (1 - b1) * g2
+        v2 = b2 * v1 + (1 - b2) * g2**2
+        w2 = w1 * (1 - lrs[1] * wd)
+        w2 = w2 - lrs[1] * (m2 / (1 - b1**2)) / (np.sqrt(v2 / (1 - b2**2)) + eps)
+        return w1, w2
+    return rule
+
+
 def sched():
     return exponential(SCHED_LR0, SCHED_K)
 
@@ -205,6 +224,9 @@ GOLDEN = [
     ("rmsprop+momentum", lambda: make_optimizer("rmsprop+momentum", 0.01), rmsprop_by_hand(0.01, mu=MU)),
     ("rmsprop+nesterov", lambda: make_optimizer("rmsprop+nesterov", 0.01),
      rmsprop_by_hand(0.01, mu=MU, nesterov=True)),
+    # adamw's default mask decays the weight tensor W, not the bias b
+    ("adamw", lambda: make_optimizer("adamw", 0.01),
+     {"W": adamw_by_hand([0.01, 0.01], 0.01), "b": adam_by_hand(0.01)}),
     # options
     ("sgd-schedule", lambda: sgd(sched()), lambda w0, g1, g2: (w0 - LR_T[0] * g1, w0 - LR_T[0] * g1 - LR_T[1] * g2)),
     ("adagrad-c0.1-eps_in_sqrt", lambda: adagrad(LR, eps=1e-7, initial_accumulator=0.1, eps_in_sqrt=True),
@@ -221,6 +243,15 @@ GOLDEN = [
      adam_by_hand(0.01, eps=1e-3, bias_correction="none")),
     ("adam-eps_in_sqrt", lambda: adam(0.01, eps=1e-3, eps_in_sqrt=True),
      adam_by_hand(0.01, eps=1e-3, eps_in_sqrt=True)),
+    ("adamw-all", lambda: adamw(0.01, weight_decay=0.5, mask="all"), adamw_by_hand([0.01, 0.01], 0.5)),
+    ("adamw-names", lambda: adamw(0.01, weight_decay=0.5, mask=["b"]),
+     {"W": adam_by_hand(0.01), "b": adamw_by_hand([0.01, 0.01], 0.5)}),
+    ("adamw-callable", lambda: adamw(0.01, weight_decay=0.5, mask=lambda name: name == "W"),
+     {"W": adamw_by_hand([0.01, 0.01], 0.5), "b": adam_by_hand(0.01)}),
+    ("adamw-wd0", lambda: adamw(0.01, weight_decay=0.0, mask="all"), adam_by_hand(0.01)),
+    # the decay uses the scheduled rate of each step
+    ("adamw-schedule", lambda: adamw(sched(), weight_decay=0.5, b1=0.8, b2=0.99, eps=1e-6, mask="all"),
+     adamw_by_hand(LR_T, 0.5, b1=0.8, b2=0.99, eps=1e-6)),
     # momentum / Nesterov: the lr inside or outside the velocity
     ("momentum-inside-const", lambda: momentum(LR, MU, lr_inside=True), momentum_by_hand([LR, LR], MU)),
     ("momentum-outside-const", lambda: momentum(LR, MU, lr_inside=False), momentum_by_hand([LR, LR], MU)),
@@ -406,7 +437,29 @@ def test_many_steps_stay_finite_and_descend():
     ("adam", 0.1, {"eps": -1.0}, "`eps` must be >= 0. Received: eps=-1.0"),
     ("adam", 0.1, {"bias_correction": "keras"},
      "`bias_correction` must be one of ('standard', 'folded', 'none'). Received: bias_correction='keras'"),
-    ("adamw", 0.1, {}, f"`optimizer` must be one of {OPTIMIZERS}. Received: optimizer='adamw'"),
+    ("adamw+nesterov", 0.1, {},
+     f"`optimizer` must be one of {OPTIMIZERS}. Received: optimizer='adamw+nesterov'"),
+    ("adamw", 0.1, {"weight_decay": -0.01},
+     "`weight_decay` must be a finite number >= 0. Received: weight_decay=-0.01"),
+    ("adamw", 0.1, {"weight_decay": float("nan")},
+     "`weight_decay` must be a finite number >= 0. Received: weight_decay=nan"),
+    ("adamw", 0.1, {"weight_decay": "0.01"},
+     "`weight_decay` must be a finite number >= 0. Received: weight_decay='0.01'"),
+    ("adamw", 0.1, {"mask": "biases"}, "`mask` must be one of ('weights', 'all'), a function of the parameter name "
+                                       "or a collection of parameter names. Received: mask='biases'"),
+    ("adamw", 0.1, {"mask": 3}, "Received: mask=3"),
+    ("adamw", 0.1, {"b1": 1.0}, "`b1` must be in [0, 1). Received: b1=1.0"),
+    ("adamw", 0.1, {"eps": -1.0}, "`eps` must be >= 0. Received: eps=-1.0"),
+    ("adamw", 0.0, {}, "`learning_rate` must be > 0. Received: learning_rate=0.0"),
+    ("adamw", 0.1, {"momentum": 0.9}, "`momentum` does not apply to optimizer='adamw'"),
+    ("adamw", 0.1, {"rho": 0.9}, "optimizer 'adamw' takes no option 'rho'"),
+    ("sgd", 0.1, {"clip_norm": 0}, "`clip_norm` must be a finite number > 0 (None for no clipping). "
+                                   "Received: clip_norm=0"),
+    ("adamw", 0.1, {"clip_norm": -1.0}, "`clip_norm` must be a finite number > 0 (None for no clipping). "
+                                        "Received: clip_norm=-1.0"),
+    ("momentum", 0.1, {"clip_norm": float("inf")}, "Received: clip_norm=inf"),
+    ("adam", 0.1, {"clip_norm": True}, "Received: clip_norm=True"),
+    ("adamw", 0.1, {"clip_norm": 1.0, "weight_decay": -1}, "Received: weight_decay=-1"),
     ("rmsprop+adam", 0.1, {}, f"`optimizer` must be one of {OPTIMIZERS}. Received: optimizer='rmsprop+adam'"),
     ("sgd", 0.1, {"momentum": 0.9}, "Received: momentum=0.9"),
     ("adam", 0.1, {"momentum": 0.9}, "Received: momentum=0.9"),
@@ -476,6 +529,8 @@ PURITY = [(name, lambda name=name: make_optimizer(name, 0.1)) for name in OPTIMI
     ("adagrad-c0.1", lambda: adagrad(0.1, initial_accumulator=0.1, eps_in_sqrt=True)),
     ("adam-folded", lambda: adam(0.1, bias_correction="folded")),
     ("l2+adam", lambda: chain(add_l2(0.01), scale_by_adam(), scale_by_learning_rate(0.1))),
+    ("adamw-clip", lambda: make_optimizer("adamw", 0.1, clip_norm=0.5, mask="all")),
+    ("momentum-clip", lambda: make_optimizer("momentum", 0.1, clip_norm=10.0)),
 ]
 
 
@@ -532,3 +587,144 @@ def test_unknown_option_is_a_config_error_naming_it():
         make_optimizer("sgd", 0.1, rho=0.9)
     with pytest.raises(ConfigError, match="takes no option 'rho' \\(it takes b1, b2,"):
         make_optimizer("adam", 0.1, rho=0.9)
+
+
+# --- decoupled weight decay and gradient clipping -------------------------------------------
+
+
+def global_norm(grads):
+    return math.sqrt(sum(float(np.sum(g * g)) for g in grads.values()))
+
+
+def test_clip_by_global_norm_scales_every_gradient_by_one_factor():
+    clip = 1.0
+    norm = global_norm(G1)  # sqrt(0.04 + 0.16 + 2.25 + 0 + 0.0025 + 0.09) = 1.5946...
+    assert norm > clip
+    opt = clip_by_global_norm(clip)
+    u, state = opt.update(G1, opt.init(P0), P0)
+    assert state == ()
+    for k in G1:
+        np.testing.assert_allclose(u[k], G1[k] * (clip / norm), rtol=1e-14)
+    assert global_norm(u) == pytest.approx(clip, rel=1e-14)
+
+
+def test_clip_literal_numbers():
+    g = {"a": np.array([3.0]), "b": np.array([[4.0]])}
+    u, _ = clip_by_global_norm(1.0).update(g, (), None)
+    assert float(u["a"][0]) == pytest.approx(0.6, rel=1e-15) and float(u["b"][0, 0]) == pytest.approx(0.8, rel=1e-15)
+    u, _ = clip_by_global_norm(5.0).update(g, (), None)  # exactly at the limit: unchanged
+    assert float(u["a"][0]) == 3.0 and float(u["b"][0, 0]) == 4.0
+    u, _ = clip_by_global_norm(4.0, eps=1.0).update(g, (), None)  # 4 / (5 + 1)
+    assert float(u["a"][0]) == pytest.approx(2.0, rel=1e-15)
+
+
+def test_clip_leaves_a_small_gradient_bit_identical():
+    u, _ = clip_by_global_norm(10.0).update(G1, (), P0)
+    for k in G1:
+        np.testing.assert_array_equal(u[k], G1[k])
+
+
+def test_clip_keeps_a_zero_gradient_zero_without_dividing_by_zero():
+    zeros = {k: np.zeros_like(v) for k, v in G1.items()}
+    with np.errstate(all="raise"):
+        u, _ = clip_by_global_norm(1.0).update(zeros, (), P0)
+        u32, _ = clip_by_global_norm(1.0).update({k: v.astype(np.float32) for k, v in zeros.items()}, (), P0)
+    for k in zeros:
+        np.testing.assert_array_equal(u[k], 0.0)
+        assert u32[k].dtype == np.float32
+
+
+def test_clip_comes_before_the_rule():
+    """``clip_norm`` feeds the clipped gradient to the rule: momentum's velocity accumulates clipped steps."""
+    clip = 0.5
+    opt = make_optimizer("momentum", LR, clip_norm=clip)
+    got1, got2 = run_two_steps(opt)
+    c1, c2 = clip / global_norm(G1), clip / global_norm(G2)
+    assert c1 < 1 and c2 < 1
+    state = opt.init(P0)
+    assert state[0] == ()  # the clip block is first in the chain
+    for k in P0:
+        v1 = -LR * c1 * G1[k]
+        v2 = MU * v1 - LR * c2 * G2[k]
+        np.testing.assert_allclose(got1[k], P0[k] + v1, rtol=1e-13)
+        np.testing.assert_allclose(got2[k], P0[k] + v1 + v2, rtol=1e-13)
+
+
+def test_clip_does_not_touch_the_decoupled_decay():
+    """AdamW clips the gradient only; the weight decay term is added after, unclipped."""
+    clipped = run_two_steps(make_optimizer("adamw", 0.01, clip_norm=0.1, weight_decay=0.5, mask="all"))[1]
+
+    g1 = {k: v * (0.1 / global_norm(G1)) for k, v in G1.items()}
+    g2 = {k: v * (0.1 / global_norm(G2)) for k, v in G2.items()}
+    for k in P0:
+        want = adamw_by_hand([0.01, 0.01], 0.5)(P0[k], g1[k], g2[k])[1]
+        np.testing.assert_allclose(clipped[k], want, rtol=1e-12)
+
+
+def test_add_decayed_weights():
+    u, state = add_decayed_weights(0.1).update(G1, (), P0)  # default: weight tensors only
+    assert state == ()
+    np.testing.assert_allclose(u["W"], G1["W"] + 0.1 * P0["W"], rtol=1e-15)
+    np.testing.assert_array_equal(u["b"], G1["b"])
+    u, _ = add_decayed_weights(0.1, mask="all").update(G1, (), P0)
+    np.testing.assert_allclose(u["b"], G1["b"] + 0.1 * P0["b"], rtol=1e-15)
+    names = {"dense0.W": 1.0, "dense0.b": 2.0, "conv1.W": 3.0, "bn0.gamma": 4.0, "bn0.beta": 5.0, "Wx": 6.0}
+    params = {k: np.array([v]) for k, v in names.items()}
+    u, _ = add_decayed_weights(1.0).update({k: np.zeros(1) for k in names}, (), params)
+    assert {k for k, v in u.items() if v[0] != 0} == {"dense0.W", "conv1.W"}
+    with pytest.raises(ValueError, match="params"):
+        add_decayed_weights(0.1).update(G1, ())
+
+
+def test_adamw_decay_follows_the_plateau_multiplier():
+    """The decay is part of the step ``-lr*s*(adam + wd*w)``, so reduce-on-plateau scales it too."""
+    opt = adamw(0.01, weight_decay=0.5, mask="all")
+    state = opt.init(P0)
+    half = tuple(s._replace(scale=np.full((), 0.5)) if isinstance(s, ScaleByLearningRateState) else s
+                 for s in state)
+    u_full, _ = opt.update(G1, state, P0)
+    u_half, _ = opt.update(G1, half, P0)
+    for k in P0:
+        np.testing.assert_allclose(u_half[k], 0.5 * u_full[k], rtol=1e-14)
+
+
+def test_adamw_differs_from_adam_with_an_l2_gradient():
+    """Decoupled decay is not L2 folded into the gradient (the reason AdamW exists)."""
+    decoupled = run_two_steps(adamw(0.01, weight_decay=0.5, mask="all"))[1]
+    coupled = run_two_steps(chain(add_l2(0.5), scale_by_adam(), scale_by_learning_rate(0.01)))[1]
+    plain = run_two_steps(adam(0.01))[1]
+    assert not np.allclose(decoupled["W"], coupled["W"], rtol=1e-6, atol=0)
+    assert not np.allclose(decoupled["W"], plain["W"], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("builder, message", [
+    (lambda: clip_by_global_norm(0.0), "`max_norm` must be a finite number > 0. Received: max_norm=0.0"),
+    (lambda: clip_by_global_norm(-2), "`max_norm` must be a finite number > 0. Received: max_norm=-2"),
+    (lambda: clip_by_global_norm(1.0, eps=-1e-6), "`eps` must be a finite number >= 0. Received: eps=-1e-06"),
+    (lambda: add_decayed_weights(-0.5), "`weight_decay` must be a finite number >= 0. Received: weight_decay=-0.5"),
+    (lambda: add_decayed_weights(0.1, mask="none"), "Received: mask='none'"),
+    (lambda: adamw(0.1, weight_decay=float("inf")), "Received: weight_decay=inf"),
+])
+def test_building_blocks_reject_bad_values(builder, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        builder()
+    assert "\n" not in str(info.value)
+
+
+def test_adamw_conventions():
+    from descend.optim.conventions import applies, convention_options, family, resolve
+
+    assert family("adamw") == "adam"
+    assert convention_options("torch", "adamw")["decay_mask"] == "all"
+    assert convention_options("keras", "adamw")["bias_correction"] == "folded"
+    assert resolve("descend", "adamw")["mask"] == "weights"
+    kwargs = resolve("torch", "adamw", {"weight_decay": 0.05})
+    assert kwargs == {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "eps_in_sqrt": False, "bias_correction": "standard",
+                      "mask": "all", "weight_decay": 0.05}
+    assert resolve("torch", "adamw", {"mask": "weights"})["mask"] == "weights"  # explicit beats the convention
+    make_optimizer("adamw", 0.01, **kwargs)
+    assert applies("weight_decay", "adamw") and not applies("weight_decay", "adam")
+    assert "decay_mask" not in convention_options("torch", "adam")
+    with pytest.raises(ConfigError, match=re.escape("optimizer option `weight_decay` does not apply to "
+                                                    "optimizer='adam'")):
+        resolve("torch", "adam", {"weight_decay": 0.01})

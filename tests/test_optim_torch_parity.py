@@ -15,9 +15,11 @@ from descend.optim import (
     ReduceOnPlateau,
     adagrad,
     adam,
+    adamw,
     add_l2,
     apply_updates,
     chain,
+    clip_by_global_norm,
     exponential,
     inverse_time,
     make_optimizer,
@@ -29,7 +31,9 @@ from descend.optim import (
     scale_by_learning_rate,
     sgd,
     step_decay,
+    warmup_cosine,
 )
+from descend.optim.conventions import resolve
 
 STEPS = 25
 RTOL = 1e-5
@@ -85,31 +89,38 @@ def batches(n, steps_per_epoch):
     return [slice(i * size, (i + 1) * size) for i in range(steps_per_epoch)]
 
 
-def run_parity(make_torch, descend_opt, *, epochs=STEPS, steps_per_epoch=1, make_scheduler=None, seed=0):
-    """Train both side by side; compare the params after every step."""
+def run_parity(make_torch, descend_opt, *, epochs=STEPS, steps_per_epoch=1, make_scheduler=None, seed=0,
+               rtol=RTOL, clip=None):
+    """Train both side by side; compare the params after every step.
+
+    ``clip``: torch clips with ``clip_grad_norm_`` before each step (``descend_opt``
+    must clip itself); returns the gradient norms torch saw.
+    """
     x, y, params = problem(seed)
     tparams = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
     topt = make_torch(list(tparams.values()))
     scheduler = make_scheduler(topt) if make_scheduler else None
     state = descend_opt.init(params)
-    step = 0
+    step, norms = 0, []
     for _ in range(epochs):
         for batch in batches(len(y), steps_per_epoch):
             topt.zero_grad()
             torch_loss(tparams, x[batch], y[batch]).backward()
+            if clip is not None:
+                norms.append(float(torch.nn.utils.clip_grad_norm_(list(tparams.values()), clip)))
             topt.step()
             updates, state = descend_opt.update(softmax_grads(params, x[batch], y[batch]), state, params)
             params = apply_updates(params, updates)
             step += 1
             for k in params:
-                np.testing.assert_allclose(params[k], tparams[k].detach().numpy(), rtol=RTOL, atol=1e-12,
+                np.testing.assert_allclose(params[k], tparams[k].detach().numpy(), rtol=rtol, atol=1e-12,
                                            err_msg=f"step {step}, {k}")
         if scheduler is not None:
             scheduler.step()
     # the trajectory really moved
     _, _, start = problem(seed)
     assert max(np.abs(params[k] - start[k]).max() for k in params) > 1e-2
-    return params
+    return norms if clip is not None else params
 
 
 PARITY = [
@@ -141,6 +152,14 @@ PARITY = [
      lambda: adam(0.05, b1=0.8, b2=0.99, eps=1e-6)),
     ("Adam-weight_decay", lambda p: torch.optim.Adam(p, lr=0.05, weight_decay=0.01),
      lambda: chain(add_l2(0.01), scale_by_adam(), scale_by_learning_rate(0.05))),
+    # torch decays every tensor it is given: descend's mask="all" (its default decays weight tensors only)
+    ("AdamW", lambda p: torch.optim.AdamW(p, lr=0.05, weight_decay=0.1), lambda: adamw(0.05, weight_decay=0.1,
+                                                                                        mask="all")),
+    ("AdamW-defaults", lambda p: torch.optim.AdamW(p, lr=0.05), lambda: adamw(0.05, mask="all")),
+    ("AdamW-betas", lambda p: torch.optim.AdamW(p, lr=0.02, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.5),
+     lambda: adamw(0.02, b1=0.8, b2=0.99, eps=1e-6, weight_decay=0.5, mask="all")),
+    ("AdamW-torch-convention", lambda p: torch.optim.AdamW(p, lr=0.05, weight_decay=0.2),
+     lambda: make_optimizer("adamw", 0.05, **resolve("torch", "adamw", {"weight_decay": 0.2}))),
 ]
 
 
@@ -154,7 +173,11 @@ def test_parity_with_torch_optim(make_torch, make_descend):
     (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), lambda: nesterov(0.1, 0.9, lr_inside=False)),
     (lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.99), lambda: rmsprop(0.01, rho=0.9)),
     (lambda p: torch.optim.Adagrad(p, lr=0.1, initial_accumulator_value=0.1), lambda: adagrad(0.1)),
-], ids=["Adam-vs-folded", "momentum-vs-nesterov", "RMSprop-wrong-rho", "Adagrad-wrong-c0"])
+    (lambda p: torch.optim.AdamW(p, lr=0.05, weight_decay=0.1), lambda: adamw(0.05, weight_decay=0.1)),
+    (lambda p: torch.optim.AdamW(p, lr=0.05, weight_decay=0.1),
+     lambda: chain(add_l2(0.1), scale_by_adam(), scale_by_learning_rate(0.05))),
+], ids=["Adam-vs-folded", "momentum-vs-nesterov", "RMSprop-wrong-rho", "Adagrad-wrong-c0", "AdamW-vs-weights-mask",
+        "AdamW-vs-l2-adam"])
 def test_parity_check_detects_mismatched_options(make_torch, make_descend):
     """The comparison is sharp enough to tell the conventions apart."""
     with pytest.raises(AssertionError):
@@ -191,6 +214,76 @@ def test_parity_with_torch_lr_schedulers(case):
         make_torch = lambda p: torch.optim.Adagrad(p, lr=lr0)  # noqa: E731
         opt = adagrad(schedule)
     run_parity(make_torch, opt, epochs=8, steps_per_epoch=SPE, make_scheduler=make_scheduler)
+
+
+# --- AdamW under a schedule, cosine, clipping -----------------------------------------------
+
+LR0, WD, WARMUP, TOTAL, LR_MIN = 0.05, 0.3, 5, 25, 0.005
+
+
+def hf_warmup_cosine_factor(step):
+    """The multiplier of the widely used warmup + cosine LambdaLR (as in Hugging Face's
+    ``get_cosine_schedule_with_warmup``, with a floor): written independently of descend."""
+    if step < WARMUP:
+        return step / WARMUP
+    progress = (step - WARMUP) / (TOTAL - WARMUP)
+    return (LR_MIN + (LR0 - LR_MIN) * 0.5 * (1.0 + math.cos(math.pi * progress))) / LR0
+
+
+def test_adamw_parity_under_a_warmup_cosine_schedule():
+    """The decoupled decay uses the scheduled rate: torch's AdamW with a LambdaLR, stepped every step."""
+    run_parity(lambda p: torch.optim.AdamW(p, lr=LR0, weight_decay=WD),
+               adamw(warmup_cosine(LR0, WARMUP, TOTAL, LR_MIN), weight_decay=WD, mask="all"),
+               epochs=TOTAL, make_scheduler=lambda o: torch.optim.lr_scheduler.LambdaLR(o, hf_warmup_cosine_factor),
+               rtol=1e-10)
+
+
+def test_adamw_decay_with_the_unscheduled_rate_is_not_torch():
+    """The parity above is sharp: decaying with lr0 instead of the scheduled rate fails it."""
+    schedule = warmup_cosine(LR0, WARMUP, TOTAL, LR_MIN)
+    with pytest.raises(AssertionError):
+        run_parity(lambda p: torch.optim.AdamW(p, lr=LR0, weight_decay=WD),
+                   chain(scale_by_adam(), scale_by_learning_rate(schedule), add_l2(-LR0 * WD)),
+                   epochs=TOTAL, make_scheduler=lambda o: torch.optim.lr_scheduler.LambdaLR(o, hf_warmup_cosine_factor))
+
+
+@pytest.mark.parametrize("lr0, make_torch, make_descend", [
+    (LR0, lambda p, lr: torch.optim.AdamW(p, lr=lr, weight_decay=WD), lambda s: adamw(s, weight_decay=WD, mask="all")),
+    (0.2, lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9), lambda s: momentum(s, 0.9, lr_inside=False)),
+], ids=["AdamW", "SGD-momentum"])
+def test_cosine_without_warmup_matches_torch_cosine_annealing(lr0, make_torch, make_descend):
+    """descend's cosine (no warmup) against torch's own CosineAnnealingLR(T_max, eta_min), stepped every step."""
+    run_parity(lambda p: make_torch(p, lr0), make_descend(warmup_cosine(lr0, 0, TOTAL, LR_MIN)), epochs=TOTAL,
+               make_scheduler=lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=TOTAL, eta_min=LR_MIN),
+               rtol=1e-9)
+
+
+@pytest.mark.parametrize("clip, make_torch, make_descend", [
+    (0.3, lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.9), lambda: momentum(0.5, 0.9, lr_inside=False)),
+    (0.3, lambda p: torch.optim.AdamW(p, lr=0.05, weight_decay=0.1), lambda: adamw(0.05, weight_decay=0.1,
+                                                                                    mask="all")),
+], ids=["SGD-momentum", "AdamW"])
+def test_clip_parity_with_torch_clip_grad_norm(clip, make_torch, make_descend):
+    """``clip_by_global_norm(c, eps=1e-6)`` before the rule is ``clip_grad_norm_(params, c)`` before ``step()``."""
+    norms = run_parity(make_torch, chain(clip_by_global_norm(clip, eps=1e-6), make_descend()), clip=clip,
+                       rtol=1e-10)
+    assert min(norms) < clip < max(norms), norms  # steps with and without clipping were both compared
+
+
+def test_clip_by_global_norm_equals_clip_grad_norm():
+    rng = np.random.default_rng(5)
+    shapes = {"a.W": (3, 4), "a.b": (4,), "c.W": (2, 2, 1, 3)}
+    for scale in (1e-3, 0.1, 1.0, 30.0, 0.0):
+        grads = {k: scale * rng.normal(size=s) for k, s in shapes.items()}
+        tensors = [torch.zeros(s, dtype=torch.float64, requires_grad=True) for s in shapes.values()]
+        for t, g in zip(tensors, grads.values()):
+            t.grad = torch.tensor(g)
+        norm = float(torch.nn.utils.clip_grad_norm_(tensors, 0.5))
+        for eps, rtol in ((1e-6, 1e-15), (0.0, 1e-5)):  # torch adds 1e-6 to the norm; optax does not
+            clipped, _ = clip_by_global_norm(0.5, eps=eps).update(grads, (), None)
+            for t, k in zip(tensors, grads):
+                np.testing.assert_allclose(clipped[k], t.grad.numpy(), rtol=rtol, atol=0, err_msg=f"{scale} {k}")
+        assert norm == pytest.approx(math.sqrt(sum(float(np.sum(g * g)) for g in grads.values())), rel=1e-14)
 
 
 def test_lr_inside_differs_from_torch_under_a_schedule():
@@ -243,6 +336,9 @@ VARIANTS = [(name, lambda name=name: make_optimizer(name, 0.05)) for name in OPT
     ("adam-none", lambda: adam(0.05, bias_correction="none")),
     ("adam-eps_in_sqrt", lambda: adam(0.05, eps_in_sqrt=True)),
     ("l2+adam", lambda: chain(add_l2(0.01), scale_by_adam(), scale_by_learning_rate(0.05))),
+    ("adamw-all-cosine-clip", lambda: make_optimizer("adamw", warmup_cosine(0.1, 3, 10, 0.01), clip_norm=0.5,
+                                                     weight_decay=0.2, mask="all")),
+    ("nesterov-clip", lambda: make_optimizer("nesterov", 0.1, clip_norm=0.2)),
 ]
 
 
@@ -313,6 +409,10 @@ def test_schedules_on_torch_steps():
         assert float(inverse_time(0.3, 0.01)(tt)) == pytest.approx(0.3 / (1 + 0.01 * t), rel=1e-14)
         assert float(per_epoch(step_decay(1.0, 0.5, 1), 4)(tt)) == 0.5 ** (t // 4)
         assert isinstance(exponential(0.3, 0.05)(tt), torch.Tensor)
+        cosine = warmup_cosine(0.3, 5, 20, 0.01)(tt)
+        assert isinstance(cosine, torch.Tensor) and cosine.dtype == torch.float64
+        want = 0.3 * t / 5 if t < 5 else 0.01 + 0.29 * 0.5 * (1 + math.cos(math.pi * min(t - 5, 15) / 15))
+        assert float(cosine) == pytest.approx(want, rel=1e-14)
 
 
 # --- the torch ops namespace mirrors the NumPy one -------------------------------------------
@@ -330,7 +430,7 @@ NP, TO = get_ops("numpy"), get_ops("torch")
 X = np.array([[1.5, -2.0, 0.0, 3.25], [0.5, 4.0, -1.0, -0.75], [-30.0, 30.0, 2.5, -2.5]])
 
 
-@pytest.mark.parametrize("fn", ["exp", "tanh", "abs", "sign", "floor", "square", "sigmoid", "relu", "zeros_like",
+@pytest.mark.parametrize("fn", ["exp", "cos", "tanh", "abs", "sign", "floor", "square", "sigmoid", "relu", "zeros_like",
                                 "ones_like"])
 def test_torch_ops_unary(fn):
     want = getattr(NP, fn)(X)

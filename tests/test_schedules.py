@@ -21,6 +21,7 @@ from descend.optim import (
     scale_by_learning_rate,
     sgd,
     step_decay,
+    warmup_cosine,
 )
 
 TS = [0, 1, 2, 3, 5, 9, 10, 11, 19, 20, 99, 100, 1000]
@@ -105,6 +106,10 @@ def test_schedule_inside_an_optimizer_counts_steps_from_zero():
     ("plateau:0.5", "plateau", (0.5,)),
     ("plateau:0.5:3", "plateau", (0.5, 3.0)),
     ("plateau:0.1:0", "plateau", (0.1, 0.0)),
+    ("cosine", "cosine", ()),
+    ("cosine:5", "cosine", (5.0,)),
+    ("cosine:0.5:1e-05", "cosine", (0.5, 1e-5)),
+    ("cosine:0:0", "cosine", (0.0, 0.0)),
 ])
 def test_schedule_spec_parses(text, kind, args):
     spec = ScheduleSpec.parse(text)
@@ -142,7 +147,8 @@ def test_schedule_spec_plateau_controller():
 
 
 @pytest.mark.parametrize("text", [
-    "bogus", "cosine:0.1", "Step:0.5:10", "step", "step:0.5", "step:0.5:10:1", "step:abc:10", "step:0:10",
+    "bogus", "cosines:1", "Cosine:1", "cosine:-1", "cosine:1:-0.001", "cosine:1:0.1:3", "cosine:x", "cosine:inf",
+    "cosine:1:nan", "Step:0.5:10", "step", "step:0.5", "step:0.5:10:1", "step:abc:10", "step:0:10",
     "step:1.5:10", "step:-0.5:10", "step:0.5:0", "step:0.5:-2", "exponential", "exponential:-0.1",
     "exponential:1:2", "exponential:inf", "exponential:nan", "exponential:", "inverse", "inverse:x",
     "inverse:-1", "constant:1", "plateau:2", "plateau:0", "plateau:1", "plateau:0.5:1.5", "plateau:0.5:-1",
@@ -160,6 +166,118 @@ def test_schedule_spec_rejects(text):
 def test_schedule_spec_rejects_unit():
     with pytest.raises(ConfigError, match=re.escape("Received: schedule_unit='minute'")):
         ScheduleSpec.parse("constant", unit="minute")
+
+
+# --- cosine with linear warmup ------------------------------------------------------------
+
+
+def optax_warmup_cosine(t, lr0, warmup, total, lr_min):
+    """optax.warmup_cosine_decay_schedule(init_value=0, peak_value=lr0, warmup_steps, decay_steps=total,
+    end_value=lr_min), written out from optax's source: ``join_schedules`` of ``linear_schedule(0, lr0, warmup)``
+    and, from ``warmup`` on, ``cosine_decay_schedule(lr0, total - warmup, alpha=lr_min/lr0)`` at ``t - warmup``."""
+    if t < warmup:
+        return 0.0 + (lr0 - 0.0) * (t / warmup)
+    count = min(t - warmup, total - warmup)
+    alpha = lr_min / lr0
+    cosine_decay = 0.5 * (1 + math.cos(math.pi * count / (total - warmup)))
+    return lr0 * ((1 - alpha) * cosine_decay + alpha)
+
+
+@pytest.mark.parametrize("lr0, warmup, total, lr_min", [(0.1, 10, 100, 0.0), (0.5, 3, 20, 0.01), (1.0, 0, 7, 0.2),
+                                                         (0.02, 1, 2, 0.0), (0.3, 2.5, 12, 1e-4)])
+def test_warmup_cosine_matches_optax(lr0, warmup, total, lr_min):
+    fn = warmup_cosine(lr0, warmup, total, lr_min)
+    for t in range(total + 5):
+        want = optax_warmup_cosine(t, lr0, warmup, total, lr_min)
+        for tt in as_forms(t):
+            assert float(fn(tt)) == pytest.approx(want, rel=1e-12, abs=1e-15), (t, tt)
+
+
+def test_warmup_cosine_edges():
+    lr0, warmup, total, lr_min = 1.0, 4, 14, 0.01
+    fn = warmup_cosine(lr0, warmup, total, lr_min)
+    lr = [float(fn(t)) for t in range(20)]
+    assert lr[:5] == [0.0, 0.25, 0.5, 0.75, 1.0]  # t counts from 0: the first step has rate 0; the peak at t=W
+    assert lr[9] == pytest.approx((lr0 + lr_min) / 2, rel=1e-15)  # halfway through the decay
+    assert lr[14] == pytest.approx(lr_min, rel=1e-14)  # the end
+    assert lr[15:] == [lr[14]] * 5  # held there
+    assert all(a > b for a, b in zip(lr[4:14], lr[5:15]))  # strictly decreasing after the peak
+    no_warmup = warmup_cosine(0.5, 0, 10)
+    assert float(no_warmup(0)) == 0.5 and float(no_warmup(5)) == pytest.approx(0.25, rel=1e-15)
+    assert float(no_warmup(10)) == pytest.approx(0.0, abs=1e-17)
+
+
+def test_warmup_cosine_on_arrays_and_float32():
+    t = np.arange(30.0)
+    got = warmup_cosine(0.1, 5, 25, 0.001)(t)
+    np.testing.assert_allclose(got, [optax_warmup_cosine(x, 0.1, 5, 25, 0.001) for x in range(30)], rtol=1e-12)
+    assert np.asarray(warmup_cosine(0.1, 5, 25)(np.asarray(7.0, dtype=np.float32))).dtype == np.float32
+    assert np.asarray(warmup_cosine(0.1, 5, 25)(np.asarray(2.0, dtype=np.float32))).dtype == np.float32
+
+
+def test_warmup_cosine_inside_an_optimizer_starts_at_rate_zero():
+    opt = sgd(warmup_cosine(0.8, 2, 6, 0.1))
+    p = {"w": np.array([0.0])}
+    state = opt.init(p)
+    steps = []
+    for _ in range(7):
+        u, state = opt.update({"w": np.array([1.0])}, state, p)
+        steps.append(-float(u["w"][0]))
+    assert steps == pytest.approx([0.0, 0.4, 0.8, 0.1 + 0.7 * 0.5 * (1 + math.cos(math.pi / 4)), 0.45,
+                                   0.1 + 0.7 * 0.5 * (1 + math.cos(3 * math.pi / 4)), 0.1], rel=1e-14)
+
+
+def test_schedule_spec_builds_cosine_in_steps():
+    fn = ScheduleSpec.parse("cosine:10:0.001", unit="step").build(0.1, 7, total_steps=100)
+    for t in (0, 5, 9, 10, 55, 99, 100, 120):
+        assert float(fn(t)) == pytest.approx(optax_warmup_cosine(t, 0.1, 10, 100, 0.001), rel=1e-12), t
+    fn = ScheduleSpec.parse("cosine", unit="step").build(0.1, 7, total_steps=50)  # no warmup, down to 0
+    assert float(fn(0)) == 0.1 and float(fn(25)) == pytest.approx(0.05) and abs(float(fn(50))) < 1e-17
+
+
+def test_schedule_spec_cosine_in_epochs_counts_warmup_and_total_in_epochs_but_moves_every_step():
+    spe, epochs = 5, 10
+    fn = ScheduleSpec.parse("cosine:2:0.01").build(0.5, spe, total_steps=spe * epochs)
+    for t in range(spe * epochs + 3):
+        assert float(fn(t)) == pytest.approx(optax_warmup_cosine(t, 0.5, 2 * spe, spe * epochs, 0.01),
+                                             rel=1e-12, abs=1e-15), t
+    assert float(fn(3)) == pytest.approx(0.5 * 3 / 10)  # within the first epoch the rate already rises
+    half = ScheduleSpec.parse("cosine:0.5").build(0.5, 4, total_steps=40)  # half an epoch = 2 steps
+    assert [float(half(t)) for t in range(3)] == [0.0, 0.25, 0.5]
+
+
+def test_schedule_spec_total_steps_changes_nothing_else():
+    for text in ("constant", "step:0.5:2", "exponential:0.3", "inverse:0.1", "plateau:0.5:2"):
+        for unit in ("epoch", "step"):
+            spec = ScheduleSpec.parse(text, unit)
+            a, b = spec.build(0.2, 3), spec.build(0.2, 3, total_steps=30)
+            if not callable(a):
+                assert a == b == 0.2
+                continue
+            assert [float(a(t)) for t in range(40)] == [float(b(t)) for t in range(40)]
+
+
+@pytest.mark.parametrize("text, unit, lr0, total, message", [
+    ("cosine:5", "step", 0.1, None, "schedule 'cosine:5' needs the run's total number of steps"),
+    ("cosine", "epoch", 0.1, None, "schedule 'cosine' needs the run's total number of steps"),
+    ("cosine:100", "step", 0.1, 100,
+     "`schedule` warmup must be shorter than the run: 100 steps >= 100 total steps. Received: schedule='cosine:100'"),
+    ("cosine:3:0.001", "epoch", 0.1, 40, "`schedule` warmup must be shorter than the run: 3 epochs = 60 steps >= "
+                                         "40 total steps. Received: schedule='cosine:3:0.001'"),
+    ("cosine:1:0.5", "step", 0.1, 40,
+     "`schedule` LR_MIN must be <= the learning rate 0.1. Received: schedule='cosine:1:0.5'"),
+    ("cosine:1", "step", 0.1, 0, "`total_steps` must be >= 1. Received: total_steps=0"),
+])
+def test_schedule_spec_cosine_rejects(text, unit, lr0, total, message):
+    with pytest.raises(ConfigError) as info:
+        ScheduleSpec.parse(text, unit).build(lr0, 20, total_steps=total)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value), str(info.value)
+
+
+def test_warmup_cosine_rejects_a_warmup_as_long_as_the_run():
+    message = "`warmup` must be in [0, total) with total=10. Received: warmup=10"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        warmup_cosine(0.1, 10, 10)
 
 
 # --- ReduceOnPlateau ---------------------------------------------------------------------

@@ -18,6 +18,7 @@ name = "jax"
 
 matmul = jnp.matmul
 exp = jnp.exp
+cos = jnp.cos
 log = jnp.log
 log1p = jnp.log1p
 tanh = jnp.tanh

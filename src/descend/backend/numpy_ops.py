@@ -8,6 +8,7 @@ name = "numpy"
 
 matmul = np.matmul
 exp = np.exp
+cos = np.cos
 log = np.log
 log1p = np.log1p
 tanh = np.tanh

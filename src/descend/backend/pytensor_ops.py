@@ -10,6 +10,7 @@ name = "pytensor"
 
 matmul = pt.dot
 exp = pt.exp
+cos = pt.cos
 log = pt.log
 log1p = pt.log1p
 tanh = pt.tanh

@@ -46,6 +46,7 @@ name = "tensorflow"
 
 matmul = tf.matmul
 exp = tf.exp
+cos = tf.cos
 log = tf.math.log
 log1p = tf.math.log1p
 tanh = tf.tanh

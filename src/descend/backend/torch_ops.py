@@ -68,6 +68,7 @@ def _unary(fn):
 
 
 exp = _unary(torch.exp)
+cos = _unary(torch.cos)
 log = _unary(torch.log)
 log1p = _unary(torch.log1p)
 tanh = _unary(torch.tanh)

@@ -11,8 +11,16 @@ from __future__ import annotations
 import inspect
 
 from descend.errors import ConfigError, require
-from descend.optim.base import GradientTransformation, chain
-from descend.optim.transforms import scale_by_adam, scale_by_learning_rate, scale_by_rms, scale_by_rss, trace
+from descend.optim.base import GradientTransformation, chain, is_finite_number
+from descend.optim.transforms import (
+    add_decayed_weights,
+    clip_by_global_norm,
+    scale_by_adam,
+    scale_by_learning_rate,
+    scale_by_rms,
+    scale_by_rss,
+    trace,
+)
 
 
 def _check_lr(lr):
@@ -73,31 +81,56 @@ def rmsprop(learning_rate=0.001, *, rho=0.9, eps=1e-8, initial_scale=0.0, eps_in
     return _with_momentum(core, learning_rate, momentum, nesterov, lr_inside)
 
 
+def _adam_moments(b1, b2, eps, eps_in_sqrt, bias_correction):
+    require(0.0 <= b1 < 1.0, "b1", "in [0, 1)", b1)
+    require(0.0 <= b2 < 1.0, "b2", "in [0, 1)", b2)
+    require(eps >= 0, "eps", ">= 0", eps)
+    return scale_by_adam(b1=b1, b2=b2, eps=eps, eps_in_sqrt=eps_in_sqrt, bias_correction=bias_correction)
+
+
 def adam(learning_rate=0.001, *, b1=0.9, b2=0.999, eps=1e-8, eps_in_sqrt=False,
          bias_correction="standard") -> GradientTransformation:
     """Adam: ``m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g**2;
     w -= lr * m_hat / (sqrt(v_hat) + eps)`` with bias-corrected ``m_hat, v_hat``."""
     _check_lr(learning_rate)
-    require(0.0 <= b1 < 1.0, "b1", "in [0, 1)", b1)
-    require(0.0 <= b2 < 1.0, "b2", "in [0, 1)", b2)
-    require(eps >= 0, "eps", ">= 0", eps)
-    return chain(scale_by_adam(b1=b1, b2=b2, eps=eps, eps_in_sqrt=eps_in_sqrt, bias_correction=bias_correction),
-                 scale_by_learning_rate(learning_rate))
+    return chain(_adam_moments(b1, b2, eps, eps_in_sqrt, bias_correction), scale_by_learning_rate(learning_rate))
 
 
-BASE = {"sgd": sgd, "momentum": momentum, "nesterov": nesterov, "adagrad": adagrad, "rmsprop": rmsprop, "adam": adam}
+def adamw(learning_rate=0.001, *, b1=0.9, b2=0.999, eps=1e-8, eps_in_sqrt=False, bias_correction="standard",
+          weight_decay=0.01, mask="weights") -> GradientTransformation:
+    """AdamW (Loshchilov & Hutter), as ``torch.optim.AdamW``: decoupled weight decay, then Adam.
+
+    ``w -= lr(t) * weight_decay * w; w -= lr(t) * m_hat / (sqrt(v_hat) + eps)``:
+    the decay uses the scheduled rate (and the plateau multiplier) and bypasses
+    the adaptive scaling.  ``mask`` picks the decayed parameters: ``"weights"``
+    (the default: dense and conv kernels, as descend's L1/L2), ``"all"``
+    (PyTorch, which decays every tensor it is given), a collection of names or a
+    function of the name.
+    """
+    _check_lr(learning_rate)
+    return chain(_adam_moments(b1, b2, eps, eps_in_sqrt, bias_correction),
+                 add_decayed_weights(weight_decay, mask), scale_by_learning_rate(learning_rate))
+
+
+BASE = {"sgd": sgd, "momentum": momentum, "nesterov": nesterov, "adagrad": adagrad, "rmsprop": rmsprop, "adam": adam,
+        "adamw": adamw}
 OPTIMIZERS = (*BASE, "adagrad+momentum", "adagrad+nesterov", "rmsprop+momentum", "rmsprop+nesterov")
 MOMENTUM_DEFAULT = 0.9
 
 
-def make_optimizer(name: str, learning_rate, **options) -> GradientTransformation:
+def make_optimizer(name: str, learning_rate, *, clip_norm=None, **options) -> GradientTransformation:
     """Build an optimizer by name: a base name or ``adaptive+momentum|nesterov``.
 
     ``options`` are the keyword options of the named function; ``momentum`` is
     accepted (and ignored when zero) by every name so that a single config
-    can describe any of them.
+    can describe any of them.  ``clip_norm=C`` clips the gradient to global L2
+    norm ``C`` before the rule sees it (``None``: no clipping).
     """
     require(name in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", name)
+    if clip_norm is not None:
+        require(is_finite_number(clip_norm) and clip_norm > 0, "clip_norm",
+                "a finite number > 0 (None for no clipping)", clip_norm)
+        return chain(clip_by_global_norm(clip_norm), make_optimizer(name, learning_rate, **options))
     base, _, extra = name.partition("+")
     accepted = set(inspect.signature(BASE[base]).parameters) - {"learning_rate"}
     unknown = sorted(set(options) - accepted - {"momentum"})
@@ -111,7 +144,7 @@ def make_optimizer(name: str, learning_rate, **options) -> GradientTransformatio
     if extra:
         return BASE[base](learning_rate, momentum=MOMENTUM_DEFAULT if mu is None else mu,
                           nesterov=extra == "nesterov", **options)
-    if base in ("sgd", "adam") and mu:
+    if base in ("sgd", "adam", "adamw") and mu:
         raise ConfigError(f"`momentum` does not apply to optimizer={name!r} (use 'momentum' or 'nesterov'). "
                           f"Received: momentum={mu!r}")
     if mu and base in ("adagrad", "rmsprop"):

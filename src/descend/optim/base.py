@@ -9,6 +9,8 @@ PyTensor.  States are tuples / NamedTuples / dicts of arrays (pytrees).
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, Callable, NamedTuple
 
 from descend.backend import namespace_of
@@ -57,3 +59,8 @@ def float_like(count, like):
     """``count`` as a float of ``like``'s library and dtype (for powers and schedules)."""
     ops = namespace_of(like, count)
     return ops.cast(count, like.dtype)
+
+
+def is_finite_number(x) -> bool:
+    """A finite real Python or NumPy scalar, not a bool (for option checks)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)

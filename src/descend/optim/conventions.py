@@ -8,18 +8,23 @@ PyTorch or Keras result can be reproduced exactly; explicit options (``eps=1e-6`
 still override the convention.  docs/optimizers.md tabulates the formulas.
 
 - ``descend``: this library's own (lr inside the velocity, eps outside the root,
-  accumulators from 0, RMSprop rho 0.9 / eps 1e-8, AdaGrad eps 1e-10, Adam standard).
+  accumulators from 0, RMSprop rho 0.9 / eps 1e-8, AdaGrad eps 1e-10, Adam standard,
+  AdamW decaying the weight tensors only).
 - ``torch``: ``torch.optim`` defaults (SGD/RMSprop/AdaGrad momentum with the lr
   outside the velocity, RMSprop alpha 0.99, eps 1e-8 outside, AdaGrad eps 1e-10
-  from 0, Adam standard with eps 1e-8).
+  from 0, Adam standard with eps 1e-8, AdamW decaying every parameter).
 - ``keras``: Keras 3 (``keras.optimizers``): lr inside the velocity,
   RMSprop rho 0.9 with ``g / sqrt(v + eps)``, eps 1e-7; AdaGrad accumulator from
   0.1 with ``g / sqrt(c + eps)``, eps 1e-7; Adam with the folded bias correction,
-  eps 1e-7 outside the root.
+  eps 1e-7 outside the root; AdamW decaying every variable.
 - ``curriculum``: the Theano-era course code (NumPy / Theano scripts of the
   practical deep-learning course): momentum ``v = mu*v - lr*g``, RMSprop with the
   cache starting at 1, decay 0.999, eps 1e-10 outside the root, Adam bias-corrected
   with eps inside the root ``m_hat / sqrt(v_hat + eps)``.
+
+AdamW is Adam plus decoupled weight decay: the Adam options apply to it, and
+``decay_mask`` (AdamW's ``mask``) is set by the conventions; ``weight_decay``
+itself, like the learning rate, never is.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ OPTION_FAMILIES = {
     "b1": ("adam",),
     "b2": ("adam",),
     "bias_correction": ("adam",),
+    "weight_decay": ("adamw",),
+    "decay_mask": ("adamw",),  # adamw's keyword is ``mask``
 }
 OPTION_KEYS = tuple(OPTION_FAMILIES)
 
@@ -68,6 +75,9 @@ _FAMILY_DEFAULTS = {
     },
 }
 
+#: which parameters AdamW decays, per convention (the curriculum predates AdamW).
+_ADAMW_MASK = {"descend": "weights", "torch": "all", "keras": "all", "curriculum": "weights"}
+
 DESCRIPTIONS = {
     "descend": "lr inside the velocity, eps outside the root, accumulators from 0, RMSprop rho 0.9",
     "torch": "torch.optim defaults: lr outside the velocity, RMSprop alpha 0.99, eps outside the root",
@@ -79,9 +89,9 @@ DESCRIPTIONS = {
 
 
 def family(optimizer: str) -> str:
-    """``rmsprop+nesterov`` -> ``rmsprop``; ``nesterov`` -> ``momentum``; ``sgd`` -> ``sgd``."""
+    """``rmsprop+nesterov`` -> ``rmsprop``; ``nesterov`` -> ``momentum``; ``adamw`` -> ``adam``; ``sgd`` -> ``sgd``."""
     base = optimizer.partition("+")[0]
-    return "momentum" if base == "nesterov" else base
+    return {"nesterov": "momentum", "adamw": "adam"}.get(base, base)
 
 
 def applies(key: str, optimizer: str) -> bool:
@@ -89,14 +99,16 @@ def applies(key: str, optimizer: str) -> bool:
     fam = family(optimizer)
     if key == "lr_inside" and fam in ("adagrad", "rmsprop"):
         return "+" in optimizer  # the velocity exists only with +momentum / +nesterov
-    return fam in OPTION_FAMILIES[key]
+    return fam in OPTION_FAMILIES[key] or optimizer.partition("+")[0] in OPTION_FAMILIES[key]
 
 
 def convention_options(convention: str, optimizer: str) -> dict:
     """The convention's options for ``optimizer``, in the generic names of OPTION_KEYS."""
     if convention not in CONVENTIONS:
         raise ConfigError(f"`convention` must be one of {CONVENTIONS}. Received: convention={convention!r}")
-    values = _FAMILY_DEFAULTS[convention].get(family(optimizer), {})
+    values = dict(_FAMILY_DEFAULTS[convention].get(family(optimizer), {}))
+    if optimizer == "adamw":
+        values["decay_mask"] = _ADAMW_MASK[convention]
     return {k: v for k, v in values.items() if applies(k, optimizer)}
 
 
@@ -105,6 +117,8 @@ def to_optimizer_kwargs(optimizer: str, options: dict) -> dict:
     out = dict(options)
     if family(optimizer) == "rmsprop" and "initial_accumulator" in out:
         out["initial_scale"] = out.pop("initial_accumulator")
+    if "decay_mask" in out:
+        out["mask"] = out.pop("decay_mask")
     return out
 
 
@@ -113,6 +127,8 @@ def resolve(convention: str, optimizer: str, explicit: dict | None = None) -> di
     explicit = dict(explicit or {})
     if "initial_scale" in explicit:
         explicit["initial_accumulator"] = explicit.pop("initial_scale")
+    if "mask" in explicit:
+        explicit["decay_mask"] = explicit.pop("mask")
     for key in explicit:
         if key not in OPTION_FAMILIES:
             raise ConfigError(f"optimizer option `{key}` is unknown; known: {', '.join(OPTION_KEYS)}")

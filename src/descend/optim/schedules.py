@@ -37,6 +37,27 @@ def inverse_time(lr0: float, k: float):
     return lambda t: lr0 / (1.0 + k * t)
 
 
+def warmup_cosine(lr0: float, warmup: float, total: float, lr_min: float = 0.0):
+    """Linear warmup, then cosine decay to ``lr_min`` at step ``total``.
+
+    ``lr(t) = lr0 * t / warmup`` for ``t < warmup``, then
+    ``lr_min + (lr0 - lr_min) * (1 + cos(pi * (t - warmup) / (total - warmup))) / 2``,
+    held at ``lr_min`` after ``total``.  ``t`` counts from 0, so the first step
+    has rate 0 and step ``warmup`` the peak ``lr0``: optax's
+    ``warmup_cosine_decay_schedule(0, lr0, warmup, total, lr_min)``.
+    """
+    require(0 <= warmup < total, "warmup", f"in [0, total) with total={total!r}", warmup)
+    span = total - warmup
+
+    def schedule(t):
+        ops = namespace_of(t)
+        progress = ops.minimum(ops.maximum(t - warmup, 0.0) / span, 1.0)
+        decayed = lr_min + (lr0 - lr_min) * (0.5 * (1.0 + ops.cos(math.pi * progress)))
+        return ops.where(t < warmup, lr0 * t / warmup, decayed) if warmup > 0 else decayed
+
+    return schedule
+
+
 def per_epoch(schedule, steps_per_epoch: int):
     """Evaluate ``schedule`` at the epoch number ``floor(step / steps_per_epoch)``."""
     return lambda t: schedule(namespace_of(t).floor(t / steps_per_epoch))
@@ -100,7 +121,7 @@ class ReduceOnPlateau:
         return cls(**d)
 
 
-SCHEDULES = ("constant", "step", "exponential", "inverse", "plateau")
+SCHEDULES = ("constant", "step", "exponential", "inverse", "cosine", "plateau")
 
 
 @dataclass(frozen=True)
@@ -108,7 +129,10 @@ class ScheduleSpec:
     """A parsed ``--schedule`` option, e.g. ``exponential:0.05`` or ``step:0.5:10``.
 
     ``unit`` says whether ``t`` counts epochs (the default: the curriculum's
-    rates are per epoch) or optimizer steps.
+    rates are per epoch) or optimizer steps.  ``cosine[:WARMUP[:LR_MIN]]``
+    (warmup 0, lr_min 0 by default) counts its WARMUP in that unit but changes
+    the rate every step in either: floored to whole epochs, a warmup from rate 0
+    would spend its whole first epoch standing still.
     """
 
     kind: str = "constant"
@@ -125,14 +149,19 @@ class ScheduleSpec:
         except ValueError:
             raise ConfigError(f"`schedule` arguments must be numbers. Received: schedule={text!r}") from None
         require(all(math.isfinite(a) for a in args), "schedule", "given finite numbers as arguments", text)
-        arity = {"constant": (0,), "step": (2,), "exponential": (1,), "inverse": (1,), "plateau": (0, 1, 2)}[kind]
+        arity = {"constant": (0,), "step": (2,), "exponential": (1,), "inverse": (1,), "cosine": (0, 1, 2),
+                 "plateau": (0, 1, 2)}[kind]
         require(len(args) in arity, "schedule",
                 {"constant": "'constant'", "step": "'step:FACTOR:EVERY'", "exponential": "'exponential:K'",
-                 "inverse": "'inverse:K'", "plateau": "'plateau[:FACTOR[:PATIENCE]]'"}[kind], text)
+                 "inverse": "'inverse:K'", "cosine": "'cosine[:WARMUP[:LR_MIN]]'",
+                 "plateau": "'plateau[:FACTOR[:PATIENCE]]'"}[kind], text)
         if kind == "step":
             require(0 < args[0] <= 1 and args[1] > 0, "schedule", "step:FACTOR:EVERY with 0<FACTOR<=1, EVERY>0", text)
         if kind in ("exponential", "inverse"):
             require(args[0] >= 0, "schedule", f"{kind}:K with K >= 0", text)
+        if kind == "cosine":
+            require(all(a >= 0 for a in args), "schedule", "cosine[:WARMUP[:LR_MIN]] with WARMUP >= 0, LR_MIN >= 0",
+                    text)
         if kind == "plateau" and args:
             require(0 < args[0] < 1, "schedule", "plateau:FACTOR[:PATIENCE] with 0<FACTOR<1", text)
             require(len(args) < 2 or (args[1] >= 0 and args[1] == int(args[1])), "schedule",
@@ -142,8 +171,14 @@ class ScheduleSpec:
     def __str__(self):
         return ":".join([self.kind, *(f"{a:g}" for a in self.args)])
 
-    def build(self, lr0: float, steps_per_epoch: int):
-        """The ``step -> lr`` function (plateau: constant; its controller is separate)."""
+    def build(self, lr0: float, steps_per_epoch: int, total_steps: int | None = None):
+        """The ``step -> lr`` function (plateau: constant; its controller is separate).
+
+        ``total_steps`` (the optimizer steps of the whole run) is where
+        ``cosine`` reaches its LR_MIN; the other schedules ignore it.
+        """
+        if self.kind == "cosine":
+            return self._cosine(lr0, steps_per_epoch, total_steps)
         if self.kind == "step":
             fn = step_decay(lr0, self.args[0], self.args[1])
         elif self.kind == "exponential":
@@ -153,6 +188,23 @@ class ScheduleSpec:
         else:
             return lr0
         return per_epoch(fn, steps_per_epoch) if self.unit == "epoch" else fn
+
+    def _cosine(self, lr0, steps_per_epoch, total_steps):
+        if total_steps is None:
+            raise ConfigError(f"schedule {str(self)!r} needs the run's total number of steps "
+                              "(ScheduleSpec.build(..., total_steps=N))")
+        require(total_steps >= 1, "total_steps", ">= 1", total_steps)
+        warmup_arg = self.args[0] if self.args else 0.0
+        lr_min = self.args[1] if len(self.args) > 1 else 0.0
+        warmup = warmup_arg * steps_per_epoch if self.unit == "epoch" else warmup_arg
+        if warmup >= total_steps:
+            unit = f"{self.unit}s" + (f" = {warmup:g} steps" if self.unit == "epoch" else "")
+            raise ConfigError(f"`schedule` warmup must be shorter than the run: {warmup_arg:g} {unit} >= "
+                              f"{total_steps} total steps. Received: schedule={str(self)!r}")
+        if lr_min > lr0:
+            raise ConfigError(f"`schedule` LR_MIN must be <= the learning rate {lr0!r}. "
+                              f"Received: schedule={str(self)!r}")
+        return warmup_cosine(lr0, warmup, total_steps, lr_min)
 
     def plateau(self) -> ReduceOnPlateau | None:
         if self.kind != "plateau":

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 from descend.backend import namespace_of
-from descend.errors import require
-from descend.optim.base import GradientTransformation, float_like, step_counter, zeros_like_tree
+from descend.errors import ConfigError, require
+from descend.optim.base import GradientTransformation, float_like, is_finite_number, step_counter, zeros_like_tree
 
 Schedule = Callable[[Any], Any]
 
@@ -194,21 +194,93 @@ def scale_by_adam(
     return GradientTransformation(init, update)
 
 
+DECAY_MASKS = ("weights", "all")
+
+
+def is_weight(name: str) -> bool:
+    """Whether ``name`` is a weight tensor (local name ``W``: dense and conv kernels).
+
+    The parameters descend's L1/L2 penalties touch; biases and batch-norm
+    parameters are not weights.
+    """
+    return name == "W" or name.endswith(".W")
+
+
+def decay_mask(mask):
+    """``mask`` as a predicate ``name -> bool``.
+
+    ``None`` or ``"weights"``: the weight tensors (:func:`is_weight`); ``"all"``:
+    every parameter (PyTorch's ``weight_decay``, which decays every tensor given
+    to the optimizer); a callable is used as is; any other iterable is a
+    collection of parameter names.
+    """
+    if mask is None or (isinstance(mask, str) and mask == "weights"):
+        return is_weight
+    if isinstance(mask, str) and mask == "all":
+        return lambda name: True
+    if callable(mask):
+        return mask
+    if isinstance(mask, str) or not hasattr(mask, "__iter__"):
+        raise ConfigError(f"`mask` must be one of {DECAY_MASKS}, a function of the parameter name or a collection "
+                          f"of parameter names. Received: mask={mask!r}")
+    names = frozenset(mask)
+    return names.__contains__
+
+
+def add_decayed_weights(weight_decay: float, mask=None):
+    """``u = g + weight_decay * w`` for the parameters ``mask`` selects (default: the weights).
+
+    Before ``scale_by_learning_rate`` this is decoupled weight decay: the step
+    gains ``-lr(t) * weight_decay * w`` with the scheduled rate, outside any
+    adaptive scaling (AdamW).  Before an adaptive block it is an L2 gradient term
+    instead (PyTorch's ``Adam(weight_decay)``).  ``mask`` is read by
+    :func:`decay_mask`.
+    """
+    require(is_finite_number(weight_decay) and weight_decay >= 0, "weight_decay", "a finite number >= 0", weight_decay)
+    return _add_scaled_params("add_decayed_weights", weight_decay, decay_mask(mask))
+
+
+def _add_scaled_params(who, weight, chosen):
+    def init(params):
+        return ()
+
+    def update(grads, state, params=None):
+        if params is None:
+            raise ValueError(f"{who} needs the current params")
+        return {k: g + weight * params[k] if chosen(k) else g for k, g in grads.items()}, state
+
+    return GradientTransformation(init, update)
+
+
 def add_l2(weight: float, *, names=None):
     """``u = g + weight * w`` for the parameters in ``names`` (default: all).
 
     Weight decay as a transform (PyTorch's ``weight_decay``).  descend's own
     ``l2`` option is part of the loss instead and touches weight matrices only.
     """
+    return _add_scaled_params("add_l2", weight, decay_mask("all" if names is None else names))
+
+
+def clip_by_global_norm(max_norm: float, *, eps: float = 0.0):
+    """``u = g * min(1, max_norm / (||g|| + eps))``, ``||g||`` the L2 norm over all parameters.
+
+    Written as ``max_norm / max(||g|| + eps, max_norm)``: a gradient under the
+    limit is multiplied by exactly 1, and a zero gradient stays zero without a
+    division by zero.  ``eps=1e-6`` is ``torch.nn.utils.clip_grad_norm_``; the
+    default 0 is optax's ``clip_by_global_norm``.  Put it first in a chain, so
+    that the rule sees the clipped gradient.
+    """
+    require(is_finite_number(max_norm) and max_norm > 0, "max_norm", "a finite number > 0", max_norm)
+    require(is_finite_number(eps) and eps >= 0, "eps", "a finite number >= 0", eps)
 
     def init(params):
         return ()
 
     def update(grads, state, params=None):
-        if params is None:
-            raise ValueError("add_l2 needs the current params")
-        chosen = grads.keys() if names is None else set(names)
-        return {k: g + weight * params[k] if k in chosen else g for k, g in grads.items()}, state
+        ops = _ops(grads)
+        norm = ops.sqrt(sum(ops.sum(g * g) for g in grads.values()))
+        factor = max_norm / ops.maximum(norm + eps, max_norm)
+        return {k: factor * g for k, g in grads.items()}, state
 
     return GradientTransformation(init, update)
 
