@@ -14,7 +14,7 @@ Thread counts are set explicitly: ``--threads`` BLAS threads for NumPy (the
 native path) via threadpoolctl, and the same number of onnxruntime intra-op
 threads.
 
-    DESCEND_MIRROR=/path/to/shared/data python benchmarks/serve_onnx.py --threads 1 --repeats 5
+    DESCEND_MIRROR=/path/to/mirror python benchmarks/serve_onnx.py --threads 1 --repeats 5
 """
 
 from __future__ import annotations
