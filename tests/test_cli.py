@@ -127,7 +127,7 @@ def test_train_on_the_kaggle_test_file_says_it_is_for_predict(kaggle, tmp_path):
 @pytest.mark.parametrize("args,fragment", [
     (["--momentum", "1.5"], "`momentum` must be in [0, 1). Received: momentum=1.5"),
     (["--lr", "-1"], "`lr` must be > 0. Received: lr=-1.0"),
-    (["--schedule", "cosine"], "`schedule` must be one of"),
+    (["--schedule", "triangle"], "`schedule` must be one of"),
     (["--schedule", "step:0.5"], "step:FACTOR:EVERY"),
     (["--batch-size", "0"], "--batch-size"),
     (["--optimizer", "lion"], "--optimizer"),

@@ -168,7 +168,7 @@ def test_space_parses_ranges_lists_and_tuple_choices():
     ("lr=fast", ["lr=fast", "'fast' is not a number"]),
     ("depth=1,2", ["depth=1,2", "not a searchable parameter"]),
     ("lr", ["lr", "name=values"]),
-    ("optimizer=adam,adamw", ["optimizer=adam,adamw", "adamw"]),
+    ("optimizer=adam,adamax", ["optimizer=adam,adamax", "adamax"]),
     ("hidden=300|-5", ["hidden=300|-5", "positive"]),
     ("hidden=log(10,100)", ["hidden=log(10,100)", "not a range"]),
     ("lr=0.1,0.1", ["lr=0.1,0.1", "twice"]),
