@@ -15,7 +15,6 @@ import torch
 
 from descend.cli.main import main
 from descend.errors import ConfigError
-from descend.experiments.compare import run as compare_run
 from descend.experiments.compare import study as compare_study
 from descend.experiments.compare import load_study, run_compare
 from descend.experiments.compare.report import first_reaching, same_start, summarize
@@ -23,6 +22,7 @@ from descend.experiments.compare.spec import PRESETS, build_run, build_study, pa
 from descend.optim import apply_updates
 from descend.optim.conventions import CONVENTIONS, convention_options, resolve
 from descend.train import loop as loop_mod
+from descend.train import setup as setup_mod
 from descend.train.loop import build_optimizer
 
 # --- data --------------------------------------------------------------------------------------------
@@ -276,7 +276,7 @@ def test_same_initial_weights_and_batch_order_per_seed(blobs, tmp_path, monkeypa
     """The runs of one seed get literally the same initial weights and batch orders (captured where the
     fit loop takes them), different configurations notwithstanding; another seed gets others."""
     inits, orders = [], []
-    real_init, real_order = compare_run.init_params, loop_mod.epoch_order
+    real_init, real_order = setup_mod.init_params, loop_mod.epoch_order
 
     def spy_init(spec, n_in, n_out, key, dtype="float32"):
         params = real_init(spec, n_in, n_out, key=key, dtype=dtype)
@@ -288,7 +288,7 @@ def test_same_initial_weights_and_batch_order_per_seed(blobs, tmp_path, monkeypa
         orders.append((seed, epoch, order.copy()))
         return order
 
-    monkeypatch.setattr(compare_run, "init_params", spy_init)
+    monkeypatch.setattr(setup_mod, "init_params", spy_init)
     monkeypatch.setattr(loop_mod, "epoch_order", spy_order)
     study = _study(blobs, runs=("sgd lr=0.1", "adam lr=0.01 batch_size=50"), seeds=2)
     result = run_compare(study, tmp_path / "c", workers=1, log=_quiet)
@@ -370,7 +370,7 @@ def test_resume_skips_finished_runs(blobs, tmp_path, monkeypatch):
         executed.append(task.run_id)
         return real(task)
 
-    monkeypatch.setattr(compare_study, "execute", counting)
+    monkeypatch.setattr(compare_study, "execute", counting)  # where the study calls it
     result = run_compare(load_study(out), out, workers=1, log=_quiet)
     assert executed == [victim.parent.name] and result.skipped == 3
     for path, text in first.items():

@@ -13,7 +13,7 @@ from descend.engines import get_engine
 from descend.model import MLP, init_params, init_state
 from descend.optim import make_optimizer
 from descend.optim.schedules import exponential
-from descend.train import TrainConfig, fit
+from descend.train import LambdaCallback, TrainConfig, fit, fit_options
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((64, 20))
@@ -147,7 +147,8 @@ def test_fit_resumes_to_identical_weights(engine_name, tmp_path):
     Xd, yd = engine.asarray(X), engine.put_labels(Y)
 
     def train(**kw):
-        return fit(engine, spec, cfg, Xd[:48], yd[:48], Xd[48:], Y[48:], params=params, model_state={}, **kw)
+        return fit(engine, spec, fit_options(cfg), Xd[:48], yd[:48], Xd[48:], Y[48:], params=params, model_state={},
+                   **kw)
 
     full = train()
     seen = []
@@ -159,7 +160,7 @@ def test_fit_resumes_to_identical_weights(engine_name, tmp_path):
 
     ckpt = tmp_path / "checkpoint.safetensors"
     with pytest.raises(KeyboardInterrupt):
-        train(checkpoint=ckpt, on_evaluation=stop)
+        train(checkpoint=ckpt, callbacks=[LambdaCallback(on_evaluation=stop)])
     resumed = train(checkpoint=ckpt, resume=True)
     for k in full.params:
         np.testing.assert_array_equal(resumed.final_params[k], full.final_params[k])

@@ -27,7 +27,7 @@ from descend.errors import ConfigError
 from descend.io.tree import flatten
 from descend.model import MLP, init_params, init_state
 from descend.optim import make_optimizer
-from descend.train import TrainConfig, fit
+from descend.train import LambdaCallback, TrainConfig, fit, fit_options
 from descend.train.loop import epoch_order
 
 N, D, K = 96, 12, 4
@@ -285,9 +285,10 @@ def _fit(engine_name, cfg, spec, *, checkpoint=None, resume=False, on_evaluation
     X, y = _data()
     engine = get_engine(engine_name, dtype=cfg.dtype)
     Xe = engine.asarray(X)
-    return fit(engine, spec, cfg, Xe[:72], engine.put_labels(y[:72]), Xe[72:], y[72:],
+    return fit(engine, spec, fit_options(cfg), Xe[:72], engine.put_labels(y[:72]), Xe[72:], y[72:],
                params=init_params(spec, D, K, key=cfg.seed, dtype=cfg.dtype), model_state={},
-               checkpoint=checkpoint, resume=resume, on_evaluation=on_evaluation)
+               checkpoint=checkpoint, resume=resume, 
+               callbacks=[LambdaCallback(on_evaluation=on_evaluation)] if on_evaluation else [])
 
 
 def test_fit_loop_matches_numpy_history():

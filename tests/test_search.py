@@ -279,8 +279,8 @@ def test_grid_with_two_workers_runs_each_cell_exactly_once_then_retrains_and_tes
     from descend.train import run as trainrun
 
     calls = []
-    original = trainrun._final_metrics
-    monkeypatch.setattr(trainrun, "_final_metrics", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = trainrun.final_metrics
+    monkeypatch.setattr(trainrun, "final_metrics", lambda *a, **k: calls.append(1) or original(*a, **k))
     sc = _config(tiny, "lr=0.03,0.1,0.3 momentum=0.5,0.8,0.9 l2=0,1e-3", method="grid", folds=2, pruner="none",
                  retrain=True)
     result = run_search(sc, workers=2, out=tmp_path / "grid", progress=False)

@@ -245,3 +245,29 @@ def test_divergence_is_one_clear_error_and_keeps_the_last_finite_weights():
     assert len(clf.loss_curve_) == clf.n_iter_ and all(np.isfinite(clf.loss_curve_))
     assert all(np.all(np.isfinite(v)) for v in clf.params_.values())
     assert np.all(np.isfinite(clf.predict_proba(X)))
+
+
+def test_the_estimator_trains_with_descends_fit_loop():
+    """Same seed, same numbers as ``descend.train.fit`` with equal batches and one evaluation per epoch."""
+    from sklearn.utils import check_random_state
+
+    from descend.engines import get_engine
+    from descend.train import TrainConfig, fit, fit_options
+    from descend.train.setup import build_network
+
+    X, y = _blobs(n=250)
+    clf = MLPClassifier(hidden=(8,), optimizer="nesterov", lr=0.05, batch_size=64, epochs=4, batchnorm=True,
+                        random_state=0).fit(X, y)
+    seed = int(check_random_state(0).randint(np.iinfo(np.int32).max))
+    cfg = TrainConfig(hidden=(8,), batchnorm=True, optimizer="nesterov", lr=0.05, batch_size=64, epochs=4,
+                      schedule="constant", dtype="float64", seed=seed, early_stopping="none")
+    spec, params, state = build_network(cfg, 4, 3)
+    engine = get_engine("numpy", dtype="float64")
+    result = fit(engine, spec, fit_options(cfg, equal_batches=True), engine.asarray(X), engine.put_labels(y),
+                 params=params, model_state=state)
+    assert result.steps == clf.t_ == 4 * 4 and result.batch_size == 62  # ceil(250 / 64) = 4 batches of 62
+    assert clf.loss_curve_ == [row["train_cost"] for row in result.history]
+    for k in result.params:
+        np.testing.assert_array_equal(clf.params_[k], result.params[k])
+    for k in result.model_state:
+        np.testing.assert_array_equal(clf.model_state_[k], result.model_state[k])

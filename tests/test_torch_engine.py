@@ -19,7 +19,7 @@ from descend.io.tree import flatten, flatten_with_paths
 from descend.model import MLP, init_params, init_state
 from descend.optim import OPTIMIZERS, chain, exponential, make_optimizer, max_norm, step_decay
 from descend.optim.base import step_counter
-from descend.train import TrainConfig, fit
+from descend.train import LambdaCallback, TrainConfig, fit, fit_options
 from descend.train.loop import epoch_order
 
 N, D, K = 96, 12, 4
@@ -231,9 +231,10 @@ def _fit(cfg, spec, checkpoint=None, resume=False, on_evaluation=None):
     engine = get_engine("torch", device="cpu", dtype=cfg.dtype)
     params = init_params(spec, X_.shape[1], 3, key=cfg.seed, dtype=cfg.dtype)
     Xe = engine.asarray(X_)
-    return fit(engine, spec, cfg, Xe[:180], engine.put_labels(y_[:180]), Xe[180:], y_[180:], params=params,
+    return fit(engine, spec, fit_options(cfg), Xe[:180], engine.put_labels(y_[:180]), Xe[180:], y_[180:], params=params,
                model_state=init_state(spec, X_.shape[1], 3, dtype=cfg.dtype), checkpoint=checkpoint,
-               resume=resume, on_evaluation=on_evaluation)
+               resume=resume, 
+               callbacks=[LambdaCallback(on_evaluation=on_evaluation)] if on_evaluation else [])
 
 
 @pytest.mark.parametrize("spec", [MLP(hidden=(8,), dropout_keep=(1.0, 0.7)), MLP(hidden=(8,), batchnorm=True)],
@@ -270,7 +271,7 @@ def test_fit_matches_numpy_engine():
     for name in ("numpy", "torch"):
         engine = get_engine(name, device="cpu", dtype="float64")
         Xe = engine.asarray(X_)
-        results[name] = fit(engine, spec, cfg, Xe[:180], engine.put_labels(y_[:180]), Xe[180:], y_[180:],
+        results[name] = fit(engine, spec, fit_options(cfg), Xe[:180], engine.put_labels(y_[:180]), Xe[180:], y_[180:],
                             params=init_params(spec, 6, 3, key=0, dtype="float64"), model_state={})
     for k in results["numpy"].params:
         np.testing.assert_allclose(results["torch"].params[k], results["numpy"].params[k], rtol=1e-9, atol=1e-12)
@@ -285,7 +286,7 @@ def test_divergence_is_reported_by_the_loop():
     X_ = X_ * 1e3
     engine = get_engine("torch", device="cpu", dtype="float32")
     with pytest.raises(DivergenceError, match="diverged"):
-        fit(engine, spec, cfg, engine.asarray(X_), engine.put_labels(y_), None, None,
+        fit(engine, spec, fit_options(cfg), engine.asarray(X_), engine.put_labels(y_), None, None,
             params=init_params(spec, 6, 3, key=0), model_state={})
 
 

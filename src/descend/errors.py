@@ -32,7 +32,16 @@ class ConfigError(DescendError, ValueError):
 
 
 class DivergenceError(DescendError, FloatingPointError):
-    """Training produced a non-finite loss; the diverged weights are not saved."""
+    """Training produced a non-finite loss; the diverged weights are not saved.
+
+    Raised by the fit loop, it carries the optimizer ``step`` and the ``loss``
+    that went non-finite, and in ``result`` the training state before the
+    steps that diverged (a ``FitResult``).
+    """
+
+    def __init__(self, message: str, *, step: int | None = None, loss: float | None = None, result=None):
+        super().__init__(message)
+        self.step, self.loss, self.result = step, loss, result
 
 
 class EngineNotInstalled(DescendError, ImportError):

@@ -3,11 +3,11 @@
 It works wherever scikit-learn expects a classifier (``Pipeline``,
 ``cross_val_score``, ``GridSearchCV``, ``clone``, pickling in the user's own
 process) and passes scikit-learn's own estimator checks.  Underneath it is the
-same engine, optimizer and model code as ``descend train``: the engine's
-:class:`~descend.engines.Trainer` advances ``(params, model_state,
-optimizer state)`` one epoch at a time, so ``partial_fit`` is exactly one more
-epoch with the optimizer state (momentum, Adam moments, step count of a
-schedule) carried over.
+same run setup and fit loop as ``descend train`` (:func:`descend.train.fit`,
+one evaluation per epoch, scikit-learn's stopping rule as a callback); a warm
+start continues from the weights, optimizer state and step and epoch
+counters, so ``partial_fit`` is exactly one more epoch with the optimizer
+state (momentum, Adam moments, step count of a schedule) carried over.
 
 Differences from ``descend train`` worth knowing:
 
@@ -52,10 +52,11 @@ except ImportError:  # scikit-learn < 1.6
 
 from descend.backend import numpy_ops
 from descend.errors import DivergenceError, require
-from descend.model import MLP, init_params, init_state, predict_logits
+from descend.model import predict_logits
 from descend.train.config import TrainConfig
-from descend.train.loop import build_optimizer, epoch_order
-from descend.train.predict import softmax
+from descend.train.inference import softmax
+from descend.train.loop import Callback, FitState, batch_plan, equal_batch_layout, fit, fit_options, make_trainer
+from descend.train.setup import build_network, make_engine, network_spec
 
 __all__ = ["MLPClassifier"]
 
@@ -75,9 +76,42 @@ def batch_layout(n: int, batch_size: int) -> tuple[int, int]:
 
     ``batch_size=0`` is full-batch gradient descent.
     """
-    limit = min(batch_size or n, n)
-    batches = math.ceil(n / limit)
-    return n // batches, batches
+    return equal_batch_layout(n, batch_size)
+
+
+class _NoChange(Callback):
+    """scikit-learn's stopping rule, and the per-epoch record of loss and held-out accuracy.
+
+    After each epoch the watched quantity (the training loss, or the held-out
+    accuracy with early stopping) must improve on its best by ``tol``; more
+    than ``n_iter_no_change`` epochs in a row without that stop training
+    (never in ``partial_fit``).
+    """
+
+    def __init__(self, tol: float, n_iter_no_change: int, n_valid: int | None, stops: bool, verbose: bool):
+        self.tol, self.n_iter_no_change, self.n_valid, self.stops, self.verbose = (
+            tol, n_iter_no_change, n_valid, stops, verbose)
+        self.losses, self.scores = [], []
+        self.best_loss, self.best_score, self.stale = math.inf, -math.inf, 0
+        self.converged = False
+
+    def on_evaluation(self, row) -> bool:
+        loss = row["train_cost"]
+        self.losses.append(loss)
+        if self.n_valid is not None:
+            # the exact accuracy: the error is a count of wrong rows over n_valid
+            score = (self.n_valid - round(row["valid_error"] * self.n_valid)) / self.n_valid
+            self.scores.append(score)
+            self.stale = self.stale + 1 if score < self.best_score + self.tol else 0
+            self.best_score = max(self.best_score, score)
+        else:
+            self.stale = self.stale + 1 if loss > self.best_loss - self.tol else 0
+        self.best_loss = min(self.best_loss, loss)
+        if self.verbose:
+            extra = f", validation score {self.scores[-1]:.4f}" if self.scores else ""
+            print(f"epoch {round(row['epoch'])}: loss {loss:.6f}{extra}", file=sys.stderr, flush=True)
+        self.converged = self.stops and self.stale > self.n_iter_no_change
+        return self.converged
 
 
 class MLPClassifier(ClassifierMixin, BaseEstimator):
@@ -228,7 +262,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(proba, axis=1)]
 
     # internals ------------------------------------------------------------------
-    def _config(self, seed: int) -> TrainConfig:
+    def _config(self, seed: int, dtype: str) -> TrainConfig:
         """The options as a validated TrainConfig (bad values raise ValueError naming them)."""
         require(isinstance(self.batch_size, (int, np.integer)) and not isinstance(self.batch_size, bool),
                 "batch_size", "an integer (0 = full batch)", self.batch_size)
@@ -238,16 +272,16 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         require(0.0 < self.validation_fraction < 1.0, "validation_fraction", "in (0, 1)", self.validation_fraction)
         require(self.n_iter_no_change >= 1, "n_iter_no_change", ">= 1", self.n_iter_no_change)
         require(self.tol >= 0, "tol", ">= 0", self.tol)
-        hidden = _as_tuple(self.hidden)
-        MLP(hidden=hidden, activation=self.activation)  # validates hidden and activation
-        return TrainConfig(
-            dataset="<array>", hidden=hidden, activation=self.activation, optimizer=self.optimizer,
+        cfg = TrainConfig(
+            dataset="<array>", hidden=_as_tuple(self.hidden), activation=self.activation, optimizer=self.optimizer,
             lr=float(self.lr), momentum=float(self.momentum), batch_size=int(self.batch_size),
             epochs=int(self.epochs), schedule=self.schedule, schedule_unit=self.schedule_unit,
             l1=float(self.l1), l2=float(self.l2), dropout_keep=_as_tuple(self.dropout_keep, float),
             batchnorm=bool(self.batchnorm), max_norm=float(self.max_norm), engine=self.engine,
-            device=self.device, dtype=self.dtype or "float64", threads=self.threads, seed=seed, normalize="none",
+            device=self.device, dtype=dtype, threads=self.threads, seed=seed, normalize="none",
             early_stopping="none")
+        network_spec(cfg)  # validates hidden and activation
+        return cfg
 
     def _labels(self, y, classes, first: bool, incremental: bool) -> np.ndarray:
         """Set ``classes_`` on a first call and return ``y`` as class indices."""
@@ -279,25 +313,22 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         if first:
             self._dtype = self.dtype or ("float32" if X.dtype == np.float32 else "float64")
             self._seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        cfg = self._config(self._seed)
+        cfg = self._config(self._seed, self._dtype)
         y_idx = self._labels(y, classes, first, incremental)
-        spec = MLP(hidden=cfg.hidden, activation=cfg.activation, dropout_keep=cfg.dropout_keep,
-                   batchnorm=cfg.batchnorm)
         if first:
-            n_in, n_out = X.shape[1], len(self.classes_)
-            self.spec_ = spec
-            self.params_ = init_params(spec, n_in, n_out, key=self._seed, dtype=self._dtype)
-            self.model_state_ = init_state(spec, n_in, n_out, dtype=self._dtype)
+            self.spec_, self.params_, self.model_state_ = build_network(cfg, X.shape[1], len(self.classes_))
             self._opt_state, self._opt_key, self._plateau = None, None, None
             self.n_iter_, self.t_, self.loss_curve_ = 0, 0, []
             self.best_loss_ = None
             self.validation_scores_ = [] if self.early_stopping and not incremental else None
             self.best_validation_score_ = None
-        elif (spec.hidden, spec.batchnorm) != (self.spec_.hidden, self.spec_.batchnorm):
-            raise ValueError(f"`hidden` and `batchnorm` cannot change while continuing training "
-                             f"(fitted: hidden={self.spec_.hidden}, batchnorm={self.spec_.batchnorm}; now "
-                             f"hidden={spec.hidden}, batchnorm={spec.batchnorm}); set warm_start=False to start over")
         else:
+            spec = network_spec(cfg)
+            if (spec.hidden, spec.batchnorm) != (self.spec_.hidden, self.spec_.batchnorm):
+                raise ValueError(f"`hidden` and `batchnorm` cannot change while continuing training "
+                                 f"(fitted: hidden={self.spec_.hidden}, batchnorm={self.spec_.batchnorm}; now "
+                                 f"hidden={spec.hidden}, batchnorm={spec.batchnorm}); set warm_start=False to "
+                                 f"start over")
             self.spec_ = spec
 
         early = bool(self.early_stopping) and not incremental
@@ -306,93 +337,60 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             X, y_idx, X_valid, y_valid = self._validation_split(X, y_idx)
             if self.validation_scores_ is None:
                 self.validation_scores_ = []
-        rows, batches = batch_layout(len(y_idx), cfg.batch_size)
+        options = fit_options(cfg, epochs=1 if incremental else cfg.epochs, equal_batches=True, restore_best=early)
         opt_key = (cfg.optimizer, cfg.momentum, cfg.max_norm > 0)
-        engine, trainer = self._trainer(cfg, spec, batches)
-        opt_state = self._opt_state if opt_key == self._opt_key else None
-        ts = trainer.init(self.params_, self.model_state_, opt_state)
-        plateau = self._plateau if self._plateau is not None else cfg.schedule_spec.plateau()
-        if plateau is not None:
-            ts = trainer.with_lr_scale(ts, plateau.scale)
-        Xd, yd = engine.asarray(X), engine.put_labels(y_idx)
-        Xv = engine.asarray(X_valid) if early else None
-
-        best_loss = math.inf if self.best_loss_ is None or not incremental else self.best_loss_
-        best_score, best_params, best_state, stale = -math.inf, None, None, 0
-        converged = False
-        for _ in range(1 if incremental else cfg.epochs):
-            order = epoch_order(self._seed, self.n_iter_, len(y_idx))
-            new_ts, losses = trainer.run(ts, Xd, yd, order, rows, 0, batches, self.t_, self._seed)
-            if not np.all(np.isfinite(losses)):
-                bad = int(np.flatnonzero(~np.isfinite(losses))[0])
-                self._keep(trainer, ts, opt_key, plateau, early, best_score, best_params, best_state, best_loss)
-                raise DivergenceError(
-                    f"training diverged: the loss became {losses[bad]} in epoch {self.n_iter_ + 1} with "
-                    f"lr={cfg.lr:g}; the estimator keeps the weights from before that epoch. Try a smaller "
-                    f"lr, scaled inputs (e.g. StandardScaler) or optimizer='adam'")
-            ts = new_ts
-            self.n_iter_ += 1
-            self.t_ += batches
-            loss = float(np.mean(losses))
-            self.loss_curve_.append(loss)
-            if early:
-                logits = engine.logits(spec, ts.params, ts.model_state, Xv)
-                score = float(np.mean(np.argmax(logits, axis=1) == y_valid))
-                self.validation_scores_.append(score)
-                stale = stale + 1 if score < best_score + self.tol else 0
-                if score > best_score:
-                    best_score = score
-                    host = trainer.to_numpy(ts)
-                    best_params = {k: np.array(v) for k, v in host.params.items()}
-                    best_state = {k: np.array(v) for k, v in host.model_state.items()}
-                metric = 1.0 - score
-            else:
-                stale = stale + 1 if loss > best_loss - self.tol else 0
-                best_loss = min(best_loss, loss)
-                metric = loss
-            if plateau is not None:
-                ts = trainer.with_lr_scale(ts, plateau.observe(metric))
-            if self.verbose:
-                extra = f", validation score {self.validation_scores_[-1]:.4f}" if early else ""
-                print(f"epoch {self.n_iter_}: loss {loss:.6f}{extra}", file=sys.stderr, flush=True)
-            if not incremental and stale > self.n_iter_no_change:
-                converged = True
-                break
-
-        self._keep(trainer, ts, opt_key, plateau, early, best_score, best_params, best_state, best_loss)
-        if not incremental and not converged:
+        engine, trainer = self._trainer(cfg, options, len(y_idx))
+        start = FitState(self.params_, self.model_state_, self._opt_state if opt_key == self._opt_key else None,
+                         self.t_, self.n_iter_, self._plateau)
+        record = _NoChange(self.tol, self.n_iter_no_change, len(y_valid) if early else None,
+                           stops=not incremental, verbose=self.verbose)
+        try:
+            result = fit(engine, self.spec_, options, engine.asarray(X), engine.put_labels(y_idx),
+                         engine.asarray(X_valid) if early else None, y_valid, start=start, trainer=trainer,
+                         callbacks=[record])
+        except DivergenceError as exc:
+            self._keep(exc.result, record, opt_key, early, incremental)
+            raise DivergenceError(
+                f"training diverged: the loss became {exc.loss} in epoch {exc.result.final.epoch + 1} with "
+                f"lr={cfg.lr:g}; the estimator keeps the weights from before that epoch. Try a smaller "
+                f"lr, scaled inputs (e.g. StandardScaler) or optimizer='adam'") from None
+        self._keep(result, record, opt_key, early, incremental)
+        if not incremental and not record.converged:
             warnings.warn(f"descend MLPClassifier: stopped after epochs={cfg.epochs} before the "
                           f"{'validation score' if early else 'training loss'} stopped improving by tol={self.tol}; "
                           f"raise `epochs` to train longer.", ConvergenceWarning, stacklevel=3)
         return self
 
-    def _keep(self, trainer, ts, opt_key, plateau, early, best_score, best_params, best_state, best_loss):
+    def _keep(self, result, record: _NoChange, opt_key, early: bool, incremental: bool):
         """Store the training state (NumPy) as fitted attributes; the best validation weights with early stopping."""
-        host = trainer.to_numpy(ts)
-        self.params_ = {k: np.asarray(v) for k, v in host.params.items()}
-        self.model_state_ = {k: np.asarray(v) for k, v in host.model_state.items()}
-        self._opt_state, self._opt_key, self._plateau = host.opt_state, opt_key, plateau
+        final = result.final
+        self.params_ = {k: np.asarray(v) for k, v in result.params.items()}
+        self.model_state_ = {k: np.asarray(v) for k, v in result.model_state.items()}
+        self._opt_state, self._opt_key, self._plateau = final.opt_state, opt_key, final.plateau
+        self.n_iter_, self.t_ = final.epoch, final.step
+        self.loss_curve_ += record.losses
         if early:
-            if best_params is not None:
-                self.best_validation_score_ = best_score
-                self.params_, self.model_state_ = best_params, best_state
+            self.validation_scores_ += record.scores
+            if record.scores:
+                self.best_validation_score_ = record.best_score
         else:
-            self.best_loss_ = None if math.isinf(best_loss) else best_loss
+            previous = self.best_loss_ if incremental and self.best_loss_ is not None else math.inf
+            best = min(previous, record.best_loss)
+            self.best_loss_ = None if math.isinf(best) else best
 
-    def _trainer(self, cfg: TrainConfig, spec: MLP, batches: int):
+    def _trainer(self, cfg: TrainConfig, options, n_rows: int):
         """The engine and its trainer, reused across ``partial_fit`` calls while nothing they depend on changes.
 
         Compiled engines (JAX, TensorFlow, PyTensor) then compile once, not once per call.
         """
-        from descend.engines import get_engine
-
-        key = (cfg.engine, cfg.device, self._dtype, cfg.threads, spec, cfg.optimizer, cfg.lr, cfg.momentum,
+        batches = batch_plan(options, n_rows)[1]
+        key = (cfg.engine, cfg.device, self._dtype, cfg.threads, self.spec_, cfg.optimizer, cfg.lr, cfg.momentum,
                cfg.schedule, cfg.schedule_unit, cfg.max_norm, cfg.l1, cfg.l2, batches)
         cache = getattr(self, "_trainer_cache", None)
         if cache is not None and cache[0] == key:
             return cache[1], cache[2]
-        engine = get_engine(cfg.engine, device=cfg.device, dtype=self._dtype, threads=cfg.threads)
-        trainer = engine.trainer(spec, build_optimizer(cfg, batches), l1=cfg.l1, l2=cfg.l2)
+        engine = make_engine(cfg, cfg.threads)
+        trainer = make_trainer(engine, self.spec_, options, batches)
         self._trainer_cache = (key, engine, trainer)
         return engine, trainer
 

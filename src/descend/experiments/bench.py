@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from descend.engines import ENGINES, get_engine
-from descend.errors import ConfigError, DescendError
+from descend.engines import ENGINES
+from descend.errors import ConfigError, DescendError, DivergenceError
 from descend.io.atomic import atomic_write_text
-from descend.model import MLP, init_params
 from descend.train.config import TrainConfig
-from descend.train.loop import batch_plan, build_optimizer, epoch_order
+from descend.train.loop import Callback, batch_plan, fit, fit_options, make_trainer
+from descend.train.setup import setup_run
 
 COLUMNS = ("engine", "device", "status", "compile_s", "epoch_s", "samples_per_s", "test_error", "ratio")
 
@@ -50,41 +50,55 @@ def parse_list(text: str, allowed: tuple[str, ...], name: str) -> list[str]:
     return items
 
 
-def bench_one(engine_name: str, device: str, cfg: TrainConfig, data) -> BenchRow:
+class _EpochTimes(Callback):
+    """Seconds of each epoch's steps (the fit loop times them, host copy of the losses included)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self._elapsed = 0.0
+
+    def on_evaluation(self, row):
+        self.times.append(row["time"] - self._elapsed)
+        self._elapsed = row["time"]
+        return False
+
+
+def bench_one(engine_name: str, device: str, cfg: TrainConfig, data, n_classes: int) -> BenchRow:
+    """One (engine, device): the network ``cfg`` describes (dropout and batch norm included), timed per epoch."""
     X, y, Xt, yt = data
     row = BenchRow(engine_name, device)
+    cfg = cfg.replace(engine=engine_name, device=device)
     try:
-        engine = get_engine(engine_name, device=device, dtype=cfg.dtype, threads=cfg.threads)
+        run = setup_run(cfg, X.shape[1], n_classes, len(y))
     except DescendError as exc:
         row.status = str(exc)
         return row
+    engine, spec = run.engine, run.spec
     if device != "auto" and engine.device != device:
         row.status = f"device {device!r} not available for {engine_name}"
         return row
-    spec = MLP(hidden=cfg.hidden, activation=cfg.activation)
-    batch, steps = batch_plan(cfg, len(y))
+    # One evaluation per epoch and no validation rows: the history rows time the epochs.
+    options = fit_options(cfg, eval_every=0, early_stopping="none", restore_best=False)
+    batch, steps = batch_plan(options, len(y))
     # Engines compile at different moments (PyTensor when the trainer is built, JAX and TensorFlow on
     # the first run): compile time counts both, less one warm epoch.
     built = time.perf_counter()
-    trainer = engine.trainer(spec, build_optimizer(cfg, steps), l1=cfg.l1, l2=cfg.l2)
-    ts = trainer.init(init_params(spec, X.shape[1], int(y.max()) + 1, key=cfg.seed, dtype=cfg.dtype), {})
+    trainer = make_trainer(engine, spec, options, steps)
     build_s = time.perf_counter() - built
     Xd, yd, Xtd = engine.asarray(X), engine.put_labels(y), engine.asarray(Xt)
-    times = []
-    for epoch in range(cfg.epochs):
-        started = time.perf_counter()
-        ts, losses = trainer.run(ts, Xd, yd, epoch_order(cfg.seed, epoch, len(y)), batch, 0, steps,
-                                 epoch * steps, cfg.seed)
-        float(losses[-1])  # host copy: the epoch's work is finished
-        times.append(time.perf_counter() - started)
-        if not np.all(np.isfinite(losses)):
-            row.status = f"diverged in epoch {epoch + 1}"
-            return row
+    epochs = _EpochTimes()
+    try:
+        result = fit(engine, spec, options, Xd, yd, params=run.params, model_state=run.model_state,
+                     trainer=trainer, callbacks=[epochs])
+    except DivergenceError as exc:
+        row.status = f"diverged in epoch {exc.result.final.epoch + 1}"
+        return row
+    times = epochs.times
     warm = times[1:] or times
     row.epoch_s = statistics.median(warm)
     row.compile_s = build_s + max(times[0] - row.epoch_s, 0.0)
     row.samples_per_s = steps * batch / row.epoch_s
-    logits = engine.logits(spec, ts.params, ts.model_state, Xtd)
+    logits = engine.logits(spec, engine.put_tree(result.params), engine.put_tree(result.model_state), Xtd)
     row.test_error = float(np.mean(np.argmax(logits, axis=1) != yt))
     return row
 
@@ -103,7 +117,7 @@ def share_gpu_memory() -> None:
 def run_bench(cfg: TrainConfig, engines: list[str], devices: list[str], out: Path | None = None,
               log=print) -> list[BenchRow]:
     """Benchmark ``cfg`` on every (engine, device); write bench.csv and bench.png into ``out``."""
-    from descend.data import Normalizer, load
+    from descend.train.setup import prepare_data
 
     if "gpu" in devices:
         share_gpu_memory()
@@ -111,15 +125,14 @@ def run_bench(cfg: TrainConfig, engines: list[str], devices: list[str], out: Pat
     if cfg.epochs < 2:
         raise ConfigError(f"`epochs` must be >= 2 for bench (the first one includes compilation). "
                           f"Received: epochs={cfg.epochs}")
-    ds = load(cfg.dataset, seed=cfg.seed, **({"format": cfg.format} if cfg.format else {}))
-    if ds.test is None or ds.test.y is None:
+    prepared = prepare_data(cfg)
+    if prepared.y_test is None:
         raise ConfigError(f"bench needs a labelled test set; dataset {cfg.dataset!r} has none")
-    norm = Normalizer(cfg.normalize).fit(ds.train.X)
-    data = (norm.transform(ds.train.X), ds.train.y, norm.transform(ds.test.X), ds.test.y)
+    data = (prepared.X_train, prepared.y_train, prepared.X_test, prepared.y_test)
     rows = []
     for engine in engines:
         for device in devices:
-            row = bench_one(engine, device, cfg, data)
+            row = bench_one(engine, device, cfg, data, prepared.n_out)
             log(format_row(row))
             rows.append(row)
     fastest = min((r.epoch_s for r in rows if r.epoch_s), default=None)

@@ -1,4 +1,4 @@
-"""The fit loop: epochs of seeded batches, evaluation, early stopping, checkpoints.
+"""The fit loop: epochs of seeded batches, evaluation, early stopping, checkpoints, callbacks.
 
 The loop is engine-agnostic: it decides the batch order (a NumPy permutation
 per epoch, derived from the seed and the epoch number) and when to evaluate;
@@ -7,32 +7,120 @@ between, as one compiled call where it can.  After every evaluation the full
 training state is written atomically to a checkpoint, so ``--resume`` after
 Ctrl-C or ``kill -9`` continues exactly where the last evaluation left off and
 ends with the same weights as an uninterrupted run.
+
+:func:`fit` takes its options as a :class:`FitOptions` (:func:`fit_options`
+builds them from a :class:`~descend.train.TrainConfig`), may start from a
+:class:`FitState` (a warm start: weights, optimizer state, step and epoch
+counters) and calls :class:`Callback` hooks: at the start, with each epoch's
+batch order, after each evaluation (returning True stops training) and at the
+end.  With ``restore_best`` the weights *and* the model state (batch-norm
+running statistics) of the best evaluation are returned.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from descend.backend import numpy_ops
-from descend.errors import DivergenceError
+from descend.errors import DivergenceError, require
 from descend.io.modelfile import load_checkpoint, save_checkpoint
 from descend.io.tree import flatten_with_paths, unflatten_from_paths
 from descend.model import softmax_cross_entropy
-from descend.optim import ReduceOnPlateau, chain, make_optimizer, max_norm
-from descend.train.config import TrainConfig
+from descend.optim import ReduceOnPlateau, ScheduleSpec, chain, make_optimizer, max_norm
+from descend.train.config import EARLY_STOPPING, MONITORS
 from descend.train.early_stopping import EarlyStopping
 from descend.train.progress import Progress
 
 CHECKPOINT_VERSION = 1
 
 
+@dataclass(frozen=True)
+class FitOptions:
+    """What :func:`fit` needs to know: batching, optimizer and schedule, evaluation, stopping, seed.
+
+    ``batch_size=0`` is full batch.  The rows of an epoch are split into
+    ``n // batch_size`` batches of ``batch_size`` rows (a partial last batch
+    sits out; the order changes every epoch), or with ``equal_batches`` into
+    ``ceil(n / batch_size)`` batches of ``n // ceil(n / batch_size)`` rows.
+    ``eval_every=0`` evaluates once per epoch, otherwise every that many steps.
+    ``patience`` counts evaluations.  ``restore_best`` returns the weights and
+    model state of the best evaluation of ``monitor`` instead of the last.
+    """
+
+    epochs: int = 1
+    batch_size: int = 100
+    equal_batches: bool = False
+    seed: int = 0
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    optimizer_options: dict = field(default_factory=dict)
+    schedule: str = "constant"
+    schedule_unit: str = "epoch"
+    max_norm: float = 0.0
+    l1: float = 0.0
+    l2: float = 0.0
+    eval_every: int = 0
+    early_stopping: str = "none"
+    patience: int = 10
+    patience_increase: float = 2.0
+    improvement_threshold: float = 0.995
+    monitor: str = "valid_error"
+    restore_best: bool = False
+
+    def __post_init__(self):
+        require(self.epochs >= 1, "epochs", ">= 1", self.epochs)
+        require(self.batch_size >= 0, "batch_size", ">= 0 (0 = full batch)", self.batch_size)
+        require(self.eval_every >= 0, "eval_every", ">= 0 (0 = every epoch)", self.eval_every)
+        require(self.early_stopping in EARLY_STOPPING, "early_stopping", f"one of {EARLY_STOPPING}",
+                self.early_stopping)
+        require(self.monitor in MONITORS, "monitor", f"one of {MONITORS}", self.monitor)
+
+    @property
+    def schedule_spec(self) -> ScheduleSpec:
+        return ScheduleSpec.parse(self.schedule, self.schedule_unit)
+
+    def replace(self, **changes) -> FitOptions:
+        return dataclasses.replace(self, **changes)
+
+
+def fit_options(cfg, **overrides) -> FitOptions:
+    """The fit options of a :class:`~descend.train.TrainConfig` (the best weights kept when it stops early)."""
+    names = {f.name for f in dataclasses.fields(FitOptions)} - {"equal_batches", "restore_best"}
+    values = {name: getattr(cfg, name) for name in names}
+    values["restore_best"] = cfg.early_stopping != "none"
+    return FitOptions(**{**values, **overrides})
+
+
+@dataclass(frozen=True)
+class FitState:
+    """Where training stands, as NumPy: enough to continue it (a warm start).
+
+    ``opt_state`` None is the optimizer's initial state; ``step`` counts
+    optimizer steps taken (it drives the schedule and seeds dropout);
+    ``epoch`` counts epochs begun before (it seeds the next batch order);
+    ``plateau`` is the reduce-on-plateau controller's state, if any.
+    """
+
+    params: dict
+    model_state: dict = field(default_factory=dict)
+    opt_state: Any = None
+    step: int = 0
+    epoch: int = 0
+    plateau: dict | None = None
+
+
 @dataclass
 class FitResult:
+    """``params``/``model_state``: the best evaluation's with ``restore_best``, else the last; ``final``: the last."""
+
     params: dict
     model_state: dict
     history: list[dict]
@@ -43,12 +131,59 @@ class FitResult:
     best_metric: float | None
     stopped_early: bool
     elapsed: float
-    final_params: dict = field(repr=False, default_factory=dict)
+    final: FitState = field(repr=False, default=None)
+    stopped_by_callback: bool = False
+
+    @property
+    def final_params(self) -> dict:
+        return self.final.params
 
 
-def batch_plan(cfg: TrainConfig, n_train: int) -> tuple[int, int]:
-    """``(batch_size, steps_per_epoch)``; a partial last batch is dropped (new order each epoch)."""
-    batch_size = min(cfg.batch_size or n_train, n_train)
+class Callback:
+    """Hooks into :func:`fit`; override the ones you need.
+
+    ``on_train_begin(params, model_state)`` sees the NumPy weights training
+    starts from; ``on_epoch_order(epoch, order)`` each epoch's batch order;
+    ``on_evaluation(row)`` each history row (after the checkpoint decision:
+    returning True stops training once the row is checkpointed);
+    ``on_train_end(result)`` the :class:`FitResult`.
+    """
+
+    def on_train_begin(self, params: dict, model_state: dict) -> None:
+        pass
+
+    def on_epoch_order(self, epoch: int, order: np.ndarray) -> None:
+        pass
+
+    def on_evaluation(self, row: dict) -> bool:
+        return False
+
+    def on_train_end(self, result: FitResult) -> None:
+        pass
+
+
+class LambdaCallback(Callback):
+    """A callback from plain functions, e.g. ``LambdaCallback(on_evaluation=lambda row: row["step"] >= 100)``."""
+
+    def __init__(self, *, on_train_begin=None, on_epoch_order=None, on_evaluation=None, on_train_end=None):
+        for name, fn in (("on_train_begin", on_train_begin), ("on_epoch_order", on_epoch_order),
+                         ("on_evaluation", on_evaluation), ("on_train_end", on_train_end)):
+            if fn is not None:
+                setattr(self, name, fn)
+
+
+def equal_batch_layout(n: int, batch_size: int) -> tuple[int, int]:
+    """``(rows per batch, batches per epoch)``: ``ceil(n / batch_size)`` equal batches (``0`` = full batch)."""
+    limit = min(batch_size or n, n)
+    batches = math.ceil(n / limit)
+    return n // batches, batches
+
+
+def batch_plan(options: FitOptions, n_train: int) -> tuple[int, int]:
+    """``(batch_size, steps_per_epoch)`` of ``n_train`` rows."""
+    if options.equal_batches:
+        return equal_batch_layout(n_train, options.batch_size)
+    batch_size = min(options.batch_size or n_train, n_train)
     return batch_size, n_train // batch_size
 
 
@@ -57,18 +192,31 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, 0x5EED, epoch]).permutation(n)
 
 
-def build_optimizer(cfg: TrainConfig, steps_per_epoch: int):
-    lr = cfg.schedule_spec.build(cfg.lr, steps_per_epoch)
-    options = dict(cfg.optimizer_options)
-    if cfg.optimizer not in ("sgd", "adam", "adagrad", "rmsprop"):
-        options["momentum"] = cfg.momentum
-    optimizer = make_optimizer(cfg.optimizer, lr, **options)
-    return chain(optimizer, max_norm(cfg.max_norm)) if cfg.max_norm else optimizer
+def build_optimizer(options, steps_per_epoch: int):
+    """The optimizer (with its schedule and max-norm cap) of ``options`` (FitOptions or TrainConfig)."""
+    lr = options.schedule_spec.build(options.lr, steps_per_epoch)
+    kwargs = dict(options.optimizer_options)
+    if options.optimizer not in ("sgd", "adam", "adagrad", "rmsprop"):
+        kwargs["momentum"] = options.momentum
+    optimizer = make_optimizer(options.optimizer, lr, **kwargs)
+    return chain(optimizer, max_norm(options.max_norm)) if options.max_norm else optimizer
 
 
-def learning_rate_at(cfg: TrainConfig, steps_per_epoch: int, step: int, scale: float = 1.0) -> float:
-    lr = cfg.schedule_spec.build(cfg.lr, steps_per_epoch)
+def make_trainer(engine, spec, options: FitOptions, steps_per_epoch: int):
+    """The engine's trainer for ``options`` (what :func:`fit` builds unless handed one)."""
+    return engine.trainer(spec, build_optimizer(options, steps_per_epoch), l1=options.l1, l2=options.l2)
+
+
+def learning_rate_at(options, steps_per_epoch: int, step: int, scale: float = 1.0) -> float:
+    lr = options.schedule_spec.build(options.lr, steps_per_epoch)
     return float(lr(np.float64(step)) if callable(lr) else lr) * scale
+
+
+def progress_bar(options: FitOptions, n_train: int, *, stream=None, enabled: bool = True) -> Progress:
+    """The progress display of a fit on ``n_train`` rows."""
+    batch_size, steps_per_epoch = batch_plan(options, n_train)
+    return Progress(epochs=options.epochs, total_steps=steps_per_epoch * options.epochs, batch_size=batch_size,
+                    stream=stream, enabled=enabled)
 
 
 def cost_and_error(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -82,123 +230,165 @@ def evaluate(engine, spec, params, model_state, X, y) -> tuple[float, float]:
     return cost_and_error(engine.logits(spec, params, model_state, X), y)
 
 
-def fit(engine, spec, cfg: TrainConfig, X_train, y_train, X_valid=None, y_valid=None, *,
-        params, model_state, checkpoint: Path | None = None, resume: bool = False,
-        progress: Progress | None = None, on_evaluation=None) -> FitResult:
-    """Train ``params`` on the engine's device arrays; return the best (or final) weights.
+def fit(engine, spec, options: FitOptions, X_train, y_train, X_valid=None, y_valid=None, *,
+        params: dict | None = None, model_state: dict | None = None, start: FitState | None = None,
+        trainer=None, checkpoint: Path | None = None, resume: bool = False, progress: Progress | None = None,
+        callbacks=()) -> FitResult:
+    """Train for ``options.epochs`` epochs on the engine's device arrays; return the best (or final) weights.
 
-    ``y_train`` is on the device, ``y_valid`` is NumPy.  With ``resume`` the
-    state saved in ``checkpoint`` is restored first.
+    Training starts from ``params``/``model_state`` (NumPy), or from ``start``
+    to continue earlier training.  ``y_train`` is on the device, ``y_valid``
+    is NumPy.  With ``resume`` the state saved in ``checkpoint`` is restored
+    first.  ``trainer`` (from :func:`make_trainer` with these options) saves
+    rebuilding, and recompiling, one across calls.  A diverging loss raises
+    :class:`~descend.errors.DivergenceError` whose ``result`` holds the state
+    before the steps that diverged.
     """
+    if start is None:
+        if params is None:
+            raise TypeError("fit() needs `params` (and `model_state`) or `start`")
+        start = FitState(params, model_state or {})
+    callbacks = tuple(callbacks)
     n_train = int(len(y_train))
-    batch_size, steps_per_epoch = batch_plan(cfg, n_train)
-    total = steps_per_epoch * cfg.epochs
-    eval_every = cfg.eval_every or steps_per_epoch
-    trainer = engine.trainer(spec, build_optimizer(cfg, steps_per_epoch), l1=cfg.l1, l2=cfg.l2)
+    batch_size, steps_per_epoch = batch_plan(options, n_train)
+    total = steps_per_epoch * options.epochs
+    eval_every = options.eval_every or steps_per_epoch
+    trainer = trainer or make_trainer(engine, spec, options, steps_per_epoch)
     has_valid = X_valid is not None and len(y_valid) > 0
-    stopper = EarlyStopping(cfg.early_stopping if has_valid else "none", cfg.patience,
-                            cfg.patience_increase, cfg.improvement_threshold)
-    plateau = cfg.schedule_spec.plateau()
+    stopper = EarlyStopping(options.early_stopping if has_valid else "none", options.patience,
+                            options.patience_increase, options.improvement_threshold)
+    plateau = options.schedule_spec.plateau()
+    if plateau is not None and start.plateau is not None:
+        plateau = ReduceOnPlateau.from_dict(start.plateau)
+    step0, epoch0 = start.step, start.epoch
 
-    step, elapsed, history, best, best_step = 0, 0.0, [], None, None
-    loss_sum, loss_count = 0.0, 0
-    ts = trainer.init(params, model_state)
+    # ``done`` counts the steps of this call; the step and epoch counters continue from ``start``.
+    done, elapsed, history, best, best_step = 0, 0.0, [], None, None
+    loss_sum, loss_count, stopped_by_callback = 0.0, 0, False
+    begin_params, begin_state = start.params, start.model_state
+    ts = trainer.init(start.params, start.model_state, start.opt_state)
     if resume and checkpoint is not None and checkpoint.exists():
         arrays, meta = load_checkpoint(checkpoint)
-        step, elapsed, history = meta["step"], meta["elapsed"], meta["history"]
+        done, elapsed, history = meta["step"], meta["elapsed"], meta["history"]
         loss_sum, loss_count = meta["loss_sum"], meta["loss_count"]
         stopper = EarlyStopping.from_dict(meta["early_stopping"])
         plateau = ReduceOnPlateau.from_dict(meta["plateau"]) if meta["plateau"] else None
         best_step = meta["best_step"]
+        stopped_by_callback = bool(meta.get("stopped_by_callback", False))
         parts = {p: {k[len(p) + 1:]: v for k, v in arrays.items() if k.startswith(p + "/")}
-                 for p in ("params", "state", "opt", "best")}
+                 for p in ("params", "state", "opt", "best", "best_state")}
         template = trainer.to_numpy(ts).opt_state
         ts = trainer.init(parts["params"], parts["state"], unflatten_from_paths(template, parts["opt"]))
-        best = parts["best"] or None
+        begin_params, begin_state = parts["params"], parts["state"]
+        if parts["best"]:
+            # checkpoints written before the best model state was kept hold the best params only
+            best = {"params": parts["best"], "state": parts["best_state"] if "best_state_saved" in meta
+                    else None}
     if plateau is not None:
         ts = trainer.with_lr_scale(ts, plateau.scale)
 
-    def save(ts_now, step_now):
+    def save(ts_now, done_now):
         if checkpoint is None:
             return
         host = trainer.to_numpy(ts_now)
         arrays = {f"params/{k}": v for k, v in host.params.items()}
         arrays.update({f"state/{k}": v for k, v in host.model_state.items()})
         arrays.update({f"opt/{k}": np.asarray(v) for k, v in flatten_with_paths(host.opt_state).items()})
-        arrays.update({f"best/{k}": v for k, v in (best or {}).items()})
+        if best is not None:
+            arrays.update({f"best/{k}": v for k, v in best["params"].items()})
+            arrays.update({f"best_state/{k}": v for k, v in (best["state"] or {}).items()})
         save_checkpoint(checkpoint, arrays, {
-            "version": CHECKPOINT_VERSION, "step": step_now, "elapsed": elapsed, "history": history,
+            "version": CHECKPOINT_VERSION, "step": done_now, "elapsed": elapsed, "history": history,
             "loss_sum": loss_sum, "loss_count": loss_count, "early_stopping": stopper.to_dict(),
-            "plateau": plateau.to_dict() if plateau else None, "best_step": best_step,
-            "finished": step_now >= total})
+            "plateau": plateau.to_dict() if plateau else None, "best_step": best_step, "best_state_saved": True,
+            "stopped_by_callback": stopped_by_callback, "finished": done_now >= total})
 
-    progress = progress or Progress(epochs=cfg.epochs, total_steps=total, batch_size=batch_size, enabled=False)
-    progress.start(step)
-    stopped = bool(history) and _should_stop(stopper, history)
+    def result_at(ts_now, done_now) -> FitResult:
+        host = trainer.to_numpy(ts_now)
+        final = FitState(host.params, host.model_state, host.opt_state, step0 + done_now,
+                         epoch0 + done_now // steps_per_epoch,
+                         plateau.to_dict() if plateau else None)
+        use_best = options.restore_best and best is not None
+        return FitResult(
+            params=best["params"] if use_best else host.params,
+            model_state=best["state"] if use_best and best["state"] is not None else host.model_state,
+            history=history, steps=step0 + done_now, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+            best_step=best_step, best_metric=None if math.isinf(stopper.best) else stopper.best,
+            stopped_early=done_now < total, elapsed=elapsed, final=final, stopped_by_callback=stopped_by_callback)
+
+    for cb in callbacks:
+        cb.on_train_begin(begin_params, begin_state)
+    progress = progress or Progress(epochs=options.epochs, total_steps=total, batch_size=batch_size, enabled=False)
+    progress.start(step0 + done)
+    stopped = stopped_by_callback or (bool(history) and _should_stop(stopper, history))
     order_epoch, order = -1, None
     try:
-        while step < total and not stopped:
-            epoch, within = divmod(step, steps_per_epoch)
+        while done < total and not stopped:
+            epoch, within = divmod(done, steps_per_epoch)
             if epoch != order_epoch:
-                order_epoch, order = epoch, epoch_order(cfg.seed, epoch, n_train)
-            count = min(eval_every - step % eval_every, steps_per_epoch - within, total - step)
+                order_epoch, order = epoch, epoch_order(options.seed, epoch0 + epoch, n_train)
+                for cb in callbacks:
+                    cb.on_epoch_order(epoch0 + epoch, order)
+            count = min(eval_every - done % eval_every, steps_per_epoch - within, total - done)
             started = time.perf_counter()
-            new_ts, losses = trainer.run(ts, X_train, y_train, order, batch_size, within, count, step, cfg.seed)
+            new_ts, losses = trainer.run(ts, X_train, y_train, order, batch_size, within, count, step0 + done,
+                                         options.seed)
             elapsed += time.perf_counter() - started
             bad = np.flatnonzero(~np.isfinite(losses))
             if bad.size:
-                at = step + int(bad[0])
-                lr = learning_rate_at(cfg, steps_per_epoch, at, plateau.scale if plateau else 1.0)
+                at = step0 + done + int(bad[0])
+                lr = learning_rate_at(options, steps_per_epoch, at, plateau.scale if plateau else 1.0)
+                progress.close()
                 raise DivergenceError(
                     f"training diverged: the loss became {losses[bad[0]]} at step {at + 1} "
                     f"(epoch {at // steps_per_epoch + 1}) with learning rate {lr:.4g}; no weights from "
                     f"this point were saved. Try a smaller --lr (e.g. {lr / 10:.2g}), a decaying --schedule "
-                    f"or --optimizer adam")
-            ts, step = new_ts, step + count
+                    f"or --optimizer adam", step=at, loss=float(losses[bad[0]]), result=result_at(ts, done))
+            ts, done = new_ts, done + count
             loss_sum, loss_count = loss_sum + float(losses.sum()), loss_count + count
-            progress.advance(step)
-            if step % eval_every and step != total:
+            progress.advance(step0 + done)
+            if done % eval_every and done != total:
                 continue
             started = time.perf_counter()
-            row = {"epoch": step / steps_per_epoch, "step": step, "time": 0.0,
+            row = {"epoch": epoch0 + done / steps_per_epoch, "step": step0 + done, "time": 0.0,
                    "train_cost": loss_sum / loss_count,
-                   "lr": learning_rate_at(cfg, steps_per_epoch, step - 1, plateau.scale if plateau else 1.0)}
+                   "lr": learning_rate_at(options, steps_per_epoch, step0 + done - 1,
+                                          plateau.scale if plateau else 1.0)}
             loss_sum, loss_count = 0.0, 0
-            host_params = trainer.to_numpy(ts).params if has_valid else None
             if has_valid:
                 row["valid_cost"], row["valid_error"] = evaluate(engine, spec, ts.params, ts.model_state,
                                                                  X_valid, y_valid)
-                metric = row[cfg.monitor]
-                improved, stopped = stopper.observe(metric)
+                improved, stopped = stopper.observe(row[options.monitor])
+                if improved and options.restore_best:
+                    host = trainer.to_numpy(ts)
+                    best = {"params": {k: np.array(v) for k, v in host.params.items()},
+                            "state": {k: np.array(v) for k, v in host.model_state.items()}}
                 if improved:
-                    best, best_step = {k: np.array(v) for k, v in host_params.items()}, step
+                    best_step = step0 + done
             if plateau is not None:
-                plateau.observe(row.get(cfg.monitor, row["train_cost"]))
+                plateau.observe(row.get(options.monitor, row["train_cost"]))
                 ts = trainer.with_lr_scale(ts, plateau.scale)
             elapsed += time.perf_counter() - started
             row["time"] = elapsed
             history.append(row)
             progress.evaluation(row)
-            if on_evaluation is not None:
-                on_evaluation(row)
-            save(ts, step)
+            if any([bool(cb.on_evaluation(row)) for cb in callbacks]):  # a list: every callback sees the row
+                stopped = stopped_by_callback = True
+            save(ts, done)
     except KeyboardInterrupt:
-        # ``ts`` and ``step`` only change together after a completed run of steps,
+        # ``ts`` and ``done`` only change together after a completed run of steps,
         # so they are a consistent state to checkpoint.
-        save(ts, step)
+        save(ts, done)
         progress.close()
         if checkpoint is not None:
-            progress.message(f"interrupted at step {step:,}; checkpoint saved in {checkpoint.parent} "
+            progress.message(f"interrupted at step {step0 + done:,}; checkpoint saved in {checkpoint.parent} "
                              f"(continue with: descend train --resume {checkpoint.parent})")
         raise
     progress.close()
-    host = trainer.to_numpy(ts)
-    use_best = cfg.early_stopping != "none" and best is not None
-    return FitResult(
-        params=best if use_best else host.params, model_state=host.model_state, history=history,
-        steps=step, steps_per_epoch=steps_per_epoch, batch_size=batch_size, best_step=best_step,
-        best_metric=None if math.isinf(stopper.best) else stopper.best,
-        stopped_early=step < total, elapsed=elapsed, final_params=host.params)
+    result = result_at(ts, done)
+    for cb in callbacks:
+        cb.on_train_end(result)
+    return result
 
 
 def _should_stop(stopper: EarlyStopping, history) -> bool:

@@ -1,10 +1,32 @@
-"""One place that turns a training configuration and its data into a run's starting point."""
+"""One place that turns a training configuration and its data into a run's starting point.
+
+Every command that trains (train, compare, search, ensemble, bench) and the
+scikit-learn estimator go through here, in two steps:
+
+- :func:`prepare_data` (or :func:`prepare_rows` for rows already in hand):
+  load and split the dataset, fit the normalization (and PCA) on the training
+  rows only, oversample small classes when asked, and normalize every split;
+- :func:`setup_run`: the network spec, the engine and its thread count, and
+  the initial parameters and model state, all from the config's seed.
+
+:func:`provenance` is what ``config.json`` records beside the config.
+"""
 
 from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import dataclass
 
 import numpy as np
 
 from descend.data.preprocess import Normalizer
+from descend.errors import ConfigError
+from descend.model import MLP, init_params, init_state
+from descend.train.config import TrainConfig
+
+
+# --- data -----------------------------------------------------------------------------------------
 
 
 def fit_normalizer(method: str, pca: int | None, X: np.ndarray) -> Normalizer:
@@ -15,3 +37,168 @@ def fit_normalizer(method: str, pca: int | None, X: np.ndarray) -> Normalizer:
 
         fit_projection(normalizer, X, pca)
     return normalizer
+
+
+def oversample(y: np.ndarray, seed: int) -> np.ndarray:
+    """Row indices in which every class smaller than the median class is repeated up to the median size.
+
+    The curriculum repeats FER2013's rare Disgust class; the extra rows are
+    drawn without replacement where possible, seeded, and appended.
+    """
+    counts = np.bincount(y)
+    target = int(np.median(counts[counts > 0]))
+    rng = np.random.default_rng([seed, 0xBA1])
+    extra = []
+    for c, n in enumerate(counts):
+        if 0 < n < target:
+            members = np.flatnonzero(y == c)
+            reps, rest = divmod(target - n, n)
+            extra += [members] * reps + [rng.choice(members, rest, replace=False)]
+    return np.concatenate([np.arange(len(y)), *extra]) if extra else np.arange(len(y))
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedData:
+    """Normalized NumPy splits ready for an engine; ``X_train`` holds the oversampled rows when asked.
+
+    ``X_valid`` / ``X_test`` are None where the split is absent or unlabelled.
+    ``dataset`` is the loaded :class:`~descend.data.Dataset` (None for rows
+    handed to :func:`prepare_rows`).
+    """
+
+    normalizer: Normalizer
+    n_out: int
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_valid: np.ndarray | None = None
+    y_valid: np.ndarray | None = None
+    X_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    dataset: object = None
+
+    @property
+    def n_in(self) -> int:
+        """The network's input width: the number of features, or of principal components with ``pca``."""
+        return int(self.normalizer.n_outputs)
+
+    @property
+    def n_train(self) -> int:
+        return int(len(self.y_train))
+
+
+def _labelled(split) -> bool:
+    return split is not None and split.y is not None and len(split.y) > 0
+
+
+def load_dataset(cfg: TrainConfig):
+    """The dataset named by ``cfg``, split with ``cfg.validation`` (the dataset's default when None)."""
+    from descend.data import load
+
+    kwargs = {"seed": cfg.seed}
+    if cfg.format:
+        kwargs["format"] = cfg.format
+    if cfg.validation is not None:
+        kwargs["validation"] = int(cfg.validation) if cfg.validation >= 1 else cfg.validation
+    return load(cfg.dataset, **kwargs)
+
+
+def prepare_rows(cfg: TrainConfig, X, y, n_out: int, X_valid=None, y_valid=None, X_test=None, y_test=None,
+                 dataset=None) -> PreparedData:
+    """Fit the normalization on training rows ``X`` (before any oversampling), oversample, normalize all splits."""
+    normalizer = fit_normalizer(cfg.normalize, cfg.pca, X)
+    rows = oversample(y, cfg.seed) if cfg.balance == "oversample" else slice(None)
+    has_valid = y_valid is not None and len(y_valid) > 0
+    return PreparedData(
+        normalizer, int(n_out), normalizer.transform(X[rows]), y[rows],
+        normalizer.transform(X_valid) if has_valid else None, y_valid if has_valid else None,
+        normalizer.transform(X_test) if y_test is not None else None, y_test, dataset)
+
+
+def prepare_data(cfg: TrainConfig, dataset=None) -> PreparedData:
+    """Load ``cfg``'s dataset (unless ``dataset`` is given), then :func:`prepare_rows` on its splits."""
+    ds = dataset if dataset is not None else load_dataset(cfg)
+    if ds.train.y is None:
+        raise ConfigError(f"dataset {cfg.dataset!r} has no training labels")
+    valid = ds.validation if _labelled(ds.validation) else None
+    test = ds.test if _labelled(ds.test) else None
+    return prepare_rows(cfg, ds.train.X, ds.train.y, len(ds.classes),
+                        valid.X if valid else None, valid.y if valid else None,
+                        test.X if test else None, test.y if test else None, dataset=ds)
+
+
+# --- network, engine, initial state -----------------------------------------------------------------
+
+
+def network_spec(cfg: TrainConfig):
+    """The network ``cfg`` describes (layer sizes come from the data: see :func:`build_network`)."""
+    return MLP(hidden=cfg.hidden, activation=cfg.activation, dropout_keep=cfg.dropout_keep, batchnorm=cfg.batchnorm)
+
+
+def build_network(cfg: TrainConfig, n_in: int, n_out: int):
+    """``(spec, params, model_state)``: the network for ``n_in`` inputs and ``n_out`` classes, and its
+    initial NumPy weights and state from ``cfg.seed`` in ``cfg.dtype``: the one place a network is built."""
+    spec = network_spec(cfg)
+    params = init_params(spec, n_in, n_out, key=cfg.seed, dtype=cfg.dtype)
+    return spec, params, init_state(spec, n_in, n_out, dtype=cfg.dtype)
+
+
+def macs_per_row(spec, n_in: int, n_out: int) -> int:
+    """Multiply-adds of one row's forward pass (what decides whether a second thread pays off)."""
+    sizes = (int(n_in), *spec.hidden, int(n_out))
+    return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def run_threads(cfg: TrainConfig, spec, n_in: int, n_out: int, n_train: int) -> int:
+    """``cfg.threads``, else the engine's default for this network and batch size."""
+    from descend.engines import default_threads
+
+    if cfg.threads:
+        return cfg.threads
+    return default_threads(cfg.engine, min(cfg.batch_size or n_train, n_train), macs_per_row(spec, n_in, n_out))
+
+
+def make_engine(cfg: TrainConfig, threads: int | None):
+    """The engine ``cfg`` names, on its device and dtype, with ``threads`` compute threads."""
+    from descend.engines import get_engine
+
+    return get_engine(cfg.engine, device=cfg.device, dtype=cfg.dtype, threads=threads)
+
+
+@dataclass(frozen=True, eq=False)
+class RunSetup:
+    """A run's starting point: network spec, engine (with its thread count), initial NumPy params and state."""
+
+    spec: object
+    engine: object
+    threads: int | None
+    params: dict
+    model_state: dict
+
+
+def setup_run(cfg: TrainConfig, n_in: int, n_out: int, n_train: int, *, threads: int | None = None,
+              engine=None) -> RunSetup:
+    """Network, engine and initial state for training ``cfg`` on ``n_train`` rows of ``n_in`` inputs.
+
+    ``threads`` overrides the thread rule; an ``engine`` already built (say,
+    reused across the folds of a search) is used as is.
+    """
+    spec, params, model_state = build_network(cfg, n_in, n_out)
+    if engine is None:
+        threads = threads or run_threads(cfg, spec, n_in, n_out, n_train)
+        engine = make_engine(cfg, threads)
+    else:
+        threads = engine.threads
+    return RunSetup(spec, engine, threads, params, model_state)
+
+
+def versions() -> dict:
+    """Versions of descend, NumPy and Python: what a rerun needs to reproduce a run."""
+    import descend
+
+    return {"descend": descend.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def provenance(cfg: TrainConfig, engine) -> dict:
+    """What ``config.json`` records: the config, where it ran, the versions and the command line."""
+    return {"config": cfg.to_dict(), "engine": engine.name, "device": engine.device, **versions(),
+            "command": " ".join(sys.argv)}

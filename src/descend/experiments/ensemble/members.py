@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from descend.errors import require
-from descend.model import MLP, init_params, init_state
 from descend.placement import Placement, run_in, run_tasks
 from descend.train.config import TrainConfig
 from descend.train.ensemble_model import VOTES
@@ -97,36 +96,32 @@ def plan_members(cfg: EnsembleConfig, n_rows: int, n_features: int) -> list[Memb
 # ---------------------------------------------------------------------------- training
 
 
-def _member_spec(cfg: TrainConfig) -> MLP:
-    return MLP(hidden=cfg.hidden, activation=cfg.activation, dropout_keep=cfg.dropout_keep, batchnorm=cfg.batchnorm)
+def _member_spec(cfg: TrainConfig):
+    from descend.train.setup import network_spec
+
+    return network_spec(cfg)
 
 
 def _train_one(cfg: TrainConfig, plan: MemberPlan, X, y, X_valid, y_valid, n_classes: int,
                threads: int | None) -> dict:
     """Train one member on its rows and columns; NumPy results (picklable for the parent)."""
-    from descend.engines import default_threads, get_engine
-    from descend.train.loop import fit
+    from descend.train.loop import fit, fit_options
+    from descend.train.setup import setup_run
 
-    spec = _member_spec(cfg)
     member_cfg = cfg.replace(seed=plan.seed)
     cols = plan.features
     Xm = np.asarray(X[plan.rows][:, cols])
-    sizes = (len(cols), *cfg.hidden, n_classes)
-    macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    if threads is None:
-        threads = default_threads(cfg.engine, min(cfg.batch_size or len(plan.rows), len(plan.rows)), macs)
-    engine = get_engine(cfg.engine, device=cfg.device, dtype=cfg.dtype, threads=threads)
-    params = init_params(spec, len(cols), n_classes, key=plan.seed, dtype=cfg.dtype)
-    state = init_state(spec, len(cols), n_classes, dtype=cfg.dtype)
+    run = setup_run(member_cfg, len(cols), n_classes, len(plan.rows), threads=threads)
+    engine = run.engine
     Xv = engine.asarray(np.asarray(X_valid[:, cols])) if X_valid is not None else None
     started = time.perf_counter()
-    result = fit(engine, spec, member_cfg, engine.asarray(Xm), engine.put_labels(y[plan.rows]), Xv, y_valid,
-                 params=params, model_state=state)
+    result = fit(engine, run.spec, fit_options(member_cfg), engine.asarray(Xm), engine.put_labels(y[plan.rows]),
+                 Xv, y_valid, params=run.params, model_state=run.model_state)
     return {"index": plan.index, "params": {k: np.asarray(v) for k, v in result.params.items()},
             "state": {k: np.asarray(v) for k, v in result.model_state.items()},
             "epochs": result.steps / max(result.steps_per_epoch, 1), "steps": result.steps,
             "stopped_early": result.stopped_early, "best_valid": result.best_metric,
-            "seconds": time.perf_counter() - started, "engine": engine.name, "threads": threads}
+            "seconds": time.perf_counter() - started, "engine": engine.name, "threads": run.threads}
 
 
 @dataclass(frozen=True, eq=False)

@@ -45,7 +45,6 @@ from pathlib import Path
 import numpy as np
 
 from descend.backend import numpy_ops
-from descend.errors import ConfigError
 from descend.experiments.ensemble.members import (EnsembleConfig, _member_spec, member_data, member_placement,
                                                    plan_members, train_members)
 from descend.model import predict_logits
@@ -84,13 +83,6 @@ class EnsembleRun:
     members: list[dict]
 
 
-def _split(ds, normalizer, which):
-    split = getattr(ds, which)
-    if split is None or split.y is None or len(split.y) == 0:
-        return None, None
-    return normalizer.transform(split.X), split.y
-
-
 def run_ensemble(cfg: EnsembleConfig, *, out=None, root="runs", progress: bool = True, stream=None,
                  dask: str | None = None) -> EnsembleRun:
     """Train the ensemble per ``cfg``, evaluate it and write the run directory (what ``descend ensemble`` calls).
@@ -99,17 +91,16 @@ def run_ensemble(cfg: EnsembleConfig, *, out=None, root="runs", progress: bool =
     """
     import descend
     from descend.io.rundir import make_run_dir, write_json
-    from descend.train.run import prepare_data
+    from descend.train.setup import prepare_data
 
     stream = stream or sys.stderr
     log = (lambda line: print(line, file=stream, flush=True)) if progress else (lambda line: None)
     tcfg = cfg.train
-    ds, normalizer = prepare_data(tcfg)
-    if ds.train.y is None:
-        raise ConfigError(f"dataset {tcfg.dataset!r} has no training labels")
-    X, y = normalizer.transform(ds.train.X), ds.train.y
-    X_valid, y_valid = _split(ds, normalizer, "validation")
-    X_test, y_test = _split(ds, normalizer, "test")
+    data = prepare_data(tcfg)
+    ds, normalizer = data.dataset, data.normalizer
+    X, y = data.X_train, data.y_train
+    X_valid, y_valid = data.X_valid, data.y_valid
+    X_test, y_test = data.X_test, data.y_test
     n_classes = len(ds.classes)
 
     plans = plan_members(cfg, len(y), X.shape[1])

@@ -539,50 +539,25 @@ def _finish(run_dir: Path, sc: SearchConfig, space: Space, study, ds, search_sec
 
 def _retrain(final_dir: Path, cfg: TrainConfig, ds, progress: bool, stream) -> dict:
     """Train the best configuration on every training row; the one evaluation on the test set."""
-    from descend.train.setup import fit_normalizer
-    from descend.engines import default_threads, get_engine
-    from descend.io.modelfile import save_model
-    from descend.model import MLP, init_params, init_state
-    from descend.train import run as trainrun
-    from descend.train.loop import fit
-    from descend.train.progress import Progress
+    from descend.train.loop import fit, fit_options, progress_bar
+    from descend.train.run import write_run_outputs
+    from descend.train.setup import prepare_data, provenance, setup_run
 
     if (final_dir / "metrics.json").is_file() and (final_dir / "model.safetensors").is_file():
         previous = read_json(final_dir / "metrics.json")
         if previous.pop("config", None) == cfg.to_dict():
             return previous  # a resumed search whose retrain already ran: the test set is not used again
     final_dir.mkdir(parents=True, exist_ok=True)
-    n_train = len(ds.train.y)
-    normalizer = fit_normalizer(cfg.normalize, cfg.pca, ds.train.X)
-    n_in = int(normalizer.n_outputs)
-    sizes = (n_in, *cfg.hidden, len(ds.classes))
-    macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    threads = cfg.threads or default_threads(cfg.engine, min(cfg.batch_size or n_train, n_train), macs)
-    engine = get_engine(cfg.engine, device=cfg.device, dtype=cfg.dtype, threads=threads)
-    rows = trainrun.oversample(ds.train.y, cfg.seed) if cfg.balance == "oversample" else slice(None)
-    X_train = engine.asarray(normalizer.transform(ds.train.X[rows]))
-    y_train = engine.put_labels(ds.train.y[rows])
-    spec = MLP(hidden=cfg.hidden, activation=cfg.activation, dropout_keep=cfg.dropout_keep, batchnorm=cfg.batchnorm)
-    params = init_params(spec, n_in, len(ds.classes), key=cfg.seed, dtype=cfg.dtype)
-    state = init_state(spec, n_in, len(ds.classes), dtype=cfg.dtype)
-    n_rows = int(len(y_train))
-    batch = min(cfg.batch_size or n_rows, n_rows)
-    bar = Progress(epochs=cfg.epochs, total_steps=(n_rows // batch) * cfg.epochs, batch_size=batch, stream=stream,
-                   enabled=progress)
-    write_json(final_dir / "config.json", {"config": cfg.to_dict(), "engine": engine.name, "device": engine.device,
-                                          "descend": descend.__version__, "numpy": np.__version__,
-                                          "python": platform.python_version(), "command": " ".join(sys.argv)})
-    result = fit(engine, spec, cfg, X_train, y_train, None, None, params=params, model_state=state, progress=bar)
-    trainrun.write_history_csv(final_dir / "history.csv", result.history)
-    metrics, predictions = trainrun._final_metrics(engine, spec, result, ds, normalizer, None, None)
-    metrics["train_rows"] = n_train
-    norm_meta, norm_arrays = normalizer.to_dict()
-    save_model(final_dir / "model.safetensors", result.params, state=result.model_state,
-               extra_arrays={f"normalization.{k}": v for k, v in norm_arrays.items()},
-               metadata=trainrun._metadata(cfg, spec, ds, norm_meta, engine, metrics))
-    write_json(final_dir / "metrics.json", {**metrics, "config": cfg.to_dict()})
-    trainrun._write_reports(final_dir, cfg, result, metrics, ds, predictions)
-    return metrics
+    data = prepare_data(cfg, ds)
+    run = setup_run(cfg, data.n_in, data.n_out, int(len(ds.train.y)))
+    engine = run.engine
+    options = fit_options(cfg)
+    bar = progress_bar(options, data.n_train, stream=stream, enabled=progress)
+    write_json(final_dir / "config.json", provenance(cfg, engine))
+    result = fit(engine, run.spec, options, engine.asarray(data.X_train), engine.put_labels(data.y_train), None, None,
+                 params=run.params, model_state=run.model_state, progress=bar)
+    return write_run_outputs(final_dir, cfg, run, data, result, extra_metrics={"train_rows": len(ds.train.y)},
+                             config_in_metrics=True)
 
 
 __all__ = ["METHODS", "METRICS", "PRUNERS", "SearchConfig", "SearchResult", "parse_space", "run_search", "tickets"]

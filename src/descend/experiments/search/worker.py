@@ -46,22 +46,20 @@ class CVContext:
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def engine(self, cfg):
-        from descend.engines import get_engine
+        from descend.train.setup import make_engine
 
         key = (cfg.engine, cfg.device, cfg.dtype)
         if key not in self._engines:
-            self._engines[key] = get_engine(cfg.engine, device=cfg.device, dtype=cfg.dtype, threads=self.threads)
+            self._engines[key] = make_engine(cfg, self.threads)
         return self._engines[key]
 
     def fold_score(self, cfg, fold: int, trial=None) -> dict:
         """Train ``cfg`` on the fold's training rows; cost and error on its held-out rows."""
         import numpy as np
 
-        from descend.train.setup import fit_normalizer
         from descend.experiments.search.kfold import fold_rows
-        from descend.model import MLP, init_params, init_state
-        from descend.train.loop import evaluate, fit
-        from descend.train.run import oversample
+        from descend.train.loop import evaluate, fit, fit_options
+        from descend.train.setup import prepare_rows, setup_run
 
         started = time.perf_counter()
         if self.hook is not None:
@@ -69,20 +67,12 @@ class CVContext:
             if value is not None:
                 return {"score": float(value), "seconds": time.perf_counter() - started, "steps": 0}
         train, held = fold_rows(self.folds, fold)
-        if cfg.balance == "oversample":
-            train = train[oversample(self.y[train], cfg.seed)]
-        engine = self.engine(cfg)
-        normalizer = fit_normalizer(cfg.normalize, cfg.pca, self.X[train])
-        X_train = engine.asarray(normalizer.transform(self.X[train]))
-        y_train = engine.put_labels(self.y[train])
-        X_held = engine.asarray(normalizer.transform(self.X[held]))
-        y_held = self.y[held]
-        spec = MLP(hidden=cfg.hidden, activation=cfg.activation, dropout_keep=cfg.dropout_keep,
-                   batchnorm=cfg.batchnorm)
-        n_in = int(normalizer.n_outputs)
-        params = init_params(spec, n_in, self.n_classes, key=cfg.seed, dtype=cfg.dtype)
-        state = init_state(spec, n_in, self.n_classes, dtype=cfg.dtype)
-        result = fit(engine, spec, cfg, X_train, y_train, X_held, y_held, params=params, model_state=state)
+        data = prepare_rows(cfg, self.X[train], self.y[train], self.n_classes, self.X[held], self.y[held])
+        run = setup_run(cfg, data.n_in, data.n_out, data.n_train, engine=self.engine(cfg))
+        engine, spec = run.engine, run.spec
+        X_held, y_held = engine.asarray(data.X_valid), data.y_valid
+        result = fit(engine, spec, fit_options(cfg), engine.asarray(data.X_train), engine.put_labels(data.y_train),
+                     X_held, y_held, params=run.params, model_state=run.model_state)
         cost, error = evaluate(engine, spec, engine.put_tree(result.params), engine.put_tree(result.model_state),
                                X_held, y_held)
         score = error if self.metric == "valid_error" else cost

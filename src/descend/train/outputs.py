@@ -1,0 +1,102 @@
+"""What a training run leaves behind: history, metrics, the model file, plots and the HTML report.
+
+``descend train`` and the retraining at the end of ``descend search`` write
+their run directories with these same functions.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from descend.io.atomic import atomic_write_text
+from descend.io.modelfile import save_model
+from descend.train.config import TrainConfig
+from descend.train.loop import FitResult, cost_and_error, evaluate
+
+MC_SAMPLES = 20
+HISTORY_COLUMNS = ("epoch", "step", "time", "lr", "train_cost", "valid_cost", "valid_error")
+
+
+def write_history_csv(path: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: row.get(k, "") for k in HISTORY_COLUMNS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def final_metrics(engine, spec, result: FitResult, data) -> tuple[dict, np.ndarray | None]:
+    """``(metrics, test predictions)`` of the fitted weights: validation once more, the test set once.
+
+    ``data`` is the run's :class:`~descend.train.setup.PreparedData`.
+    """
+    params = engine.put_tree(result.params)
+    state = engine.put_tree(result.model_state)
+    metrics = {"steps": result.steps, "epochs": result.steps / result.steps_per_epoch,
+               "best_step": result.best_step, "stopped_early": result.stopped_early,
+               "train_seconds": result.elapsed}
+    predictions = None
+    if data.y_valid is not None:
+        metrics["valid_cost"], metrics["valid_error"] = evaluate(engine, spec, params, state,
+                                                                 engine.asarray(data.X_valid), data.y_valid)
+    if data.y_test is not None:
+        logits = engine.logits(spec, params, state, engine.asarray(data.X_test))
+        metrics["test_cost"], metrics["test_error"] = cost_and_error(logits, data.y_test)
+        metrics["test_size"] = int(len(data.y_test))
+        predictions = np.argmax(logits, axis=1)
+        if spec.uses_dropout:
+            # Dropout as an ensemble: Monte-Carlo averaging beside the weight-scaling rule.
+            from descend.train.inference import mc_dropout_proba
+
+            proba = mc_dropout_proba(spec, result.params, result.model_state, data.X_test,
+                                     samples=MC_SAMPLES, seed=0)
+            metrics["test_error_mc_dropout"] = float(np.mean(np.argmax(proba, axis=1) != data.y_test))
+            metrics["mc_dropout_samples"] = MC_SAMPLES
+    return metrics, predictions
+
+
+def model_metadata(cfg: TrainConfig, spec, ds, normalizer_meta: dict, engine, metrics: dict) -> dict:
+    """The JSON metadata of ``model.safetensors``: spec, classes, normalization, provenance, metrics."""
+    return {
+        "spec": spec.to_dict(),
+        "classes": list(ds.classes),
+        "n_features": int(ds.n_features),
+        "image_shape": list(ds.image_shape) if ds.image_shape else None,
+        "normalization": normalizer_meta,
+        "dataset": {"name": ds.name, "source": ds.source},
+        "training": {"config": cfg.to_dict(), "engine": engine.name, "device": engine.device},
+        "metrics": metrics,
+    }
+
+
+def save_run_model(path: Path, cfg: TrainConfig, spec, engine, result: FitResult, data, metrics: dict) -> None:
+    """``model.safetensors``: the fitted weights and state, the normalization, the metadata."""
+    norm_meta, norm_arrays = data.normalizer.to_dict()
+    save_model(path, result.params, state=result.model_state,
+               extra_arrays={f"normalization.{k}": v for k, v in norm_arrays.items()},
+               metadata=model_metadata(cfg, spec, data.dataset, norm_meta, engine, metrics))
+
+
+def write_reports(run_dir: Path, cfg: TrainConfig, result: FitResult, metrics: dict, ds, predictions) -> None:
+    """PNG plots (cost, error, confusion matrix) and ``report.html``."""
+    from descend.reports.html import write_report
+    from descend.reports.metrics import confusion_matrix, per_class_precision_recall
+    from descend.reports.plots import plot_confusion, plot_history
+
+    images = {}
+    if result.history:
+        cost, error = plot_history(result.history, run_dir / "cost.png", run_dir / "error.png")
+        images = {"Cost per epoch": cost, "Error per epoch": error}
+    cm = per_class = None
+    if predictions is not None:
+        cm = confusion_matrix(ds.test.y, predictions, len(ds.classes))
+        per_class = per_class_precision_recall(cm)
+        images["Confusion matrix (test set)"] = plot_confusion(cm, ds.classes, run_dir / "confusion.png")
+    write_report(run_dir / "report.html", title=f"descend run: {run_dir.name}", config=cfg.to_dict(),
+                 metrics=metrics, images=images, confusion=cm, classes=list(ds.classes), per_class=per_class,
+                 history_tail=result.history[-10:])
