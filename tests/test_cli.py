@@ -141,6 +141,25 @@ def test_bad_options_exit_2_with_one_line(kaggle, args, fragment, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+def test_validation_0_trains_on_every_row_without_selection_and_says_so(kaggle, tmp_path):
+    d, _ = kaggle
+    out = tmp_path / "run"
+    proc = descend("train", d / "train.csv", "--validation", "0", "--hidden", "16", "--epochs", "3",
+                   "--batch-size", "100", "--early-stopping", "patience", "--patience", "1", "--engine", "numpy",
+                   "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    first = proc.stderr.splitlines()[0]
+    assert "600 train, no validation rows" in first and "without early stopping" in first, first
+    history = (out / "history.csv").read_text().splitlines()
+    assert history[0].split(",")[-2:] == ["valid_cost", "valid_error"]
+    assert len(history) == 1 + 3 and all(line.endswith(",,") for line in history[1:])  # no validation columns
+    metrics = load_model(out / "model.safetensors").metadata["metrics"]
+    assert metrics["steps"] == 3 * 6 and not metrics["stopped_early"] and metrics["best_step"] is None
+    assert "valid_error" not in metrics
+    _assert_one_line_error(descend("train", d / "train.csv", "--validation", "-1", "--out", tmp_path / "never"),
+                           "`validation` must be >= 0")
+
+
 def test_resume_needs_a_run_directory(tmp_path):
     _assert_one_line_error(descend("train", "--resume", tmp_path / "nope"), "`resume` must be a run directory")
     _assert_one_line_error(descend("train", "--resume", tmp_path, "--out", tmp_path / "x"), "--out")

@@ -99,7 +99,8 @@ def register(sub) -> None:
     p.add_argument("--normalize", choices=NORMALIZATIONS, default=D.normalize, help="input scaling, fitted on training rows")
     add_pca_option(p, "stored in the model file")
     p.add_argument("--validation", type=float, default=D.validation,
-                   help="validation rows carved from training (fraction < 1 or a count; default: the dataset's)")
+                   help="validation rows carved from training (fraction < 1 or a count; default: the dataset's); "
+                        "0 trains on every training row, with no early stopping and the last weights kept")
     p.add_argument("--eval-every", type=int, default=D.eval_every, help="evaluate every N steps (0 = every epoch)")
     p.add_argument("--early-stopping", choices=EARLY_STOPPING, default=D.early_stopping,
                    help="stop when validation stops improving, keeping the best weights")

@@ -26,9 +26,11 @@ class TrainConfig:
     ``batch_size=0`` means full-batch gradient descent, ``1`` stochastic.
     ``eval_every=0`` evaluates (and checkpoints) once per epoch, otherwise
     every that many optimizer steps.  Early-stopping ``patience`` counts
-    evaluations.  ``pca=K`` feeds the network the first ``K`` principal
-    components of the normalized inputs, each standardized (fitted on the
-    training rows, stored with the normalization in the model file).
+    evaluations.  ``validation=0`` trains on every training row, without
+    validation, early stopping or choosing the best evaluation.  ``pca=K``
+    feeds the network the first ``K`` principal components of the normalized
+    inputs, each standardized (fitted on the training rows, stored with the
+    normalization in the model file).
     """
 
     dataset: str = "mnist"
@@ -94,7 +96,8 @@ class TrainConfig:
                 "pca", "a positive integer (number of principal components) or None", self.pca)
         require(self.threads is None or self.threads >= 1, "threads", ">= 1", self.threads)
         if self.validation is not None:
-            require(self.validation > 0, "validation", "> 0 (a fraction < 1 or a row count)", self.validation)
+            require(self.validation >= 0, "validation", ">= 0 (a fraction < 1, a row count, or 0 for none)",
+                    self.validation)
         ScheduleSpec.parse(self.schedule, self.schedule_unit)  # validates
 
     @property
