@@ -250,3 +250,26 @@ def test_fit_options_from_a_config():
     assert (options.early_stopping, options.patience, options.seed, options.batch_size) == ("geometric", 4, 7, 20)
     assert not fit_options(BASE).restore_best
     assert batch_plan(fit_options(BASE, batch_size=50, equal_batches=True), 180) == (45, 4)
+
+
+def test_the_saved_model_holds_the_batchnorm_statistics_of_the_best_step(tmp_path):
+    """descend train's model file: with early stopping, the weights and running statistics of best_step."""
+    from descend.io.modelfile import load_model
+    from descend.train import run_training
+
+    X, y = _blobs(n=300)
+    path = tmp_path / "blobs.npz"
+    np.savez(path, X=X, y=y)
+    cfg = BN_EARLY.replace(dataset=str(path), validation=60, normalize="none", engine="numpy")
+    run = run_training(cfg, out=tmp_path / "run", progress=False)
+    assert run.fit.stopped_early and run.fit.best_step < run.fit.steps
+    epochs = run.fit.best_step // run.fit.steps_per_epoch
+    at_best = run_training(cfg.replace(early_stopping="none", epochs=epochs), out=tmp_path / "at-best",
+                           progress=False)
+    saved = load_model(tmp_path / "run" / "model.safetensors")
+    reference = load_model(at_best.run_dir / "model.safetensors")
+    assert set(saved.state) == {"bn0.mean", "bn0.var"}
+    for k in reference.state:
+        np.testing.assert_array_equal(saved.state[k], reference.state[k])
+    for k in reference.params:
+        np.testing.assert_array_equal(saved.params[k], reference.params[k])
