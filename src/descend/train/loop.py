@@ -144,9 +144,9 @@ class Callback:
 
     ``on_train_begin(params, model_state)`` sees the NumPy weights training
     starts from; ``on_epoch_order(epoch, order)`` each epoch's batch order;
-    ``on_evaluation(row)`` each history row (after the checkpoint decision:
-    returning True stops training once the row is checkpointed);
-    ``on_train_end(result)`` the :class:`FitResult`.
+    ``on_evaluation(row)`` each history row (returning True stops training,
+    after the checkpoint of that evaluation is written, and a resumed run
+    stays stopped); ``on_train_end(result)`` the :class:`FitResult`.
     """
 
     def on_train_begin(self, params: dict, model_state: dict) -> None:
