@@ -323,7 +323,7 @@ def train_once(engine_name: str, device: str, cfg, data) -> dict:
     from descend.engines import get_engine
     from descend.errors import DescendError
     from descend.model import MLP, init_params
-    from descend.train import fit
+    from descend.train import fit, fit_options
     from descend.train.loop import evaluate
 
     X, y, Xt, yt = data
@@ -337,7 +337,7 @@ def train_once(engine_name: str, device: str, cfg, data) -> dict:
     params = init_params(spec, X.shape[1], int(y.max()) + 1, key=cfg.seed, dtype=cfg.dtype)
     Xd, yd = engine.asarray(X), engine.put_labels(y)
     started = time.perf_counter()
-    result = fit(engine, spec, cfg, Xd, yd, params=params, model_state={})
+    result = fit(engine, spec, fit_options(cfg), Xd, yd, params=params, model_state={})
     train_s = time.perf_counter() - started
     ends = [0.0] + [row["time"] for row in result.history]
     epochs = [b - a for a, b in zip(ends[:-1], ends[1:])]

@@ -67,7 +67,7 @@ def models(mnist, tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     out = {}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(run_module, "_write_reports", lambda *a, **k: None)
+        mp.setattr(run_module, "write_reports", lambda *a, **k: None)
         for name, kw in VARIANTS.items():
             run = run_training(_config(mnist[0], **kw), out=root / name, progress=False)
             out[name] = run.run_dir / "model.safetensors"

@@ -71,8 +71,8 @@ def train_tiny(folder: Path, X, y, Xt, yt, *, classes=None, hidden=(16,), epochs
     cfg = TrainConfig(dataset=str(folder / "data.npz"), hidden=hidden, optimizer="momentum", lr=0.1, batch_size=32,
                       epochs=epochs, schedule="constant", engine="numpy", early_stopping="none", seed=seed)
     with pytest.MonkeyPatch.context() as mp:
-        if hasattr(run_module, "_write_reports"):
-            mp.setattr(run_module, "_write_reports", lambda *a, **k: None)
+        if hasattr(run_module, "write_reports"):
+            mp.setattr(run_module, "write_reports", lambda *a, **k: None)
         return run_training(cfg, out=folder / "run", progress=False).run_dir / "model.safetensors"
 
 

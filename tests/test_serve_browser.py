@@ -41,8 +41,8 @@ def _train(cfg: TrainConfig, out: Path) -> Path:
     import descend.train.run as run_module
 
     with pytest.MonkeyPatch.context() as mp:
-        if hasattr(run_module, "_write_reports"):
-            mp.setattr(run_module, "_write_reports", lambda *a, **k: None)
+        if hasattr(run_module, "write_reports"):
+            mp.setattr(run_module, "write_reports", lambda *a, **k: None)
         return run_training(cfg, out=out, progress=False).run_dir / "model.safetensors"
 
 

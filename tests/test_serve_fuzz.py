@@ -40,8 +40,8 @@ def base_url(tmp_path_factory):
     cfg = TrainConfig(dataset=str(folder / "tiny.npz"), hidden=(4,), epochs=2, batch_size=30, engine="numpy",
                       schedule="constant", early_stopping="none")
     with pytest.MonkeyPatch.context() as mp:
-        if hasattr(run_module, "_write_reports"):
-            mp.setattr(run_module, "_write_reports", lambda *a, **k: None)
+        if hasattr(run_module, "write_reports"):
+            mp.setattr(run_module, "write_reports", lambda *a, **k: None)
         model = run_training(cfg, out=folder / "run", progress=False).run_dir / "model.safetensors"
     app = create_app(model, max_batch=4, max_request_bytes=32 * 1024, reload_interval=0)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="critical"))
