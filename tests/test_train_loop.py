@@ -273,3 +273,14 @@ def test_the_saved_model_holds_the_batchnorm_statistics_of_the_best_step(tmp_pat
         np.testing.assert_array_equal(saved.state[k], reference.state[k])
     for k in reference.params:
         np.testing.assert_array_equal(saved.params[k], reference.params[k])
+
+
+def test_cosine_schedule_spans_the_whole_fit():
+    """The fit tells a cosine schedule its total steps: warmup, then decay to LR_MIN at the run's end."""
+    from descend.optim.schedules import warmup_cosine
+
+    result = _fit(BASE.replace(schedule="cosine:1:0.001", epochs=4))  # warmup 1 epoch (9 steps) of 36
+    expected = warmup_cosine(0.05, 9, 36, 0.001)
+    assert [row["lr"] for row in result.history] == pytest.approx(
+        [float(expected(np.float64(step - 1))) for step in (9, 18, 27, 36)], rel=1e-12)
+    assert result.history[-1]["lr"] < 0.0012

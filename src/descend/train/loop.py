@@ -192,9 +192,14 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, 0x5EED, epoch]).permutation(n)
 
 
+def _learning_rate(options, steps_per_epoch: int):
+    """The schedule's ``step -> lr`` (or a constant); a cosine schedule ends with the run's last step."""
+    return options.schedule_spec.build(options.lr, steps_per_epoch, total_steps=steps_per_epoch * options.epochs)
+
+
 def build_optimizer(options, steps_per_epoch: int):
     """The optimizer (with its schedule and max-norm cap) of ``options`` (FitOptions or TrainConfig)."""
-    lr = options.schedule_spec.build(options.lr, steps_per_epoch)
+    lr = _learning_rate(options, steps_per_epoch)
     kwargs = dict(options.optimizer_options)
     if options.optimizer not in ("sgd", "adam", "adagrad", "rmsprop"):
         kwargs["momentum"] = options.momentum
@@ -208,7 +213,7 @@ def make_trainer(engine, spec, options: FitOptions, steps_per_epoch: int):
 
 
 def learning_rate_at(options, steps_per_epoch: int, step: int, scale: float = 1.0) -> float:
-    lr = options.schedule_spec.build(options.lr, steps_per_epoch)
+    lr = _learning_rate(options, steps_per_epoch)
     return float(lr(np.float64(step)) if callable(lr) else lr) * scale
 
 
