@@ -284,3 +284,9 @@ def test_cosine_schedule_spans_the_whole_fit():
     assert [row["lr"] for row in result.history] == pytest.approx(
         [float(expected(np.float64(step - 1))) for step in (9, 18, 27, 36)], rel=1e-12)
     assert result.history[-1]["lr"] < 0.0012
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adagrad+momentum"])
+def test_every_optimizer_name_trains(optimizer):
+    result = _fit(BASE.replace(optimizer=optimizer, lr=0.01, epochs=2))
+    assert result.history[-1]["train_cost"] < result.history[0]["train_cost"] and result.steps == 18

@@ -201,7 +201,7 @@ def build_optimizer(options, steps_per_epoch: int):
     """The optimizer (with its schedule and max-norm cap) of ``options`` (FitOptions or TrainConfig)."""
     lr = _learning_rate(options, steps_per_epoch)
     kwargs = dict(options.optimizer_options)
-    if options.optimizer not in ("sgd", "adam", "adagrad", "rmsprop"):
+    if options.optimizer in ("momentum", "nesterov") or "+" in options.optimizer:  # the ones with momentum
         kwargs["momentum"] = options.momentum
     optimizer = make_optimizer(options.optimizer, lr, **kwargs)
     return chain(optimizer, max_norm(options.max_norm)) if options.max_norm else optimizer
