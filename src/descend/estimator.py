@@ -135,7 +135,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     epochs : int, default=200
         Most passes over the data per ``fit`` (``partial_fit`` runs one).
     schedule : str, default="constant"
-        ``constant | step:FACTOR:EVERY | exponential:K | inverse:K | plateau[:FACTOR[:PATIENCE]]``.
+        ``constant | step:FACTOR:EVERY | exponential:K | inverse:K | plateau[:FACTOR[:PATIENCE]] |
+        cosine[:WARMUP[:LR_MIN]]``; cosine decays over the epochs of one call (a warm start or a
+        later ``partial_fit`` continues at LR_MIN).
     schedule_unit : {"epoch", "step"}, default="epoch"
         What ``t`` counts in the schedule.
     l1, l2 : float, default=0.0
