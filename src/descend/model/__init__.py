@@ -1,7 +1,6 @@
-"""Engine-agnostic model math: the MLP spec, initialisation, forward pass, loss."""
+"""Engine-agnostic model math: layers, networks (and the MLP shorthand), initialisation, forward pass, loss."""
 
-from descend.model.mlp import (
-    MLP,
+from descend.model.functional import (
     forward,
     init_params,
     init_state,
@@ -11,9 +10,34 @@ from descend.model.mlp import (
     softmax_cross_entropy,
     weight_names,
 )
+from descend.model.layers import (
+    Activation,
+    AvgPool2D,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    Layer,
+    MaxPool2D,
+)
+from descend.model.mlp import MLP
+from descend.model.network import Network
 
 __all__ = [
     "MLP",
+    "Activation",
+    "AvgPool2D",
+    "BatchNorm",
+    "Conv2D",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "GlobalAvgPool",
+    "Layer",
+    "MaxPool2D",
+    "Network",
     "forward",
     "init_params",
     "init_state",
