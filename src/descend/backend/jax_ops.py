@@ -115,8 +115,9 @@ def conv2d(x, w, stride=1, padding="same"):
 
 
 def _pool(x, init, reducer, size, stride):
+    # A concrete (NumPy) initial value: JAX recognises max/add with their identity and can differentiate them.
     stride = stride or size
-    return jax.lax.reduce_window(x, jnp.asarray(init, x.dtype), reducer, (1, size, size, 1), (1, stride, stride, 1),
+    return jax.lax.reduce_window(x, np.asarray(init, x.dtype), reducer, (1, size, size, 1), (1, stride, stride, 1),
                                  "VALID")
 
 

@@ -115,49 +115,50 @@ def _static(x, what, first=1):
     return shape
 
 
-def _window_slices(x, size, stride, oh, ow):
-    """Every window position's strided slice ``x[:, i::stride, j::stride, :]`` cut to ``oh`` x ``ow``."""
-    return [x[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride, :]
-            for i in range(size) for j in range(size)]
+def _window_index(h, w, k, stride, padding):
+    """For each output pixel and window position (row-major), the input pixel it reads; ``h*w`` is a zero pixel."""
+    lo, _ = conv_pads(k, padding)
+    oh, ow = conv_out(h, k, stride, padding), conv_out(w, k, stride, padding)
+    rows = (np.arange(oh) * stride)[:, None, None, None] + np.arange(k)[None, None, :, None] - lo
+    cols = (np.arange(ow) * stride)[None, :, None, None] + np.arange(k)[None, None, None, :] - lo
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    return np.where(inside, rows * w + cols, h * w).reshape(-1).astype(np.int64), oh, ow
+
+
+def _windows(x, k, stride, padding):
+    """``(oh*ow, k*k, n, c)``: every window of ``x``, gathered in one indexing op (and its gradient in one)."""
+    _, h, w, c = _static(x, "convolution and pooling")
+    index, oh, ow = _window_index(h, w, k, stride, padding)
+    n = x.shape[0]
+    pixels = pt.reshape(x, (n, h * w, c)).dimshuffle(1, 0, 2)
+    if padding == "same":
+        pixels = pt.concatenate([pixels, pt.zeros((1, n, c), dtype=x.dtype)], axis=0)
+    return pt.reshape(pixels[index], (oh * ow, k * k, n, c)), oh, ow
 
 
 def conv2d(x, w, stride=1, padding="same"):
-    """Cross-correlation of NHWC ``x`` with the HWIO kernel ``w``: im2col from strided slices, one product.
+    """Cross-correlation of NHWC ``x`` with the HWIO kernel ``w``: im2col by one gather, one product.
 
-    PyTensor has no convolution of its own; the patches are its window slices
-    side by side (HWIO order), and the product is one ``dot``.
+    PyTensor has no convolution of its own.  Gathering the windows with one
+    constant index (rather than one slice per window position) keeps the
+    graph, and its compile time, small.
     """
-    _, h, wd, c = _static(x, "conv2d")
-    k, _, _, f = _static(w, "conv2d", first=0)
-    lo, hi = conv_pads(k, padding)
-    if lo or hi:
-        x = pt.set_subtensor(pt.zeros((x.shape[0], h + lo + hi, wd + lo + hi, c), dtype=x.dtype)[
-            :, lo:lo + h, lo:lo + wd, :], x)
-    oh, ow = conv_out(h, k, stride, padding), conv_out(wd, k, stride, padding)
-    cols = pt.concatenate(_window_slices(x, k, stride, oh, ow), axis=3)
-    out = pt.dot(pt.reshape(cols, (-1, k * k * c)), pt.reshape(w, (k * k * c, f)))
-    return pt.reshape(out, (-1, oh, ow, f))
+    k, _, c, f = _static(w, "conv2d", first=0)
+    windows, oh, ow = _windows(x, k, stride, padding)
+    cols = pt.reshape(windows.dimshuffle(2, 0, 1, 3), (-1, k * k * c))
+    return pt.reshape(pt.dot(cols, pt.reshape(w, (k * k * c, f))), (-1, oh, ow, f))
 
 
-def _pool_slices(x, size, stride):
-    _, h, wd, _ = _static(x, "pooling")
-    stride = stride or size
-    return _window_slices(x, size, stride, (h - size) // stride + 1, (wd - size) // stride + 1)
+def _pool(x, size, stride, reduce):
+    windows, oh, ow = _windows(x, size, stride or size, "valid")
+    return pt.reshape(reduce(windows, axis=1).dimshuffle(1, 0, 2), (-1, oh, ow, x.type.shape[3]))
 
 
 def max_pool2d(x, size, stride=None):
     """The maximum of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
-    parts = _pool_slices(x, size, stride)
-    out = parts[0]
-    for part in parts[1:]:
-        out = pt.maximum(out, part)
-    return out
+    return _pool(x, size, stride, pt.max)
 
 
 def avg_pool2d(x, size, stride=None):
     """The mean of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
-    parts = _pool_slices(x, size, stride)
-    out = parts[0]
-    for part in parts[1:]:
-        out = out + part
-    return out * (1.0 / (size * size))
+    return _pool(x, size, stride, pt.mean)
