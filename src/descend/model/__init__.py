@@ -24,6 +24,7 @@ from descend.model.layers import (
 )
 from descend.model.mlp import MLP
 from descend.model.network import Network
+from descend.model.parse import GRAMMAR, parse_layers
 
 __all__ = [
     "MLP",
@@ -37,11 +38,13 @@ __all__ = [
     "GlobalAvgPool",
     "Layer",
     "MaxPool2D",
+    "GRAMMAR",
     "Network",
     "forward",
     "init_params",
     "init_state",
     "loss_fn",
+    "parse_layers",
     "penalty",
     "predict_logits",
     "softmax_cross_entropy",

@@ -12,6 +12,10 @@ slices of the dataset on the device).  A network whose input is an image
 reshapes them to NHWC ``(n, height, width, channels)`` at the start of its
 forward pass.
 
+``MLP(...)`` builds the multilayer perceptron as a network with the names
+and initial values (the same random draws) it had before networks were made
+of layers, so every model file written since loads and predicts as it did.
+
 ``input_shape=None`` leaves the input size to :meth:`Network.resolve` (a
 vector of the data's width), and a last ``Dense(None)`` takes the number of
 outputs from it: the shorthand ``MLP(hidden=(300,))`` needs neither.
@@ -27,12 +31,14 @@ import numpy as np
 
 from descend.errors import ConfigError, require
 from descend.model.layers import (
+    ACTIVATIONS,
     Activation,
     BatchNorm,
     Dense,
     Dropout,
     Layer,
     LayerKey,
+    init_for,
     layer_from_dict,
 )
 
@@ -180,8 +186,6 @@ class Network:
         acts = [layer.name for layer in self.layers if isinstance(layer, Activation)]
         if not dense:
             return None
-        from descend.model.mlp import MLP, activation_of
-
         candidate = {"hidden": [d.units for d in dense[:-1]], "activation": acts[0] if acts else activation_of(dense[0]),
                      "dropout_keep": [d.keep for d in self.layers if isinstance(d, Dropout)],
                      "batchnorm": any(isinstance(layer, BatchNorm) for layer in self.layers)}
@@ -227,8 +231,6 @@ class Network:
 
     @classmethod
     def from_dict(cls, d: dict) -> Network:
-        from descend.model.mlp import MLP
-
         kind = d.get("type", "MLP")
         if kind == "MLP":
             return MLP(hidden=tuple(d.get("hidden", ())), activation=d.get("activation", "relu"),
@@ -239,6 +241,48 @@ class Network:
         return cls(d.get("input_shape"), tuple(layer_from_dict(x) for x in d.get("layers", ())),
                    d.get("task", "classification"))
 
+
+
+def activation_of(dense: Dense) -> str:
+    """The activation an MLP without hidden layers is recorded with: the one its initialisation follows."""
+    return "relu" if dense.init_name == "he" else "tanh"
+
+
+def MLP(hidden=(300,), activation: str = "relu", dropout_keep=(), batchnorm: bool = False, *,
+        input_shape=None, task: str = "classification") -> Network:  # noqa: N802 - reads as the class it was
+    """A fully connected network: ``n_in -> hidden... -> n_outputs`` logits.
+
+    Layer ``i`` is ``dropout(keep[i]) -> dense_i -> [batch norm] -> activation``
+    for hidden layers and ``dropout(keep[-1]) -> dense_last`` for the output;
+    ``dropout_keep`` holds the keep probability of the input and of each hidden
+    layer's output (empty: no dropout).  Batch norm replaces the hidden dense
+    layers' biases.  Initialisation follows ``activation`` in every layer,
+    the output layer included (He for ReLU, Glorot for tanh and sigmoid);
+    ``hidden=()`` is multinomial logistic regression.  Parameter names are
+    ``dense{i}.W``, ``dense{i}.b`` and ``bn{i}.gamma`` / ``bn{i}.beta``.
+    """
+    hidden = tuple(int(h) for h in hidden)
+    dropout_keep = tuple(float(p) for p in dropout_keep)
+    require(all(h > 0 for h in hidden), "hidden", "positive layer sizes", hidden)
+    require(activation in ACTIVATIONS, "activation", f"one of {ACTIVATIONS}", activation)
+    require(len(dropout_keep) in (0, len(hidden) + 1), "dropout_keep",
+            f"{len(hidden) + 1} keep probabilities (input, then each hidden layer)", dropout_keep)
+    require(all(0.0 < p <= 1.0 for p in dropout_keep), "dropout_keep", "probabilities in (0, 1]", dropout_keep)
+    init_name = init_for(activation)
+    layers: list[Layer] = []
+    for i, units in enumerate((*hidden, None)):
+        if dropout_keep:
+            layers.append(Dropout(dropout_keep[i]))
+        last = i == len(hidden)
+        layers.append(Dense(units, bias=last or not batchnorm, init_name=init_name))
+        if not last:
+            if batchnorm:
+                layers.append(BatchNorm())
+            layers.append(Activation(activation))
+    return Network(input_shape, tuple(layers), task)
+
+
+MLP.from_dict = Network.from_dict  # model files name their spec "MLP"; callers load them as ``MLP.from_dict``
 
 def _shapes(input_shape, layers) -> tuple[tuple[int, ...], ...]:
     shapes = [input_shape]
