@@ -97,6 +97,14 @@ class Layer:
             raise ConfigError(f"{self.describe()}: {what} needs an image input (height, width, channels); "
                               f"it receives shape {_shape_text(in_shape)}")
 
+    def _map_size(self, in_shape, what: str, window: str, size: int, stride: int, padding: str):
+        """Output height and width of ``size`` x ``size`` windows over an image input (checked)."""
+        self._check_image(in_shape, what)
+        h, w, _ = in_shape
+        if size > h or size > w:
+            raise ConfigError(f"{self.describe()}: {window} {size}x{size} is larger than its {h}x{w} input map")
+        return conv_out(h, size, stride, padding), conv_out(w, size, stride, padding)
+
 
 def _shape_text(shape) -> str:
     return "x".join(str(s) for s in shape) if shape else "()"
@@ -175,13 +183,8 @@ class Conv2D(Layer):
         return f"Conv2D({self.filters}, {self.kernel}x{self.kernel}{stride}, {self.padding})"
 
     def out_shape(self, in_shape):
-        self._check_image(in_shape, "a convolution")
-        h, w, _ = in_shape
-        if self.kernel > h or self.kernel > w:
-            raise ConfigError(f"{self.describe()}: kernel {self.kernel}x{self.kernel} is larger than its "
-                              f"{h}x{w} input map")
-        return (conv_out(h, self.kernel, self.stride, self.padding),
-                conv_out(w, self.kernel, self.stride, self.padding), self.filters)
+        return (*self._map_size(in_shape, "a convolution", "kernel", self.kernel, self.stride, self.padding),
+                self.filters)
 
     def init(self, rng, in_shape, dtype="float32"):
         out = self.out_shape(tuple(in_shape))
@@ -217,12 +220,7 @@ class _Pool(Layer):
         return f"{type(self).__name__}({self.size}x{self.size}{stride})"
 
     def out_shape(self, in_shape):
-        self._check_image(in_shape, "pooling")
-        h, w, c = in_shape
-        if self.size > h or self.size > w:
-            raise ConfigError(f"{self.describe()}: pool {self.size}x{self.size} is larger than its "
-                              f"{h}x{w} input map")
-        return ((h - self.size) // self.stride + 1, (w - self.size) // self.stride + 1, c)
+        return (*self._map_size(in_shape, "pooling", "pool", self.size, self.stride, "valid"), in_shape[2])
 
 
 @dataclass(frozen=True)
