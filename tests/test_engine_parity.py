@@ -28,7 +28,20 @@ import numpy as np
 import pytest
 
 from descend.engines import available_engines, get_engine
-from descend.model import MLP, init_params, init_state
+from descend.model import (
+    MLP,
+    Activation,
+    AvgPool2D,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    MaxPool2D,
+    Network,
+    init_params,
+    init_state,
+)
 from descend.optim import OPTIMIZERS, make_optimizer
 from descend.optim.schedules import ScheduleSpec
 from descend.train.loop import epoch_order
@@ -51,12 +64,14 @@ def batch_order(batch: int, steps: int) -> np.ndarray:
 
 
 def trajectory(engine_name, spec, optimizer, *, batch=16, dtype="float64", l1=0.0, l2=0.0, steps=STEPS,
-               plateau=None, device="auto", logits_batch=10000):
+               plateau=None, device="auto", logits_batch=10000, data=(X, Y)):
     """``(losses, final TrainState as NumPy, inference logits)`` of ``steps`` steps on one engine."""
     engine = get_engine(engine_name, device="cpu" if engine_name == "numpy" else device, dtype=dtype)
     trainer = engine.trainer(spec, optimizer, l1=l1, l2=l2)
-    ts = trainer.init(init_params(spec, D, K, key=SEED, dtype=dtype), init_state(spec, D, K, dtype=dtype))
-    Xd, yd = engine.asarray(X), engine.put_labels(Y)
+    rows, labels = data
+    d = rows.shape[1]
+    ts = trainer.init(init_params(spec, d, K, key=SEED, dtype=dtype), init_state(spec, d, K, dtype=dtype))
+    Xd, yd = engine.asarray(rows), engine.put_labels(labels)
     order = batch_order(batch, steps)
     half = steps // 2
     ts, first = trainer.run(ts, Xd, yd, order, batch, 0, half, 0, SEED)
@@ -74,7 +89,7 @@ def assert_close(got, ref, rtol, what):
     np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol * scale, err_msg=what)
 
 
-def assert_same(engine_name, spec, make, *, dtype="float64", rtol=None, steps=None, **kw):
+def assert_same(engine_name, spec, make, *, dtype="float64", rtol=None, steps=None, loss_rtol=None, **kw):
     """Run ``make()`` (a fresh optimizer each time) on NumPy and on the engine; compare."""
     rtol = rtol or (1e-5 if dtype == "float64" else 1e-4)
     steps = steps or (STEPS if dtype == "float64" else STEPS_FLOAT32)
@@ -82,7 +97,7 @@ def assert_same(engine_name, spec, make, *, dtype="float64", rtol=None, steps=No
     losses, got, logits = trajectory(engine_name, spec, make(), dtype=dtype, steps=steps, **kw)
     assert np.all(np.isfinite(ref_losses)), "the reference diverged: the test setup is wrong"
     assert len(losses) == len(ref_losses) == steps
-    np.testing.assert_allclose(losses, ref_losses, rtol=rtol, err_msg="per-step losses")
+    np.testing.assert_allclose(losses, ref_losses, rtol=loss_rtol or rtol, err_msg="per-step losses")
     assert np.mean(ref_losses[-10:]) < np.mean(ref_losses[:10]), "no learning: the comparison would prove little"
     assert set(got.params) == set(ref.params)
     for name in ref.params:
@@ -192,6 +207,63 @@ def test_logits_in_chunks(engine):
     ts = eng.trainer(SPEC, make_optimizer("sgd", 0.1)).init(params, {})
     got = eng.logits(SPEC, ts.params, ts.model_state, eng.asarray(X), batch_size=24)
     assert_close(got, ref, 1e-12, "logits in chunks of 24")
+
+
+# A small convolutional network: every image layer type, batch norm per channel, dropout on feature maps.
+IMAGE = (6, 6, 2)
+X_IMAGES = _rng.standard_normal((N, int(np.prod(IMAGE))))
+CNN = Network(IMAGE, (Conv2D(4, 3, bias=False), BatchNorm(), Activation("relu"), MaxPool2D(2), Dropout(0.7),
+                      Conv2D(5, 2, padding="valid"), AvgPool2D(2), Flatten(), Dense(None)))
+
+
+def _fixed_pattern(layer, keep, shape):
+    """A {0, 1} pattern, the same on every engine: kept where a hash of the element's index is below ``keep``."""
+    i = np.arange(int(np.prod(shape)))
+    return (((i * 7919 + layer * 104729) % 1009) / 1009.0 < keep).reshape(tuple(shape))
+
+
+@pytest.fixture
+def fixed_dropout_masks(monkeypatch):
+    """Every engine's ``keep_mask`` replaced by one fixed pattern.
+
+    Engines draw masks from their own generators (JAX keys, torch and
+    PyTensor generators, TensorFlow stateless seeds), so no two draw the same
+    bits; with one pattern everywhere, the parity covers everything dropout
+    does but the draw (the draws are each engine's own tests).
+    """
+    from descend.backend import get_ops
+
+    def static(convert):
+        return lambda key, layer, keep, shape, dtype: convert(_fixed_pattern(layer, keep, tuple(shape)), dtype)
+
+    def symbolic(key, layer, keep, shape, dtype):
+        import pytensor.tensor as pt
+
+        i = pt.arange(pt.prod(shape))
+        kept = pt.lt(((i * 7919 + layer * 104729) % 1009) / 1009.0, keep)
+        return pt.cast(pt.reshape(kept, shape), str(dtype))
+
+    monkeypatch.setattr(get_ops("numpy"), "keep_mask", static(lambda m, dtype: m.astype(dtype)))
+    for name in ENGINES:
+        ops = get_ops(name)
+        if name == "pytensor":
+            monkeypatch.setattr(ops, "keep_mask", symbolic)
+        else:
+            monkeypatch.setattr(ops, "keep_mask", static(lambda m, dtype, ops=ops: ops.cast(ops.asarray(m), dtype)))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "rmsprop", "adam"])
+def test_conv_network(engine, optimizer, dtype, fixed_dropout_masks):
+    """conv-BN-ReLU-maxpool-dropout-conv-avgpool-dense, step for step: losses within 1e-9 (float32: 1e-4)."""
+    lr = {"sgd": 0.1, "nesterov": 0.05, "rmsprop": 0.01, "adam": 0.01}[optimizer]
+    rtol = 1e-9 if dtype == "float64" else 1e-4
+    losses, _ = assert_same(engine, CNN, lambda: make_optimizer(optimizer, lr), dtype=dtype, steps=20, rtol=rtol,
+                            data=(X_IMAGES, Y))
+    if dtype == "float64":  # dropout was on: the same network without it trains differently
+        plain = Network(IMAGE, tuple(layer for layer in CNN.layers if not isinstance(layer, Dropout)))
+        assert not np.allclose(losses, trajectory("numpy", plain, make_optimizer(optimizer, lr), steps=20,
+                                                  data=(X_IMAGES, Y))[0])
 
 
 def _machine_has_gpu() -> bool:

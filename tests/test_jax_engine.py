@@ -206,6 +206,37 @@ def test_dropout_masks_depend_on_seed_and_step():
     assert not np.allclose(a, plain)
 
 
+def test_conv_network_steps_fuse_into_one_compiled_scan():
+    """A span of conv-net steps is one XLA program (a while loop around the convolutions), compiled once,
+    and equals the same steps run one call each; rows stay 2-D on the device and become NHWC inside."""
+    from descend.model import Activation, BatchNorm, Conv2D, Dense, Flatten, MaxPool2D, Network
+
+    X, y = _data(d=48)
+    spec = Network((4, 4, 3), (Conv2D(4, 3, bias=False), BatchNorm(), Activation("relu"), MaxPool2D(2), Flatten(),
+                               Dense(None)))
+    engine = get_engine("jax", dtype="float64")
+    trainer = engine.trainer(spec, make_optimizer("adam", 0.01))
+    start = (init_params(spec, 48, K, key=1, dtype="float64"), init_state(spec, 48, K, dtype="float64"))
+    Xd, yd = engine.asarray(X), engine.put_labels(y)
+    assert Xd.ndim == 2
+    order = epoch_order(0, 0, N)
+    fused, fused_losses = trainer.run(trainer.init(*start), Xd, yd, order, 16, 0, 6, 0, 0)
+    assert trainer._run._cache_size() == 1
+    ts = trainer.init(*start)
+    args = (ts.params, ts.model_state, ts.opt_state, Xd, yd, jnp.zeros((6, 16), jnp.int32), np.uint32(0),
+            np.uint32(0))
+    hlo = trainer._run.lower(*args).as_text()
+    assert "while" in hlo and "convolution" in hlo
+    losses = []
+    for j in range(6):
+        ts, loss = trainer.run(ts, Xd, yd, order, 16, j, 1, j, 0)
+        losses.append(loss[0])
+    np.testing.assert_allclose(fused_losses, losses, rtol=1e-9)
+    for name in fused.params:
+        np.testing.assert_allclose(np.asarray(fused.params[name]), np.asarray(ts.params[name]), rtol=1e-9,
+                                   atol=1e-12, err_msg=name)
+
+
 def test_run_compiles_once_per_shape_and_lr_scale_needs_no_recompile():
     X, y = _data()
     engine = get_engine("jax")

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from descend.backend.windows import conv_pads
+
 name = "jax"
 
 matmul = jnp.matmul
@@ -95,3 +97,36 @@ def to_numpy(x):
 def keep_mask(key, layer, keep, shape, dtype):
     """A {0, 1} dropout mask with P(1) = keep from the step's PRNG key folded with the layer index."""
     return jax.random.bernoulli(jax.random.fold_in(key, layer), keep, shape).astype(dtype)
+
+
+def reshape(x, shape):
+    return jnp.reshape(x, shape)
+
+
+def flatten(x):
+    """``(n, ...) -> (n, prod(...))``, row-major."""
+    return jnp.reshape(x, (x.shape[0], -1))
+
+
+def conv2d(x, w, stride=1, padding="same"):
+    """Cross-correlation of NHWC ``x`` with the HWIO kernel ``w`` (XLA's convolution, no transposes)."""
+    pads = conv_pads(w.shape[0], padding)
+    return jax.lax.conv_general_dilated(x, w, (stride, stride), [pads, pads],
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _pool(x, init, reducer, size, stride):
+    # A concrete (NumPy) initial value: JAX recognises max/add with their identity and can differentiate them.
+    stride = stride or size
+    return jax.lax.reduce_window(x, np.asarray(init, x.dtype), reducer, (1, size, size, 1), (1, stride, stride, 1),
+                                 "VALID")
+
+
+def max_pool2d(x, size, stride=None):
+    """The maximum of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
+    return _pool(x, -jnp.inf, jax.lax.max, size, stride)
+
+
+def avg_pool2d(x, size, stride=None):
+    """The mean of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
+    return _pool(x, 0.0, jax.lax.add, size, stride) * (1.0 / (size * size))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from descend.backend.windows import im2col, pool_windows
+
 name = "numpy"
 
 matmul = np.matmul
@@ -78,3 +80,28 @@ def keep_mask(key, layer, keep, shape, dtype):
     in order, so ``layer`` needs no part in the draw.
     """
     return (key.random(shape) < keep).astype(dtype)
+
+
+def reshape(x, shape):
+    return np.reshape(x, shape)
+
+
+def flatten(x):
+    """``(n, ...) -> (n, prod(...))``, row-major."""
+    return np.reshape(x, (x.shape[0], -1))
+
+
+def conv2d(x, w, stride=1, padding="same"):
+    """Cross-correlation of NHWC ``x`` with the HWIO kernel ``w`` (square): im2col and one matrix product."""
+    cols, oh, ow = im2col(x, w.shape[0], stride, padding)
+    return (cols @ w.reshape(-1, w.shape[3])).reshape(x.shape[0], oh, ow, w.shape[3])
+
+
+def max_pool2d(x, size, stride=None):
+    """The maximum of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
+    return pool_windows(x, size, stride or size).max(axis=-1)
+
+
+def avg_pool2d(x, size, stride=None):
+    """The mean of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
+    return pool_windows(x, size, stride or size).mean(axis=-1)

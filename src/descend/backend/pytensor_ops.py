@@ -6,6 +6,8 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
+from descend.backend.windows import conv_out, conv_pads
+
 name = "pytensor"
 
 matmul = pt.dot
@@ -95,3 +97,69 @@ class RngChain:
 def keep_mask(key, layer, keep, shape, dtype):
     """A {0, 1} dropout mask with P(1) = keep, drawn from the RngChain ``key`` (layers draw in order)."""
     return pt.cast(pt.lt(key.uniform(shape), keep), _dtype(dtype))
+
+
+def reshape(x, shape):
+    return pt.reshape(x, shape)
+
+
+def flatten(x):
+    """``(n, ...) -> (n, prod(...))``, row-major."""
+    return pt.flatten(x, 2)
+
+
+def _static(x, what, first=1):
+    """``x``'s static shape; PyTensor must know the window geometry when it builds the graph."""
+    shape = x.type.shape
+    if any(s is None for s in shape[first:]):
+        raise ValueError(f"{what} needs static image and kernel shapes; got {shape}")
+    return shape
+
+
+def _window_index(h, w, k, stride, padding):
+    """For each output pixel and window position (row-major), the input pixel it reads; ``h*w`` is a zero pixel."""
+    lo, _ = conv_pads(k, padding)
+    oh, ow = conv_out(h, k, stride, padding), conv_out(w, k, stride, padding)
+    rows = (np.arange(oh) * stride)[:, None, None, None] + np.arange(k)[None, None, :, None] - lo
+    cols = (np.arange(ow) * stride)[None, :, None, None] + np.arange(k)[None, None, None, :] - lo
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    return np.where(inside, rows * w + cols, h * w).reshape(-1).astype(np.int64), oh, ow
+
+
+def _windows(x, k, stride, padding):
+    """``(oh*ow, k*k, n, c)``: every window of ``x``, gathered in one indexing op (and its gradient in one)."""
+    _, h, w, c = _static(x, "convolution and pooling")
+    index, oh, ow = _window_index(h, w, k, stride, padding)
+    n = x.shape[0]
+    pixels = pt.reshape(x, (n, h * w, c)).dimshuffle(1, 0, 2)
+    if padding == "same":
+        pixels = pt.concatenate([pixels, pt.zeros((1, n, c), dtype=x.dtype)], axis=0)
+    return pt.reshape(pixels[index], (oh * ow, k * k, n, c)), oh, ow
+
+
+def conv2d(x, w, stride=1, padding="same"):
+    """Cross-correlation of NHWC ``x`` with the HWIO kernel ``w``: im2col by one gather, one product.
+
+    PyTensor has no convolution of its own.  Gathering the windows with one
+    constant index (rather than one slice per window position) keeps the
+    graph, and its compile time, small.
+    """
+    k, _, c, f = _static(w, "conv2d", first=0)
+    windows, oh, ow = _windows(x, k, stride, padding)
+    cols = pt.reshape(windows.dimshuffle(2, 0, 1, 3), (-1, k * k * c))
+    return pt.reshape(pt.dot(cols, pt.reshape(w, (k * k * c, f))), (-1, oh, ow, f))
+
+
+def _pool(x, size, stride, reduce):
+    windows, oh, ow = _windows(x, size, stride or size, "valid")
+    return pt.reshape(reduce(windows, axis=1).dimshuffle(1, 0, 2), (-1, oh, ow, x.type.shape[3]))
+
+
+def max_pool2d(x, size, stride=None):
+    """The maximum of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
+    return _pool(x, size, stride, pt.max)
+
+
+def avg_pool2d(x, size, stride=None):
+    """The mean of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
+    return _pool(x, size, stride, pt.mean)

@@ -8,6 +8,8 @@ import tempfile
 
 import numpy as np
 
+from descend.backend.windows import conv_pads
+
 # TensorFlow's start-up chatter is not the user's business.  TF_CPP_MIN_LOG_LEVEL silences most of it, but
 # TensorFlow 2.21 writes two lines from C++ before it reads that setting.
 _STARTUP_NOISE = ("absl::InitializeLog()", "oneDNN custom operations are on")
@@ -111,3 +113,35 @@ def keep_mask(key, layer, keep, shape, dtype):
     """A {0, 1} dropout mask with P(1) = keep from the stateless seed pair ``key``, folded with the layer."""
     seed = tf.random.experimental.stateless_fold_in(key, layer)
     return tf.cast(tf.random.stateless_uniform(shape, seed=seed, dtype=tf.float32) < keep, dtype)
+
+
+def reshape(x, shape):
+    return tf.reshape(x, shape)
+
+
+def flatten(x):
+    """``(n, ...) -> (n, prod(...))``, row-major."""
+    trailing = x.shape[1:]
+    if trailing.is_fully_defined():
+        return tf.reshape(x, (-1, int(np.prod(trailing))))
+    return tf.reshape(x, tf.stack([tf.shape(x)[0], -1]))
+
+
+def conv2d(x, w, stride=1, padding="same"):
+    """Cross-correlation of NHWC ``x`` with the HWIO kernel ``w``, with explicit "same" pads.
+
+    TensorFlow's own "SAME" pads by the input size at strides above 1; the
+    explicit pads are the same at every stride.
+    """
+    lo, hi = conv_pads(int(w.shape[0]), padding)
+    return tf.nn.conv2d(x, w, strides=stride, padding=[[0, 0], [lo, hi], [lo, hi], [0, 0]])
+
+
+def max_pool2d(x, size, stride=None):
+    """The maximum of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
+    return tf.nn.max_pool2d(x, size, stride or size, "VALID")
+
+
+def avg_pool2d(x, size, stride=None):
+    """The mean of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
+    return tf.nn.avg_pool2d(x, size, stride or size, "VALID")

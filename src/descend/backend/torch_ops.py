@@ -13,6 +13,8 @@ import builtins
 import numpy as np
 import torch
 
+from descend.backend.windows import conv_pads
+
 name = "torch"
 
 _PY_TYPES = {builtins.float: torch.float64, builtins.int: torch.int64, builtins.bool: torch.bool}
@@ -180,3 +182,39 @@ def keep_mask(key, layer, keep, shape, dtype):
     in order, so ``layer`` needs no part in the draw.
     """
     return (torch.rand(tuple(shape), generator=key, dtype=dtype, device=key.device) < keep).to(dtype)
+
+
+def reshape(x, shape):
+    return torch.reshape(_tensor(x), tuple(shape))
+
+
+def flatten(x):
+    """``(n, ...) -> (n, prod(...))``, row-major."""
+    return torch.flatten(_tensor(x), 1)
+
+
+def _nchw(x):
+    return x.permute(0, 3, 1, 2)
+
+
+def _nhwc(x):
+    return x.permute(0, 2, 3, 1)
+
+
+def conv2d(x, w, stride=1, padding="same"):
+    """Cross-correlation of NHWC ``x`` with the HWIO kernel ``w``; PyTorch computes it in NCHW / OIHW."""
+    lo, hi = conv_pads(w.shape[0], padding)
+    xt = _nchw(x)
+    if lo or hi:
+        xt = torch.nn.functional.pad(xt, (lo, hi, lo, hi))
+    return _nhwc(torch.nn.functional.conv2d(xt, w.permute(3, 2, 0, 1), stride=stride))
+
+
+def max_pool2d(x, size, stride=None):
+    """The maximum of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
+    return _nhwc(torch.nn.functional.max_pool2d(_nchw(x), size, stride or size))
+
+
+def avg_pool2d(x, size, stride=None):
+    """The mean of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
+    return _nhwc(torch.nn.functional.avg_pool2d(_nchw(x), size, stride or size))

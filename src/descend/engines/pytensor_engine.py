@@ -56,8 +56,9 @@ class PytensorTrainer(Trainer):
         from descend.backend.pytensor_ops import RngChain
 
         ops = self.engine.ops
-        self.p = {k: pytensor.shared(v, name=k) for k, v in params.items()}
-        self.s = {k: pytensor.shared(v, name=k) for k, v in model_state.items()}
+        # Static shapes: convolution and pooling are built from window slices of known geometry.
+        self.p = {k: pytensor.shared(v, name=k, shape=np.shape(v)) for k, v in params.items()}
+        self.s = {k: pytensor.shared(v, name=k, shape=np.shape(v)) for k, v in model_state.items()}
         leaves, self._opt_def = flatten(opt_state)
         self.o = [pytensor.shared(np.asarray(v), name=f"opt{i}") for i, v in enumerate(leaves)]
         self.X = pytensor.shared(np.zeros((1, 1), dtype=self.engine.dtype), name="X")
@@ -180,12 +181,13 @@ class PytensorEngine(Engine):
         pytensor = _pytensor()
         import pytensor.tensor as pt
 
-        key = (spec, tuple(params), tuple(model_state))
+        key = (spec, tuple((k, np.shape(v)) for k, v in params.items()),
+               tuple((k, np.shape(v)) for k, v in model_state.items()))
         fn = self._logits.get(key)
         if fn is None:
             x = pt.matrix("x", dtype=self.dtype)
-            p = {k: pt.tensor(name=k, dtype=self.dtype, shape=(None,) * np.ndim(v)) for k, v in params.items()}
-            s = {k: pt.tensor(name=k, dtype=self.dtype, shape=(None,) * np.ndim(v)) for k, v in model_state.items()}
+            p = {k: pt.tensor(name=k, dtype=self.dtype, shape=np.shape(v)) for k, v in params.items()}
+            s = {k: pt.tensor(name=k, dtype=self.dtype, shape=np.shape(v)) for k, v in model_state.items()}
             out = predict_logits(self.ops, spec, p, s, x)
             fn = self._logits[key] = pytensor.function([x, *p.values(), *s.values()], out, mode=self.mode)
         pv = [np.asarray(params[k], dtype=self.dtype) for k in params]

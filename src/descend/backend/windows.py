@@ -1,0 +1,57 @@
+"""Sliding-window geometry (convolution and pooling) and its NumPy building blocks.
+
+"same" padding adds ``(k-1)//2`` zeros before and ``k//2`` after each spatial
+axis (TensorFlow's rule at stride 1, kept at every stride); "valid" adds none.
+An axis of ``n`` pixels then gives ``floor((n + pads - k) / stride) + 1``
+outputs.  Images are NHWC; kernels HWIO ``(k, k, c_in, c_out)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+def conv_pads(kernel: int, padding: str) -> tuple[int, int]:
+    """Zeros added before and after one spatial axis."""
+    return ((kernel - 1) // 2, kernel // 2) if padding == "same" else (0, 0)
+
+
+def conv_out(size: int, kernel: int, stride: int, padding: str) -> int:
+    lo, hi = conv_pads(kernel, padding)
+    return (size + lo + hi - kernel) // stride + 1
+
+
+def pad_image(x: np.ndarray, kernel: int, padding: str) -> np.ndarray:
+    lo, hi = conv_pads(kernel, padding)
+    return np.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0))) if lo or hi else x
+
+
+def windows(x: np.ndarray, size: int, stride: int, oh: int, ow: int) -> np.ndarray:
+    """``(n, oh, ow, c, size, size)``: the valid windows of ``x`` every ``stride`` pixels (a view)."""
+    return sliding_window_view(x, (size, size), axis=(1, 2))[:, :stride * (oh - 1) + 1:stride,
+                                                               :stride * (ow - 1) + 1:stride]
+
+
+def im2col(x: np.ndarray, kernel: int, stride: int, padding: str) -> tuple[np.ndarray, int, int]:
+    """``(patches, oh, ow)``: one row of ``kernel*kernel*c`` pixels (in HWIO order) per output pixel."""
+    n, h, w, c = x.shape
+    oh, ow = conv_out(h, kernel, stride, padding), conv_out(w, kernel, stride, padding)
+    patches = windows(pad_image(x, kernel, padding), kernel, stride, oh, ow).transpose(0, 1, 2, 4, 5, 3)
+    return patches.reshape(n * oh * ow, kernel * kernel * c), oh, ow
+
+
+def pool_windows(x: np.ndarray, size: int, stride: int) -> np.ndarray:
+    """``(n, oh, ow, c, size*size)``: the valid pooling windows of ``x``."""
+    oh, ow = (x.shape[1] - size) // stride + 1, (x.shape[2] - size) // stride + 1
+    win = windows(x, size, stride, oh, ow)
+    return win.reshape(*win.shape[:4], size * size)
+
+
+def scatter_windows(dx: np.ndarray, dwin: np.ndarray, size: int, stride: int) -> np.ndarray:
+    """Adds each window position's gradient ``dwin[:, :, :, i, j, :]`` onto the pixels it came from, in place."""
+    oh, ow = dwin.shape[1:3]
+    for i in range(size):
+        for j in range(size):
+            dx[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride, :] += dwin[:, :, :, i, j, :]
+    return dx

@@ -1,0 +1,102 @@
+"""The five ``ops`` namespaces: the same names, and the same convolution and pooling.
+
+Convolution and pooling are checked against loops written straight from the
+definition (NHWC images, HWIO kernels, "same" pads of (k-1)//2 before and k//2
+after, "valid" windows only), in float64, on every installed backend.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+
+import numpy as np
+import pytest
+
+from descend.backend import get_ops
+
+BACKENDS = [name for name in ("numpy", "jax", "torch", "tensorflow", "pytensor")
+            if importlib.util.find_spec(name) is not None]
+_rng = np.random.default_rng(0)
+X = _rng.standard_normal((2, 7, 6, 3))
+W = _rng.standard_normal((4, 4, 3, 5))
+
+
+def public_names(module) -> set[str]:
+    """Functions and constants a namespace offers (not the modules and helpers it imports)."""
+    return {name for name, value in vars(module).items()
+            if not name.startswith("_") and not inspect.ismodule(value)
+            and getattr(value, "__module__", module.__name__) != "__future__"
+            and name not in {"annotations", "conv_out", "conv_pads", "im2col", "pool_windows", "builtins",
+                             "tempfile", "RngChain", "to_dtype"}}
+
+
+def test_every_ops_namespace_exposes_the_same_names():
+    reference = public_names(get_ops("numpy"))
+    assert {"conv2d", "max_pool2d", "avg_pool2d", "reshape", "flatten", "matmul", "keep_mask"} <= reference
+    for name in BACKENDS:
+        missing = reference - public_names(get_ops(name))
+        assert not missing, f"{name} lacks {sorted(missing)}"
+
+
+def reference_conv(x, w, stride, padding):
+    k = w.shape[0]
+    lo, hi = ((k - 1) // 2, k // 2) if padding == "same" else (0, 0)
+    xp = np.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+    oh, ow = (xp.shape[1] - k) // stride + 1, (xp.shape[2] - k) // stride + 1
+    out = np.zeros((x.shape[0], oh, ow, w.shape[3]))
+    for i in range(oh):
+        for j in range(ow):
+            patch = xp[:, i * stride:i * stride + k, j * stride:j * stride + k, :]
+            out[:, i, j, :] = np.einsum("nabc,abcf->nf", patch, w)
+    return out
+
+
+def reference_pool(x, size, stride, reduce):
+    oh, ow = (x.shape[1] - size) // stride + 1, (x.shape[2] - size) // stride + 1
+    out = np.zeros((x.shape[0], oh, ow, x.shape[3]))
+    for i in range(oh):
+        for j in range(ow):
+            out[:, i, j, :] = reduce(x[:, i * stride:i * stride + size, j * stride:j * stride + size, :], axis=(1, 2))
+    return out
+
+
+def evaluate(name, build, *arrays):
+    """``build(ops, *inputs)`` on backend ``name`` in float64, as NumPy."""
+    ops = get_ops(name)
+    if name == "pytensor":
+        import pytensor
+        import pytensor.tensor as pt
+
+        inputs = [pt.tensor(dtype="float64", shape=a.shape) for a in arrays]
+        return np.asarray(pytensor.function(inputs, build(ops, *inputs))(*arrays))
+    if name == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    return ops.to_numpy(build(ops, *(ops.asarray(a) for a in arrays)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("stride, padding", [(1, "same"), (2, "same"), (1, "valid"), (3, "valid")])
+def test_conv2d_matches_the_definition(backend, stride, padding):
+    got = evaluate(backend, lambda ops, x, w: ops.conv2d(x, w, stride, padding), X, W)
+    expected = reference_conv(X, W, stride, padding)
+    assert got.shape == expected.shape
+    assert np.allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("size, stride", [(2, 2), (3, 2), (2, 1)])
+def test_pooling_matches_the_definition(backend, size, stride):
+    got = evaluate(backend, lambda ops, x: ops.max_pool2d(x, size, stride), X)
+    assert np.array_equal(got, reference_pool(X, size, stride, np.max))
+    got = evaluate(backend, lambda ops, x: ops.avg_pool2d(x, size, stride), X)
+    assert np.allclose(got, reference_pool(X, size, stride, np.mean), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reshape_and_flatten_are_row_major(backend):
+    rows = X.reshape(2, -1)
+    assert np.array_equal(evaluate(backend, lambda ops, x: ops.reshape(x, (-1, 7, 6, 3)), rows), X)
+    assert np.array_equal(evaluate(backend, lambda ops, x: ops.flatten(x), X), rows)
