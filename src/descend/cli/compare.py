@@ -172,6 +172,6 @@ def run(args) -> int:
         result = run_compare(study, out, workers=workers, dask=args.dask)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print(markdown(result.study, result.summary, same_start(result.study, result.records)))
+    print(markdown(result.study, result.summary, same_start(result.study, result.records), result.tuning))
     print(f"descend: wrote {result.out_dir / 'report.html'} (tables, plots, configurations)", file=sys.stderr)
     return 0

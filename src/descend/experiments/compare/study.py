@@ -53,6 +53,7 @@ class CompareResult:
     summary: list
     skipped: int = 0
     same_start: list = field(default_factory=list)
+    tuning: list | None = None  # per run, what tuning chose (tuning.json's rows)
 
 
 def _slug(text: str) -> str:
@@ -203,9 +204,10 @@ def _run_compare(study: Study, out_dir, workers: int | None, pool, log, root) ->
     _DATA.clear()  # the datasets cached for this study's runs
     from descend.experiments.compare.report import write_outputs
 
-    summary, same_start = write_outputs(study, records, out_dir, tuning=_tuning_rows(study, out_dir))
+    tuning = _tuning_rows(study, out_dir)
+    summary, same_start = write_outputs(study, records, out_dir, tuning=tuning)
     return CompareResult(out_dir, study, records, summary, skipped=len(tasks) - len(pending),
-                         same_start=same_start)
+                         same_start=same_start, tuning=tuning)
 
 
 def _session_file(out_dir: Path, run_id: str) -> Path:
