@@ -205,3 +205,17 @@ def test_performance_profile_on_hand_made_times():
 def test_best_so_far_is_monotone():
     trials = [{"ticket": 2, "score": 0.3}, {"ticket": 0, "score": 0.5}, {"ticket": 1, "score": 0.6}]
     assert best_so_far(trials) == [0.5, 0.5, 0.3]
+
+
+def test_tuning_sessions_placed_on_dask_give_the_local_values(blobs, tmp_path, capsys, dask_cluster):
+    argv = [blobs, "--run", "sgd", "--run", "adam", "--tune", "lr=log(1e-3,1e-1)", "--budget", "2", "--seeds", "1",
+            "--hidden", "8", "--epochs", "1", "--engine", "numpy"]
+    assert main(["compare", *argv, "--workers", "2", "--out", str(tmp_path / "local")]) == 0
+    with dask_cluster() as (address, _workers):
+        assert main(["compare", *argv, "--dask", address, "--out", str(tmp_path / "dask")]) == 0
+    capsys.readouterr()
+    values = [json.loads((tmp_path / d / "tuning.json").read_text())["runs"] for d in ("local", "dask")]
+    assert [[t["params"] for t in r["trials"]] for r in values[0]] == [[t["params"] for t in r["trials"]]
+                                                                       for r in values[1]]
+    assert [r["values"] for r in values[0]] == [r["values"] for r in values[1]]
+    assert (tmp_path / "dask" / "tune" / "00-sgd.json").is_file()  # what the coordinator keeps for --resume
