@@ -219,3 +219,32 @@ def test_tuning_sessions_placed_on_dask_give_the_local_values(blobs, tmp_path, c
                                                                        for r in values[1]]
     assert [r["values"] for r in values[0]] == [r["values"] for r in values[1]]
     assert (tmp_path / "dask" / "tune" / "00-sgd.json").is_file()  # what the coordinator keeps for --resume
+
+
+def test_cli_profile_over_two_finished_comparisons(blobs, tmp_path, capsys):
+    from descend.experiments.compare.profile import times_from_compares
+    from descend.experiments.compare.report import first_reaching
+
+    dirs = []
+    for name, extra in (("p1", ["--hidden", "8"]), ("p2", ["--hidden", "4"])):
+        dirs.append(str(tmp_path / name))
+        assert main(["compare", blobs, "--run", "sgd lr=0.3", "--run", "adam lr=0.05", "--seeds", "2", "--epochs",
+                     "2", "--batch-size", "30", "--engine", "numpy", "--eval-every", "2", "--target-error", "0.35",
+                     "--workers", "1", "--out", dirs[-1], *extra]) == 0
+    capsys.readouterr()
+    assert main(["compare", "--profile", *dirs, "--out", str(tmp_path / "prof")]) == 0
+    printed = capsys.readouterr().out
+    assert "| sgd lr=0.3 |" in printed and "area (τ 1–4)" in printed
+    assert (tmp_path / "prof" / "profile.png").stat().st_size > 0
+    times, problems = times_from_compares(dirs)
+    for d, problem in zip(dirs, problems):
+        for label in ("sgd lr=0.3", "adam lr=0.05"):
+            hits = []
+            for path in sorted((tmp_path / d / "runs").glob("*/result.json")):
+                r = json.loads(path.read_text())
+                if r["label"] == label:
+                    row = first_reaching(r["history"], 0.35)
+                    hits.append(math.inf if row is None else row["time"])
+            expected = float(np.median(hits))
+            assert times[label][problem] == (None if math.isinf(expected) else pytest.approx(expected))
+    assert main(["compare", "--profile", str(tmp_path / "nowhere")]) == 2

@@ -111,6 +111,11 @@ def register(sub) -> None:
     p.add_argument("--title", default=None, help="report title")
     p.add_argument("--out", default=None, help="write here instead of runs/<date>-compare-<name>/ (reuses finished runs)")
     p.add_argument("--resume", metavar="DIR", default=None, help="continue the interrupted compare in DIR")
+    p.add_argument("--profile", metavar="DIR", nargs="+", default=None,
+                   help="no training: a performance profile over finished compare directories (one problem each, "
+                        "e.g. one per dataset or preset): the fraction of problems on which each run label reaches "
+                        "its target within τ × the fastest median time, τ from 1 to 4; written to --out "
+                        "(default runs/<date>-profile/)")
     p.set_defaults(func=run)
 
 
@@ -148,10 +153,30 @@ def _terminate_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _profile(args) -> int:
+    from descend.experiments.compare import load_study
+    from descend.experiments.compare.profile import write_profile
+    from descend.io.rundir import make_run_dir
+
+    given = [f"--{k.replace('_', '-')}" for k in ("preset", "config", "resume", "tune", *BASE_OPTIONS)
+             if getattr(args, k, None) is not None] + (["--run"] if args.run else []) + (
+             ["DATASET"] if args.dataset else [])
+    if given:
+        raise ConfigError(f"--profile reads finished comparisons; it cannot be combined with {', '.join(given)}")
+    for directory in args.profile:  # checked before anything is written
+        load_study(directory)
+    out = args.out or make_run_dir("runs", "profile")
+    print(write_profile(args.profile, out))
+    print(f"descend: wrote {out}/profile.png and profile.md", file=sys.stderr)
+    return 0
+
+
 def run(args) -> int:
     from descend.experiments.compare import load_study, run_compare
     from descend.experiments.compare.report import markdown, same_start
 
+    if args.profile:
+        return _profile(args)
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k in ("preset", "config", "out", "tune", "tune_method", "folds",
                                                        *BASE_OPTIONS)
