@@ -16,21 +16,10 @@ from descend.experiments.compare import tune as tune_mod
 from descend.experiments.compare.profile import performance_profile, profile_area
 from descend.experiments.compare.spec import PRESETS, build_study
 from descend.experiments.compare.tune import Tuning, best_so_far
+import test_compare
 
 
-@pytest.fixture(scope="module")
-def blobs(tmp_path_factory) -> str:
-    rng = np.random.default_rng(0)
-    centers = rng.standard_normal((3, 6)) * 2.5
-    y = rng.integers(0, 3, 240)
-    yt = rng.integers(0, 3, 60)
-    X = (centers[y] + rng.standard_normal((240, 6))).astype(np.float32)
-    Xt = (centers[yt] + rng.standard_normal((60, 6))).astype(np.float32)
-    path = tmp_path_factory.mktemp("data") / "blobs.npz"
-    np.savez(path, X=X, y=y, X_test=Xt, y_test=yt)
-    return str(path)
-
-
+blobs = test_compare.blobs  # the tiny three-class NPZ fixture
 BASE = {"hidden": (8,), "epochs": 2, "batch_size": 30, "engine": "numpy"}
 RUNS = ("nesterov", "momentum momentum=0.9")
 SPACE = "lr=log(1e-3,1) momentum=0.8,0.9"

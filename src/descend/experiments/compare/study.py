@@ -107,14 +107,20 @@ def tune_placed(task):
         return tune_session(dataclasses.replace(task, db=str(Path(tmp) / "tune.db"), trial_dir=tmp))
 
 
-def _place(pool, local_fn, placed_fn, tasks: list, in_flight: int | None, on_done, log) -> None:
-    """Run ``tasks`` on the Dask ``pool``, or on local workers (one in this process, more with one thread each)."""
+def _place(pool, local_fn, placed_fn, tasks: list, in_flight: int | None, on_done, log, interrupted) -> None:
+    """Run ``tasks`` on the Dask ``pool``, or on local workers (one in this process, more with one thread each);
+    on Ctrl-C, log ``interrupted()`` and re-raise."""
     one_thread = [dataclasses.replace(t, threads=1) for t in tasks]
-    if pool is not None:
-        run_in(pool, placed_fn, one_thread, limit=in_flight, on_result=on_done)
-    else:
-        with open_pool(Placement(workers=in_flight, threads=1), log=log) as local:
-            run_in(local, local_fn, tasks if in_flight == 1 else one_thread, on_result=on_done)
+    try:
+        if pool is not None:
+            run_in(pool, placed_fn, one_thread, limit=in_flight, on_result=on_done)
+        else:
+            with open_pool(Placement(workers=in_flight, threads=1), log=log) as local:
+                run_in(local, local_fn, tasks if in_flight == 1 else one_thread, on_result=on_done)
+    except KeyboardInterrupt:
+        _DATA.clear()
+        log(interrupted())
+        raise
 
 
 # --- the study -----------------------------------------------------------------------------------
@@ -194,13 +200,9 @@ def _run_compare(study: Study, out_dir, workers: int | None, pool, log, root) ->
         count[0] += 1
         log(f"[{count[0]}/{len(tasks)}] {_run_line(record)}")
 
-    try:
-        _place(pool, execute, execute_placed, pending, in_flight, on_done, log)
-    except KeyboardInterrupt:
-        _DATA.clear()
-        log(f"descend: interrupted; {count[0]} of {len(tasks)} runs are finished and kept in {out_dir} "
-            f"(continue with: descend compare --resume {out_dir})")
-        raise
+    _place(pool, execute, execute_placed, pending, in_flight, on_done, log,
+           lambda: f"descend: interrupted; {count[0]} of {len(tasks)} runs are finished and kept in {out_dir} "
+                   f"(continue with: descend compare --resume {out_dir})")
     _DATA.clear()  # the datasets cached for this study's runs
     from descend.experiments.compare.report import write_outputs
 
@@ -256,13 +258,9 @@ def _tune(study: Study, out_dir: Path, workers: int | None, pool, log) -> Study:
                 f"(best of {len(result['trials'])} trials)")
 
     if pending:
-        try:
-            _place(pool, tune_session, tune_placed, pending, in_flight, on_done, log)
-        except KeyboardInterrupt:
-            _DATA.clear()
-            log(f"descend: interrupted while tuning; the finished trials are kept in {out_dir / 'tune'} "
-                f"(continue with: descend compare --resume {out_dir})")
-            raise
+        _place(pool, tune_session, tune_placed, pending, in_flight, on_done, log,
+               lambda: f"descend: interrupted while tuning; the finished trials are kept in {out_dir / 'tune'} "
+                       f"(continue with: descend compare --resume {out_dir})")
     tuned, rows = tuned_study(study, tuning, sessions)
     write_json(out_dir / "tuning.json", {"tuning": study.tune, "runs": rows})
     return tuned
