@@ -22,7 +22,7 @@ examples:
   descend compare mnist --preset momentum --seeds 3
   descend compare mnist --run "sgd lr=0.1" --run "nesterov lr=0.01 momentum=0.9" --run "rmsprop+nesterov lr=1e-4"
   descend compare mnist --preset adaptive --convention torch --target-error 3%
-  descend compare mnist --run sgd --run momentum --run adam --tune "lr=log(1e-4,1) momentum=0.8,0.9,0.99" --budget 16
+  descend compare mnist --run momentum --run nesterov --tune "lr=log(1e-4,1) momentum=0.8,0.9,0.99" --budget 16
   descend compare mnist --preset tuned-optimizers --budget 8 --seeds 2 --folds 3
   descend compare --config study.toml --workers 2
   descend compare mnist --preset momentum --dask tcp://scheduler:8786
