@@ -109,6 +109,12 @@ def test_tuned_compare_runs_every_run_at_its_best_and_reruns_identically(blobs, 
         assert row["best"]["ticket"] == best["ticket"]
         assert run.config.lr == pytest.approx(best["params"]["lr"])  # the comparison trains the best setting
     assert first.study.runs[1].config.momentum == 0.9  # fixed by its run spec
+    for row, rid in zip(rows, ("00-nesterov", "01-momentum-momentum-0-9")):
+        reused = json.loads((tmp_path / "a" / "runs" / f"{rid}-seed0" / "result.json").read_text())
+        trial = json.loads((tmp_path / "a" / "tune" / rid / f"trial-{row['best']['ticket']:03d}" /
+                            "result.json").read_text())
+        assert reused["history"] == trial["history"] and reused["metrics"]["final_valid_error"] == row["best"]["score"]
+        assert reused["metrics"]["wall_seconds"] == trial["metrics"]["wall_seconds"]  # reused, not trained again
     assert first.study.runs[0].config.momentum == rows[0]["values"]["momentum"]
     for name in ("tuning-curves.png", "lr-sensitivity.png", "tuning.csv"):
         assert (tmp_path / "a" / name).stat().st_size > 0

@@ -263,7 +263,27 @@ def _tune(study: Study, out_dir: Path, workers: int | None, pool, log) -> Study:
                        f"(continue with: descend compare --resume {out_dir})")
     tuned, rows = tuned_study(study, tuning, sessions)
     write_json(out_dir / "tuning.json", {"tuning": study.tune, "runs": rows})
+    if not tuning.folds:
+        _reuse_best_trials(tuned, rows, tasks, out_dir)
     return tuned
+
+
+def _reuse_best_trials(tuned: Study, rows: list[dict], sessions: list, out_dir: Path) -> None:
+    """The first seed's run of a configuration tuned on the validation split is its best trial, already
+    trained (same configuration, same seed): its record becomes that run's instead of training it again."""
+    by_index = {t.index: t for t in sessions}
+    for task in plan(tuned, out_dir):
+        session = by_index.get(task.index)
+        best = rows[task.index]["best"]
+        if task.seed != tuned.seeds[0] or session is None or best is None or _finished(task) is not None:
+            continue
+        source = Path(session.trial_dir) / f"trial-{best['ticket']:03d}" / RESULT_FILE
+        try:
+            record = read_json(source)
+        except Exception:  # gone (a Dask worker's scratch) or damaged: the run is trained as usual
+            continue
+        if record.get("config") == task.config and record.get("budget") == task.budget:
+            write_json(task.path, {**record, "run_id": task.run_id})
 
 
 def _tuning_rows(study: Study, out_dir: Path) -> list[dict] | None:
