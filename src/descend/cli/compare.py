@@ -22,6 +22,8 @@ examples:
   descend compare mnist --preset momentum --seeds 3
   descend compare mnist --run "sgd lr=0.1" --run "nesterov lr=0.01 momentum=0.9" --run "rmsprop+nesterov lr=1e-4"
   descend compare mnist --preset adaptive --convention torch --target-error 3%
+  descend compare mnist --run momentum --run nesterov --tune "lr=log(1e-4,1) momentum=0.8,0.9,0.99" --budget 16
+  descend compare mnist --preset tuned-optimizers --budget 8 --seeds 2 --folds 3
   descend compare --config study.toml --workers 2
   descend compare mnist --preset momentum --dask tcp://scheduler:8786
   descend compare --resume runs/20250101-120000-compare-momentum
@@ -73,8 +75,18 @@ def register(sub) -> None:
                    help="which library's variant of each update rule (default: descend)")
     p.add_argument("--target-error", type=_fraction, default=None, metavar="RATE",
                    help="validation error for time-to-target and steps-to-target, e.g. 3%% (default: the preset's)")
-    p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
-                   help="stop every run after this much training time (default: the preset's; gd-variants 20)")
+    p.add_argument("--budget", type=float, default=None, metavar="N",
+                   help="stop every run after N seconds of training time (default: the preset's; gd-variants 20); "
+                        "with tuning (--tune, a tuned preset, a [tune] table): N tuning trials per run (default 8)")
+    p.add_argument("--tune", metavar="SPACE", default=None,
+                   help='first tune every run on these keys with the same budget of trials, e.g. '
+                        '"lr=log(1e-4,1) momentum=0.8,0.9,0.99" (keys a run spec sets are not tuned for that run), '
+                        'selected on validation data only, then compare the runs at their best values')
+    p.add_argument("--tune-method", choices=("tpe", "grid", "random"), default=None,
+                   help="how tuning trials are chosen (default: tpe)")
+    p.add_argument("--folds", type=positive_int, default=None, metavar="K",
+                   help="score tuning trials by K-fold cross-validation on the training rows (default: the "
+                        "validation split)")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="parallel processes, one thread each (default: one per core; 1 with a time budget); "
                         "with --dask, the most runs in flight (default: all; 1 with a time budget)")
@@ -99,6 +111,11 @@ def register(sub) -> None:
     p.add_argument("--title", default=None, help="report title")
     p.add_argument("--out", default=None, help="write here instead of runs/<date>-compare-<name>/ (reuses finished runs)")
     p.add_argument("--resume", metavar="DIR", default=None, help="continue the interrupted compare in DIR")
+    p.add_argument("--profile", metavar="DIR", nargs="+", default=None,
+                   help="no training: a performance profile over finished compare directories (one problem each, "
+                        "e.g. one per dataset or preset): the fraction of problems on which each run label reaches "
+                        "its target within τ × the fastest median time, τ from 1 to 4; written to --out "
+                        "(default runs/<date>-profile/)")
     p.set_defaults(func=run)
 
 
@@ -106,23 +123,63 @@ BASE_OPTIONS = ("hidden", "activation", "epochs", "batch_size", "schedule", "eva
                 "threads", "validation", "pca")
 
 
+def _tuned(args) -> bool:
+    if args.tune is not None or (args.preset and PRESETS[args.preset].tune):
+        return True
+    if args.config:
+        from descend.experiments.compare.spec import load_toml
+
+        data = load_toml(args.config)
+        return "tune" in data or bool(PRESETS.get(data.get("preset", "")) and PRESETS[data["preset"]].tune)
+    return False
+
+
 def build(args):
     base = {k: getattr(args, k) for k in BASE_OPTIONS if getattr(args, k) is not None}
+    budget, trials = args.budget, None
+    if _tuned(args):  # --budget counts tuning trials
+        budget, trials = None, (int(args.budget) if args.budget is not None and args.budget.is_integer()
+                                else args.budget)
+    elif args.tune_method or args.folds:
+        raise ConfigError(f"--{'tune-method' if args.tune_method else 'folds'} applies to tuning: add --tune SPACE "
+                          f"(e.g. --tune 'lr=log(1e-4,1)')")
     return build_study(args.dataset, preset=args.preset, runs=args.run or (), config_file=args.config, seeds=args.seeds,
                        first_seed=args.seed, convention=args.convention, target_error=args.target_error,
-                       budget=args.budget, base=base, title=args.title)
+                       budget=budget, base=base, title=args.title, tune=args.tune, tune_budget=trials,
+                       tune_method=args.tune_method, folds=args.folds)
 
 
 def _terminate_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _profile(args) -> int:
+    from descend.experiments.compare import load_study
+    from descend.experiments.compare.profile import write_profile
+    from descend.io.rundir import make_run_dir
+
+    given = [f"--{k.replace('_', '-')}" for k in ("preset", "config", "resume", "tune", *BASE_OPTIONS)
+             if getattr(args, k, None) is not None] + (["--run"] if args.run else []) + (
+             ["DATASET"] if args.dataset else [])
+    if given:
+        raise ConfigError(f"--profile reads finished comparisons; it cannot be combined with {', '.join(given)}")
+    for directory in args.profile:  # checked before anything is written
+        load_study(directory)
+    out = args.out or make_run_dir("runs", "profile")
+    print(write_profile(args.profile, out))
+    print(f"descend: wrote {out}/profile.png and profile.md", file=sys.stderr)
+    return 0
+
+
 def run(args) -> int:
     from descend.experiments.compare import load_study, run_compare
     from descend.experiments.compare.report import markdown, same_start
 
+    if args.profile:
+        return _profile(args)
     if args.resume:
-        given = [f"--{k.replace('_', '-')}" for k in ("preset", "config", "out", *BASE_OPTIONS)
+        given = [f"--{k.replace('_', '-')}" for k in ("preset", "config", "out", "tune", "tune_method", "folds",
+                                                       *BASE_OPTIONS)
                  if getattr(args, k, None) is not None] + (["--run"] if args.run else []) + (
                  ["DATASET"] if args.dataset else [])
         if given:
@@ -140,6 +197,6 @@ def run(args) -> int:
         result = run_compare(study, out, workers=workers, dask=args.dask)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print(markdown(result.study, result.summary, same_start(result.study, result.records)))
+    print(markdown(result.study, result.summary, same_start(result.study, result.records), result.tuning))
     print(f"descend: wrote {result.out_dir / 'report.html'} (tables, plots, configurations)", file=sys.stderr)
     return 0

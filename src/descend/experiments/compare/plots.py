@@ -104,3 +104,43 @@ def plot_curves(groups, axis: str, path, *, title: str = "", target: float | Non
     bands = "; shaded: min-max over seeds" if any(len(h) > 1 for _, h in groups) else ""
     fig.suptitle(f"{title} — vs {xlabel.split(' (')[0]}{bands}" if title else f"vs {xlabel}{bands}")
     return save_figure(fig, path)
+
+
+def plot_tuning_curves(tuning: list[dict], path, *, title: str = "") -> Path:
+    """Best validation error so far against the number of tuning trials, one line per configuration."""
+    from descend.experiments.compare.tune import best_so_far
+
+    fig = blank_figure(7, 4.6, dpi=100)
+    ax = fig.subplots()
+    for i, row in enumerate(tuning):
+        curve = best_so_far(row["trials"])
+        if curve:
+            ax.plot(np.arange(1, len(curve) + 1), 100 * np.asarray(curve), color=f"C{i % 10}", lw=1.8,
+                    marker=".", drawstyle="steps-post", label=row["label"])
+    ax.set_xlabel("tuning trials")
+    ax.set_ylabel("best validation error so far (%)")
+    ax.grid(True, alpha=0.35)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=8)
+    fig.suptitle(f"{title} — tuning curves" if title else "tuning curves")
+    return save_figure(fig, path)
+
+
+def plot_lr_sensitivity(tuning: list[dict], path, *, title: str = "") -> Path:
+    """Validation error of every tuning trial against its learning rate (log axis), one colour per run."""
+    fig = blank_figure(7, 4.6, dpi=100)
+    ax = fig.subplots()
+    for i, row in enumerate(tuning):
+        points = sorted((float(t["params"]["lr"]), 100 * float(t["score"])) for t in row["trials"]
+                        if "lr" in t["params"])
+        if points:
+            x, y = zip(*points)
+            ax.plot(x, y, color=f"C{i % 10}", lw=0.8, alpha=0.6, marker="o", ms=4, label=row["label"])
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("validation error (%)")
+    ax.grid(True, which="major", alpha=0.35)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=8)
+    fig.suptitle(f"{title} — learning-rate sensitivity" if title else "learning-rate sensitivity")
+    return save_figure(fig, path)

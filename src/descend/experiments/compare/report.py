@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from descend.experiments.compare.plots import plot_curves
+from descend.experiments.compare.plots import plot_curves, plot_lr_sensitivity, plot_tuning_curves
 from descend.experiments.compare.spec import PRESETS, Study
 from descend.io.atomic import atomic_write_text
 from descend.reports.html import escape
@@ -60,6 +60,10 @@ def summarize(study: Study, records: dict) -> list[dict]:
             row["time_to_target"], row["time_to_target_std"] = _stats(h["time"] for h in reached)
             row["steps_to_target"], row["steps_to_target_std"] = _stats(h["step"] for h in reached)
             row["epochs_to_target"], _ = _stats(h["epoch"] for h in reached)
+            for key, field in (("time_to_target", "time"), ("steps_to_target", "step")):
+                values = [float(h[field]) for h in reached]
+                row[key + "_median"] = float(np.median(values)) if values else None
+                row[key + "_min"], row[key + "_max"] = (min(values), max(values)) if values else (None, None)
         if i > 0:
             pairs = [(r["metrics"].get("final_valid_error"), base_final[r["seed"]]) for r in ok
                      if base_final.get(r["seed"]) is not None]
@@ -189,11 +193,57 @@ def findings(study: Study, summary: list[dict]) -> list[str]:
     return out
 
 
-def markdown(study: Study, summary: list[dict], same: tuple[bool, list[str]]) -> str:
+def target_rows(study: Study, summary: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Time and steps to the target: median and min-max over the seeds that reached it."""
+    t = f"{100 * study.target_error:g}%"
+    head = ["configuration", "reached", f"seconds to {t}: median", "min–max", f"steps to {t}: median", "min–max"]
+    cells = []
+    for r in summary:
+        n = r["done"] - r["diverged"]
+        if not r.get("reached"):
+            cells.append([r["label"], f"0/{n}", "not reached", "—", "not reached", "—"])
+            continue
+        cells.append([r["label"], f"{r['reached']}/{n}", f"{r['time_to_target_median']:.3g}",
+                      f"{r['time_to_target_min']:.3g}–{r['time_to_target_max']:.3g}",
+                      f"{r['steps_to_target_median']:,.0f}",
+                      f"{r['steps_to_target_min']:,.0f}–{r['steps_to_target_max']:,.0f}"])
+    return head, cells
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, list):
+        return ",".join(map(str, v)) or "none"
+    return str(v)
+
+
+def tuning_table(tuning: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Each run's tuned values and the best validation error of its tuning trials."""
+    head = ["configuration", "tuned over", "trials", "tuned values", "tuning valid error"]
+    cells = []
+    for row in tuning:
+        best = row["best"]
+        cells.append([row["label"], row["space"] or "— (fixed by its run spec)", str(len(row["trials"])),
+                      " ".join(f"{k}={_fmt_value(v)}" for k, v in row["values"].items()) or "—",
+                      _pct(best["score"]) if best else "—"])
+    return head, cells
+
+
+def _md_table(head, cells) -> list[str]:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return lines + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+
+
+def markdown(study: Study, summary: list[dict], same: tuple[bool, list[str]], tuning: list[dict] | None = None) -> str:
     head, cells = table_rows(study, summary)
-    lines = [f"## {study.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    lines = [f"## {study.title}", "", *_md_table(head, cells)]
     lines.append("")
+    if tuning:
+        lines += ["Tuned values (same trial budget per configuration, validation data only):", "",
+                  *_md_table(*tuning_table(tuning)), ""]
+    if study.target_error is not None and any(r.get("reached") for r in summary):
+        lines += [*_md_table(*target_rows(study, summary)), ""]
     lines += [f"- {s}" for s in findings(study, summary)]
     ok, detail = same
     if detail:
@@ -217,8 +267,13 @@ def _csv(path: Path, columns, rows) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def write_outputs(study: Study, records: dict, out_dir: Path) -> tuple[list[dict], list[str]]:
-    """runs.csv, summary.csv, summary.md, the three PNGs and report.html; returns the summary."""
+def write_outputs(study: Study, records: dict, out_dir: Path,
+                  tuning: list[dict] | None = None) -> tuple[list[dict], list[str]]:
+    """runs.csv, summary.csv, summary.md, the PNGs and report.html; returns the summary.
+
+    ``tuning``: per run, what tuning chose (tuning.json's rows): a table, the tuning curves and the
+    learning-rate sensitivity join the report.
+    """
     summary = summarize(study, records)
     same = same_start(study, records)
     ordered = [records[(i, s)] for s in study.seeds for i in range(len(study.runs)) if (i, s) in records]
@@ -226,7 +281,7 @@ def write_outputs(study: Study, records: dict, out_dir: Path) -> tuple[list[dict
          [{**r["metrics"], **{k: r[k] for k in ("run_id", "label", "seed", "status", "engine")}} for r in ordered])
     columns = list(dict.fromkeys(k for row in summary for k in row))
     _csv(out_dir / "summary.csv", columns, summary)
-    atomic_write_text(out_dir / "summary.md", markdown(study, summary, same))
+    atomic_write_text(out_dir / "summary.md", markdown(study, summary, same, tuning))
     groups = [(run.label, [records[(i, s)]["history"] for s in study.seeds if (i, s) in records])
               for i, run in enumerate(study.runs)]
     images = {}
@@ -234,7 +289,17 @@ def write_outputs(study: Study, records: dict, out_dir: Path) -> tuple[list[dict
                           ("time", "versus wall-clock seconds")):
         images[caption] = plot_curves(groups, axis, out_dir / f"curves-{axis}.png", title=study.title,
                                       target=study.target_error, budget=study.budget)
-    write_html(out_dir / "report.html", study, summary, same, ordered, images)
+    tuning_images = {}
+    if tuning:
+        _csv(out_dir / "tuning.csv", ("label", "ticket", "score", "status", "steps", "seconds", "params"),
+             [{"label": row["label"], **t, "params": " ".join(f"{k}={_fmt_value(v)}" for k, v in t["params"].items())}
+              for row in tuning for t in row["trials"]])
+        tuning_images["tuning curves: best validation error so far vs trials"] = plot_tuning_curves(
+            tuning, out_dir / "tuning-curves.png", title=study.title)
+        if any("lr" in t["params"] for row in tuning for t in row["trials"]):
+            tuning_images["learning-rate sensitivity: validation error of every tuning trial vs lr"] = \
+                plot_lr_sensitivity(tuning, out_dir / "lr-sensitivity.png", title=study.title)
+    write_html(out_dir / "report.html", study, summary, same, ordered, images, tuning, tuning_images)
     return summary, same[1]
 
 
@@ -260,7 +325,7 @@ def _differences(study: Study) -> list[list[str]]:
     return rows
 
 
-def write_html(path: Path, study: Study, summary, same, ordered, images) -> Path:
+def write_html(path: Path, study: Study, summary, same, ordered, images, tuning=None, tuning_images=None) -> Path:
     from descend import __version__
     from descend.reports.html import CSS, image_figure
 
@@ -278,6 +343,12 @@ def write_html(path: Path, study: Study, summary, same, ordered, images) -> Path
     parts = [f"<h1>{escape(study.title)}</h1>", "<p>" + " ".join(about) + "</p>", "<h2>Findings</h2>",
              "<ul>" + "".join(f"<li>{escape(s)}</li>" for s in findings(study, summary)) + "</ul>",
              "<h2>Summary (mean ± std over seeds)</h2>", _table(head, cells),
+             *(["<h2>Time and steps to the target (median, min–max over seeds)</h2>",
+                _table(*target_rows(study, summary))]
+               if study.target_error is not None and any(r.get("reached") for r in summary) else []),
+             *(["<h2>Tuning (the same budget of trials per configuration, scored on validation data only)</h2>",
+                _table(*tuning_table(tuning), numeric_from=2), "<div>",
+                *(image_figure(c, p) for c, p in (tuning_images or {}).items()), "</div>"] if tuning else []),
              "<h2>Curves</h2>", "<div>", *(image_figure(c, p) for c, p in images.items()), "</div>",
              "<h2>Same start per seed</h2>",
              f"<p>{'Verified' if ok else '<b>Not verified</b>'}: SHA-256 fingerprints of the initial weights and "

@@ -13,6 +13,7 @@ is runs x seeds plus the target error and the wall-clock budget.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shlex
 from dataclasses import dataclass, field
@@ -235,6 +236,8 @@ def build_run(values: dict, base: dict, *, dataset: str, convention: str, budget
     fields = {**COMPARE_DEFAULTS, **{k: v for k, v in base.items() if k in CONFIG_KEYS}}
     fields.update({k: v for k, v in values.items() if k in CONFIG_KEYS})
     fields["optimizer"] = optimizer
+    if optimizer == "adamw":  # no velocity: the compare default momentum 0.9 must not reach it
+        fields["momentum"] = 0.0
     fam = family(optimizer)
     if "momentum" in values and fam not in ("momentum",) and "+" not in optimizer:
         raise ConfigError(f"{where}: `momentum` does not apply to optimizer={optimizer!r} (use momentum, nesterov "
@@ -268,6 +271,8 @@ class Preset:
     budget: float | None = None
     timing_sensitive: bool = False  # run one at a time by default: the wall clock is the measure
     notes: str = ""
+    tune: dict[str, str] = field(default_factory=dict)  # label -> that run's tuning space (tuned presets)
+    tune_trials: int = 8
 
 
 PRESETS: dict[str, Preset] = {
@@ -322,6 +327,35 @@ PRESETS: dict[str, Preset] = {
         "the same weights and batches, so the curves should overlap; the seconds differ.",
         {"hidden": (300,), "batch_size": 100, "epochs": 3, "optimizer": "momentum", "lr": 0.01, "momentum": 0.9},
         (), target_error=0.05, timing_sensitive=True),
+    "tuned-optimizers": Preset(
+        "SGD, momentum, Nesterov, AdaGrad, RMSprop, Adam and AdamW, each tuned with the same budget of trials "
+        "on its learning rate and its own main hyperparameter, then compared over seeds; 784-300-10 ReLU, "
+        "mini-batches of 100.",
+        {"hidden": (300,), "batch_size": 100, "epochs": 4, "eval_every": 250},
+        (("SGD", "sgd"), ("momentum", "momentum"), ("Nesterov", "nesterov"), ("AdaGrad", "adagrad"),
+         ("RMSprop", "rmsprop"), ("Adam", "adam"), ("AdamW", "adamw")),
+        target_error=0.03,
+        notes="Every optimizer gets the same number of tuning trials, scored on validation data only.",
+        tune={"SGD": "lr=log(1e-3,1)",
+              "momentum": "lr=log(1e-4,1) momentum=0.8,0.9,0.95,0.99",
+              "Nesterov": "lr=log(1e-4,1) momentum=0.8,0.9,0.95,0.99",
+              "AdaGrad": "lr=log(1e-4,1) eps=1e-10,1e-8,1e-6,1e-4",
+              "RMSprop": "lr=log(1e-5,1e-1) rho=0.9,0.95,0.99,0.999",
+              "Adam": "lr=log(1e-5,1e-1) b1=0.8,0.9,0.95,0.99",
+              "AdamW": "lr=log(1e-5,1e-1) weight_decay=1e-4,1e-3,1e-2,1e-1"}),
+    "tuned-schedules": Preset(
+        "Learning-rate schedules with Nesterov momentum 0.9 -- constant, step decay, exponential, inverse time "
+        "(per epoch) -- each tuned with the same budget on its learning rate and its decay, 784-300-10 ReLU.",
+        {"hidden": (300,), "batch_size": 100, "epochs": 6, "optimizer": "nesterov", "momentum": 0.9,
+         "eval_every": 250},
+        (("constant", "nesterov schedule=constant"), ("step decay", "nesterov"), ("exponential", "nesterov"),
+         ("inverse time", "nesterov")),
+        target_error=0.025,
+        notes="Every schedule gets the same number of tuning trials, scored on validation data only.",
+        tune={"constant": "lr=log(1e-3,1)",
+              "step decay": "lr=log(1e-3,1) schedule=step:0.5:2,step:0.5:3,step:0.2:3",
+              "exponential": "lr=log(1e-3,1) schedule=exponential:0.05,exponential:0.15,exponential:0.3",
+              "inverse time": "lr=log(1e-3,1) schedule=inverse:0.1,inverse:0.3,inverse:1"}),
 }
 
 
@@ -348,13 +382,14 @@ class Study:
     timing_sensitive: bool = False
     notes: str = ""
     base: dict = field(default_factory=dict)
+    tune: dict = field(default_factory=dict)  # a Tuning's dict (see compare.tune); {} = the runs as written
 
     def to_dict(self) -> dict:
         return {"version": STUDY_VERSION, "dataset": self.dataset, "title": self.title, "preset": self.preset,
                 "seeds": list(self.seeds), "target_error": self.target_error, "budget": self.budget,
                 "convention": self.convention, "timing_sensitive": self.timing_sensitive, "notes": self.notes,
                 "base": {k: list(v) if isinstance(v, tuple) else v for k, v in self.base.items()},
-                "runs": [r.to_dict() for r in self.runs]}
+                "runs": [r.to_dict() for r in self.runs], "tune": self.tune}
 
     @classmethod
     def from_dict(cls, d: dict) -> Study:
@@ -362,12 +397,14 @@ class Study:
             raise InputError(f"compare.json has version {d.get('version')}, newer than this descend supports")
         return cls(d["dataset"], tuple(RunDef.from_dict(r) for r in d["runs"]), tuple(d["seeds"]),
                    d.get("target_error"), d.get("budget"), d.get("convention", "descend"), d.get("preset"),
-                   d.get("title", ""), d.get("timing_sensitive", False), d.get("notes", ""), d.get("base", {}))
+                   d.get("title", ""), d.get("timing_sensitive", False), d.get("notes", ""), d.get("base", {}),
+                   d.get("tune") or {})
 
     def same_plan(self, other: Study) -> bool:
         """Whether ``other`` would run exactly these configurations and seeds."""
         return ([r.to_dict() for r in self.runs] == [r.to_dict() for r in other.runs]
-                and tuple(self.seeds) == tuple(other.seeds) and self.dataset == other.dataset)
+                and tuple(self.seeds) == tuple(other.seeds) and self.dataset == other.dataset
+                and self.tune == other.tune)
 
 
 def load_toml(path: str | Path) -> dict:
@@ -382,7 +419,7 @@ def load_toml(path: str | Path) -> dict:
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: invalid TOML: {exc}") from None
     known = {"dataset", "title", "preset", "seeds", "seed", "convention", "target_error", "budget", "workers",
-             "engine", "base", "run", "notes"}
+             "engine", "base", "run", "notes", "tune"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown top-level keys {unknown} (known: {', '.join(sorted(known))})")
@@ -391,18 +428,27 @@ def load_toml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: runs are [[run]] tables")
     if not isinstance(data.get("base", {}), dict):
         raise ConfigError(f"{path}: [base] must be a table")
+    tune = data.get("tune", {})
+    if not isinstance(tune, dict):
+        raise ConfigError(f"{path}: [tune] must be a table with space, budget, method and folds")
+    unknown = sorted(set(tune) - {"space", "budget", "method", "folds"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {unknown} in [tune] (known: budget, folds, method, space)")
     return data
 
 
 def build_study(dataset: str | None = None, *, preset: str | None = None, runs=(), config_file=None,
                 seeds: int | None = None, first_seed: int | None = None, convention: str | None = None,
                 target_error: float | None = None, budget: float | None = None, base: dict | None = None,
-                title: str | None = None) -> Study:
+                title: str | None = None, tune: str | None = None, tune_budget=None, tune_method: str | None = None,
+                folds: int | None = None) -> Study:
     """Assemble a study from a preset, a TOML file, run specs and base overrides.
 
     Precedence, lowest first: compare defaults, the preset's base, the file's
     ``[base]``, ``base`` (options typed on the command line), each run's keys.
     ``runs`` are run-spec strings, added after the preset's and the file's runs.
+    Tuning (``tune``: a space; ``tune_budget``: trials per run) comes from
+    the arguments over the file's ``[tune]`` table over a tuned preset's.
     """
     data = load_toml(config_file) if config_file else {}
     where_file = str(config_file) if config_file else ""
@@ -439,6 +485,7 @@ def build_study(dataset: str | None = None, *, preset: str | None = None, runs=(
         raise ConfigError(f"`seeds` must be >= 1. Received: seeds={n_seeds}")
 
     defs: list[RunDef] = []
+    run_spaces = dict(p.tune) if p else {}
     common = {"dataset": dataset, "convention": convention, "budget": study_budget}
     if p:
         for label, spec in preset_runs(preset):
@@ -447,6 +494,7 @@ def build_study(dataset: str | None = None, *, preset: str | None = None, runs=(
     for i, table in enumerate(data.get("run", [])):
         table = dict(table)
         spec = table.pop("spec", None)
+        own_space = table.pop("tune", None)
         where = f"{where_file} [[run]] #{i + 1}"
         values = parse_run_spec(spec) if spec else {}
         extra = typed_values(table, where)
@@ -454,6 +502,8 @@ def build_study(dataset: str | None = None, *, preset: str | None = None, runs=(
         if clash:
             raise ConfigError(f"{where}: {clash} given both in `spec` and as keys")
         defs.append(build_run({**values, **extra}, merged, where=where, **common))
+        if own_space:
+            run_spaces[defs[-1].label] = str(own_space)
     for spec in runs:
         defs.append(build_run(parse_run_spec(spec), merged, where=f"run {spec!r}", **common))
     if not defs:
@@ -463,8 +513,18 @@ def build_study(dataset: str | None = None, *, preset: str | None = None, runs=(
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
         raise ConfigError(f"run labels must be unique; {dup} appear more than once (add label=...)")
-    return Study(dataset, tuple(defs), tuple(range(start, start + n_seeds)), target, study_budget, convention,
-                 preset, title or data.get("title") or (f"{preset} on {Path(dataset).name}" if preset else
-                                                        f"compare on {Path(dataset).name}"),
-                 bool(p and p.timing_sensitive), data.get("notes", p.notes if p else ""),
-                 {k: v for k, v in merged.items()})
+    study = Study(dataset, tuple(defs), tuple(range(start, start + n_seeds)), target, study_budget, convention,
+                  preset, title or data.get("title") or (f"{preset} on {Path(dataset).name}" if preset else
+                                                         f"compare on {Path(dataset).name}"),
+                  bool(p and p.timing_sensitive), data.get("notes", p.notes if p else ""),
+                  {k: v for k, v in merged.items()})
+    table = data.get("tune", {})
+    space = tune if tune is not None else table.get("space")
+    if space is None and not run_spaces:
+        return study
+    from descend.experiments.compare.tune import resolve_tuning
+
+    trials = next((t for t in (tune_budget, table.get("budget")) if t is not None), p.tune_trials if p else 8)
+    tuning = resolve_tuning(study, space, trials, method=tune_method or table.get("method", "tpe"),
+                            folds=folds if folds is not None else table.get("folds"), per_run=run_spaces)
+    return dataclasses.replace(study, tune=tuning.to_dict())

@@ -41,6 +41,7 @@ from descend.engines import default_engine
 from descend.errors import ConfigError
 from descend.experiments.compare.run import _DATA, RESULT_FILE, RunTask, execute
 from descend.experiments.compare.spec import Study
+from descend.experiments.compare.tune import Tuning, best_trial, session_tasks, tune_session, tuned_study
 from descend.io.rundir import make_run_dir, read_json, write_json
 from descend.placement import Placement, open_pool, run_in
 
@@ -52,18 +53,24 @@ class CompareResult:
     summary: list
     skipped: int = 0
     same_start: list = field(default_factory=list)
+    tuning: list | None = None  # per run, what tuning chose (tuning.json's rows)
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:40] or "run"
 
 
+def run_ids(study: Study) -> list[str]:
+    return [f"{i:02d}-{_slug(run.label)}" for i, run in enumerate(study.runs)]
+
+
 def plan(study: Study, out_dir: Path) -> list[RunTask]:
     """All (configuration, seed) tasks, seed-major: a finished seed compares every configuration."""
     tasks = []
+    ids = run_ids(study)
     for seed in study.seeds:
         for i, run in enumerate(study.runs):
-            run_id = f"{i:02d}-{_slug(run.label)}-seed{seed}"
+            run_id = f"{ids[i]}-seed{seed}"
             cfg = run.config.replace(seed=seed)
             tasks.append(RunTask(run_id, i, run.label, seed, cfg.to_dict(), run.budget,
                                  str(out_dir / "runs" / run_id / RESULT_FILE)))
@@ -91,6 +98,29 @@ def execute_placed(task: RunTask) -> dict:
     """:func:`execute` on a worker that may not see this machine's files: the caller writes the record."""
     with tempfile.TemporaryDirectory(prefix="descend-compare-") as tmp:
         return execute(dataclasses.replace(task, path=str(Path(tmp) / RESULT_FILE)))
+
+
+def tune_placed(task):
+    """A tuning session on a worker that may not see this machine's files: its trials live in a scratch
+    study there, and the caller writes the session's result."""
+    with tempfile.TemporaryDirectory(prefix="descend-tune-") as tmp:
+        return tune_session(dataclasses.replace(task, db=str(Path(tmp) / "tune.db"), trial_dir=tmp))
+
+
+def _place(pool, local_fn, placed_fn, tasks: list, in_flight: int | None, on_done, log, interrupted) -> None:
+    """Run ``tasks`` on the Dask ``pool``, or on local workers (one in this process, more with one thread each);
+    on Ctrl-C, log ``interrupted()`` and re-raise."""
+    one_thread = [dataclasses.replace(t, threads=1) for t in tasks]
+    try:
+        if pool is not None:
+            run_in(pool, placed_fn, one_thread, limit=in_flight, on_result=on_done)
+        else:
+            with open_pool(Placement(workers=in_flight, threads=1), log=log) as local:
+                run_in(local, local_fn, tasks if in_flight == 1 else one_thread, on_result=on_done)
+    except KeyboardInterrupt:
+        _DATA.clear()
+        log(interrupted())
+        raise
 
 
 # --- the study -----------------------------------------------------------------------------------
@@ -139,6 +169,8 @@ def _run_compare(study: Study, out_dir, workers: int | None, pool, log, root) ->
         write_json(stored_path, {"study": study.to_dict(), "descend": descend.__version__,
                                  "command": " ".join(sys.argv), "created": time.strftime("%Y-%m-%d %H:%M:%S")})
 
+    if study.tune:
+        study = _tune(study, out_dir, workers, pool, log)
     tasks = plan(study, out_dir)
     records, pending = {}, []
     for t in tasks:
@@ -168,24 +200,95 @@ def _run_compare(study: Study, out_dir, workers: int | None, pool, log, root) ->
         count[0] += 1
         log(f"[{count[0]}/{len(tasks)}] {_run_line(record)}")
 
-    try:
-        one_thread = [dataclasses.replace(t, threads=1) for t in pending]
-        if pool is not None:
-            run_in(pool, execute_placed, one_thread, limit=in_flight, on_result=on_done)
-        else:  # one worker runs in this process with the engine's threads; more are processes with one each
-            with open_pool(Placement(workers=in_flight, threads=1), log=log) as local:
-                run_in(local, execute, pending if in_flight == 1 else one_thread, on_result=on_done)
-    except KeyboardInterrupt:
-        _DATA.clear()
-        log(f"descend: interrupted; {count[0]} of {len(tasks)} runs are finished and kept in {out_dir} "
-            f"(continue with: descend compare --resume {out_dir})")
-        raise
+    _place(pool, execute, execute_placed, pending, in_flight, on_done, log,
+           lambda: f"descend: interrupted; {count[0]} of {len(tasks)} runs are finished and kept in {out_dir} "
+                   f"(continue with: descend compare --resume {out_dir})")
     _DATA.clear()  # the datasets cached for this study's runs
     from descend.experiments.compare.report import write_outputs
 
-    summary, same_start = write_outputs(study, records, out_dir)
+    tuning = _tuning_rows(study, out_dir)
+    summary, same_start = write_outputs(study, records, out_dir, tuning=tuning)
     return CompareResult(out_dir, study, records, summary, skipped=len(tasks) - len(pending),
-                         same_start=same_start)
+                         same_start=same_start, tuning=tuning)
+
+
+def _session_file(out_dir: Path, run_id: str) -> Path:
+    return out_dir / "tune" / f"{run_id}.json"
+
+
+def _finished_session(path: Path, tuning: dict, space: str) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        stored = read_json(path)
+    except Exception:  # a damaged file is redone from the trials its study kept
+        return None
+    return stored if stored.get("tuning") == tuning and stored.get("space") == space else None
+
+
+def _tune(study: Study, out_dir: Path, workers: int | None, pool, log) -> Study:
+    """Tune every run with the study's budget (sessions placed like runs); the study at the tuned values."""
+    tuning = Tuning.from_dict(study.tune)
+    ids = run_ids(study)
+    tasks = session_tasks(study, tuning, out_dir, ids, None)
+    sessions, pending = {}, []
+    for t in tasks:
+        done = _finished_session(_session_file(out_dir, t.run_id), study.tune, tuning.spaces[t.index])
+        if done is None:
+            pending.append(t)
+        else:
+            sessions[t.index] = done
+    if pending:
+        in_flight = workers or (None if pool is not None else default_workers(study, len(pending)))
+        if pool is None:
+            in_flight = min(in_flight, len(pending))
+        how = f"{tuning.folds}-fold cross-validation" if tuning.folds else "the validation split"
+        log(f"descend: tuning {len(tasks)} configurations, {tuning.trials} {tuning.method} trials each on {how} "
+            f"(seed {study.seeds[0]}); {len(tasks) - len(pending)} already tuned")
+
+    def on_done(task, result: dict) -> None:
+        stored = {"tuning": study.tune, "space": tuning.spaces[task.index], "label": study.runs[task.index].label,
+                  **result}
+        write_json(_session_file(out_dir, task.run_id), stored)
+        sessions[task.index] = stored
+        best = best_trial(result["trials"])
+        if best is not None:
+            shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+            log(f"tuned {study.runs[task.index].label}: valid error {100 * best['score']:.2f}% at {shown} "
+                f"(best of {len(result['trials'])} trials)")
+
+    if pending:
+        _place(pool, tune_session, tune_placed, pending, in_flight, on_done, log,
+               lambda: f"descend: interrupted while tuning; the finished trials are kept in {out_dir / 'tune'} "
+                       f"(continue with: descend compare --resume {out_dir})")
+    tuned, rows = tuned_study(study, tuning, sessions)
+    write_json(out_dir / "tuning.json", {"tuning": study.tune, "runs": rows})
+    if not tuning.folds:
+        _reuse_best_trials(tuned, rows, tasks, out_dir)
+    return tuned
+
+
+def _reuse_best_trials(tuned: Study, rows: list[dict], sessions: list, out_dir: Path) -> None:
+    """The first seed's run of a configuration tuned on the validation split is its best trial, already
+    trained (same configuration, same seed): its record becomes that run's instead of training it again."""
+    by_index = {t.index: t for t in sessions}
+    for task in plan(tuned, out_dir):
+        session = by_index.get(task.index)
+        best = rows[task.index]["best"]
+        if task.seed != tuned.seeds[0] or session is None or best is None or _finished(task) is not None:
+            continue
+        source = Path(session.trial_dir) / f"trial-{best['ticket']:03d}" / RESULT_FILE
+        try:
+            record = read_json(source)
+        except Exception:  # gone (a Dask worker's scratch) or damaged: the run is trained as usual
+            continue
+        if record.get("config") == task.config and record.get("budget") == task.budget:
+            write_json(task.path, {**record, "run_id": task.run_id})
+
+
+def _tuning_rows(study: Study, out_dir: Path) -> list[dict] | None:
+    path = out_dir / "tuning.json"
+    return read_json(path)["runs"] if study.tune and path.is_file() else None
 
 
 def _run_line(record: dict) -> str:

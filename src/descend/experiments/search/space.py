@@ -263,14 +263,16 @@ def _check_value(base: TrainConfig, name: str, value, type_: str, item: str) -> 
         raise ConfigError(f"`space` {item}: {exc}") from None
 
 
-def _parse_item(item: str, base: TrainConfig) -> Param:
+def _parse_item(item: str, base: TrainConfig, extra: dict[str, str]) -> Param:
     if "=" not in item:
         raise _space_error(item, "items must look like name=values (e.g. lr=log(1e-4,1e-1) or momentum=0.8,0.9)")
     raw_name, _, text = item.partition("=")
     name = raw_name.strip().replace("-", "_")
-    if name not in SEARCHABLE:
-        raise _space_error(item, f"{raw_name!r} is not a searchable parameter; one of {', '.join(SEARCHABLE)}")
-    type_ = SEARCHABLE[name]
+    types = {**SEARCHABLE, **extra}
+    if name not in types:
+        raise _space_error(item, f"{raw_name!r} is not a searchable parameter; one of {', '.join(types)}")
+    type_ = types[name]
+    check = _check_value if name not in extra else (lambda *args: None)  # the caller checks its own names
     text = text.strip()
     if not text:
         raise _space_error(item, f"{name} has no values")
@@ -290,7 +292,7 @@ def _parse_item(item: str, base: TrainConfig) -> Param:
         if log and low <= 0:
             raise _space_error(item, f"{name}: a log range needs 0 < low < high")
         for bound in (low, high):
-            _check_value(base, name, bound, type_, item)
+            check(base, name, bound, type_, item)
         return Param(name, "range", type_, low=low, high=high, log=log, text=text)
     separators = "|" if type_ in TUPLES or "|" in text else ",|"
     parts = re.split("[" + re.escape(separators) + "]", text)
@@ -299,22 +301,26 @@ def _parse_item(item: str, base: TrainConfig) -> Param:
     choices = []
     for part in parts:
         value = _parse_value(name, part, type_, item)
-        _check_value(base, name, value, type_, item)
+        check(base, name, value, type_, item)
         if value in choices:
             raise _space_error(item, f"{name} lists {part.strip()!r} twice")
         choices.append(value)
     return Param(name, "choice", type_, choices=tuple(choices), text=text)
 
 
-def parse_space(text: str, base: TrainConfig | None = None) -> Space:
-    """Parse and validate ``--space``; a bad item raises ConfigError naming it."""
+def parse_space(text: str, base: TrainConfig | None = None, *, extra: dict[str, str] | None = None) -> Space:
+    """Parse and validate ``--space``; a bad item raises ConfigError naming it.
+
+    ``extra``: more names (name -> SEARCHABLE type) that are not TrainConfig
+    fields, such as optimizer options; their values are checked by the caller.
+    """
     base = base or TrainConfig()
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(f"`space` must name at least one parameter, e.g. \"lr=log(1e-4,1e-1) "
                           f"momentum=0.8,0.9,0.99\". Received: space={text!r}")
     params: list[Param] = []
     for item in text.split():
-        param = _parse_item(item, base)
+        param = _parse_item(item, base, extra or {})
         if param.name in (p.name for p in params):
             raise _space_error(item, f"{param.name} is given twice")
         params.append(param)
