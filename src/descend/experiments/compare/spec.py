@@ -236,8 +236,6 @@ def build_run(values: dict, base: dict, *, dataset: str, convention: str, budget
     fields = {**COMPARE_DEFAULTS, **{k: v for k, v in base.items() if k in CONFIG_KEYS}}
     fields.update({k: v for k, v in values.items() if k in CONFIG_KEYS})
     fields["optimizer"] = optimizer
-    if optimizer == "adamw":  # no velocity: the compare default momentum 0.9 must not reach it
-        fields["momentum"] = 0.0
     fam = family(optimizer)
     if "momentum" in values and fam not in ("momentum",) and "+" not in optimizer:
         raise ConfigError(f"{where}: `momentum` does not apply to optimizer={optimizer!r} (use momentum, nesterov "
