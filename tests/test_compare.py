@@ -18,7 +18,8 @@ from descend.errors import ConfigError
 from descend.experiments.compare import study as compare_study
 from descend.experiments.compare import load_study, run_compare
 from descend.experiments.compare.report import first_reaching, same_start, summarize
-from descend.experiments.compare.spec import PRESETS, build_run, build_study, parse_run_spec
+from descend.experiments.compare.build import build_study
+from descend.experiments.compare.spec import PRESETS, build_run, parse_run_spec
 from descend.optim import apply_updates
 from descend.optim.conventions import CONVENTIONS, convention_options, resolve
 from descend.train import loop as loop_mod

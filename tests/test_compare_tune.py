@@ -14,7 +14,8 @@ from descend.errors import ConfigError
 from descend.experiments.compare import run_compare
 from descend.experiments.compare import tune as tune_mod
 from descend.experiments.compare.profile import performance_profile, profile_area
-from descend.experiments.compare.spec import PRESETS, build_study
+from descend.experiments.compare.build import build_study
+from descend.experiments.compare.spec import PRESETS
 from descend.experiments.compare.tune import Tuning, best_so_far
 import test_compare
 

@@ -10,7 +10,8 @@ import textwrap
 from descend.cli.main import HelpFormatter, positive_int
 from descend.cli.train import _batch, _hidden, add_pca_option
 from descend.errors import ConfigError
-from descend.experiments.compare.spec import COMPARE_DEFAULTS, PRESETS, build_study
+from descend.experiments.compare.build import build_study
+from descend.experiments.compare.spec import COMPARE_DEFAULTS, PRESETS
 from descend.optim.conventions import CONVENTIONS, DESCRIPTIONS
 
 EPILOG = """run specs: "NAME key=value ...", NAME one of the optimizers, keys any of

@@ -13,7 +13,6 @@ is runs x seeds plus the target error and the wall-clock budget.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import shlex
 from dataclasses import dataclass, field
@@ -435,18 +434,18 @@ def load_toml(path: str | Path) -> dict:
     return data
 
 
-def build_study(dataset: str | None = None, *, preset: str | None = None, runs=(), config_file=None,
-                seeds: int | None = None, first_seed: int | None = None, convention: str | None = None,
-                target_error: float | None = None, budget: float | None = None, base: dict | None = None,
-                title: str | None = None, tune: str | None = None, tune_budget=None, tune_method: str | None = None,
-                folds: int | None = None) -> Study:
-    """Assemble a study from a preset, a TOML file, run specs and base overrides.
+def assemble_study(dataset: str | None = None, *, preset: str | None = None, runs=(), config_file=None,
+                   seeds: int | None = None, first_seed: int | None = None, convention: str | None = None,
+                   target_error: float | None = None, budget: float | None = None, base: dict | None = None,
+                   title: str | None = None) -> tuple[Study, dict, dict, int]:
+    """A study from a preset, a TOML file, run specs and base overrides, before any tuning.
 
     Precedence, lowest first: compare defaults, the preset's base, the file's
     ``[base]``, ``base`` (options typed on the command line), each run's keys.
     ``runs`` are run-spec strings, added after the preset's and the file's runs.
-    Tuning (``tune``: a space; ``tune_budget``: trials per run) comes from
-    the arguments over the file's ``[tune]`` table over a tuned preset's.
+    Also returned, for :func:`descend.experiments.compare.build.build_study`:
+    the runs' own tuning spaces (label -> space: a tuned preset's or a file
+    run's), the file's ``[tune]`` table and the preset's default trial count.
     """
     data = load_toml(config_file) if config_file else {}
     where_file = str(config_file) if config_file else ""
@@ -516,13 +515,4 @@ def build_study(dataset: str | None = None, *, preset: str | None = None, runs=(
                                                          f"compare on {Path(dataset).name}"),
                   bool(p and p.timing_sensitive), data.get("notes", p.notes if p else ""),
                   {k: v for k, v in merged.items()})
-    table = data.get("tune", {})
-    space = tune if tune is not None else table.get("space")
-    if space is None and not run_spaces:
-        return study
-    from descend.experiments.compare.tune import resolve_tuning
-
-    trials = next((t for t in (tune_budget, table.get("budget")) if t is not None), p.tune_trials if p else 8)
-    tuning = resolve_tuning(study, space, trials, method=tune_method or table.get("method", "tpe"),
-                            folds=folds if folds is not None else table.get("folds"), per_run=run_spaces)
-    return dataclasses.replace(study, tune=tuning.to_dict())
+    return study, run_spaces, data.get("tune", {}), p.tune_trials if p else 8
