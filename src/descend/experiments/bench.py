@@ -63,13 +63,13 @@ class _EpochTimes(Callback):
         return False
 
 
-def bench_one(engine_name: str, device: str, cfg: TrainConfig, data, n_classes: int) -> BenchRow:
+def bench_one(engine_name: str, device: str, cfg: TrainConfig, data, n_classes: int, image_shape=None) -> BenchRow:
     """One (engine, device): the network ``cfg`` describes (dropout and batch norm included), timed per epoch."""
     X, y, Xt, yt = data
     row = BenchRow(engine_name, device)
     cfg = cfg.replace(engine=engine_name, device=device)
     try:
-        run = setup_run(cfg, X.shape[1], n_classes, len(y))
+        run = setup_run(cfg, X.shape[1], n_classes, len(y), image_shape=image_shape)
     except DescendError as exc:
         row.status = str(exc)
         return row
@@ -132,7 +132,7 @@ def run_bench(cfg: TrainConfig, engines: list[str], devices: list[str], out: Pat
     rows = []
     for engine in engines:
         for device in devices:
-            row = bench_one(engine, device, cfg, data, prepared.n_out)
+            row = bench_one(engine, device, cfg, data, prepared.n_out, prepared.image_shape)
             log(format_row(row))
             rows.append(row)
     fastest = min((r.epoch_s for r in rows if r.epoch_s), default=None)

@@ -130,6 +130,11 @@ def _settle(tokens: list[tuple[str, Layer]], activation: str) -> list[tuple[str,
     return out
 
 
+def spatial_layers(text: str) -> bool:
+    """Whether ``text`` has a layer that needs an image (convolution or pooling); a malformed token is a ConfigError."""
+    return any(isinstance(layer, (Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool)) for _, layer in _tokens(text))
+
+
 def parse_layers(text: str, input_shape, *, activation: str = "relu") -> Network:
     """The network ``text`` describes for rows of ``input_shape`` ((d,) or (height, width, channels)).
 

@@ -30,12 +30,15 @@ class TrainConfig:
     validation, early stopping or choosing the best evaluation.  ``pca=K``
     feeds the network the first ``K`` principal components of the normalized
     inputs, each standardized (fitted on the training rows, stored with the
-    normalization in the model file).
+    normalization in the model file).  ``layers`` (the ``--layers`` text:
+    convolution, pooling, dense...) replaces the ``hidden`` / ``dropout_keep``
+    / ``batchnorm`` shorthand of a multilayer perceptron.
     """
 
     dataset: str = "mnist"
     format: str | None = None
     hidden: tuple[int, ...] = (500, 300)
+    layers: str | None = None
     activation: str = "relu"
     optimizer: str = "nesterov"
     lr: float = 0.05
@@ -76,6 +79,16 @@ class TrainConfig:
                 self.dropout_keep)
         require(all(0.0 < p <= 1.0 for p in self.dropout_keep), "dropout_keep", "probabilities in (0, 1]",
                 self.dropout_keep)
+        if self.layers is not None:
+            from descend.model.parse import spatial_layers
+
+            object.__setattr__(self, "layers", str(self.layers))
+            spatial = spatial_layers(self.layers)  # validates every token
+            require(not self.dropout_keep and not self.batchnorm, "layers",
+                    "no dropout_keep or batchnorm beside it (write drop:KEEP and bn tokens instead)", self.layers)
+            if spatial and self.pca:
+                raise ConfigError(f"`pca` cannot feed convolution or pooling layers: principal components have "
+                                  f"no image shape. Received: pca={self.pca}, layers={self.layers!r}")
         require(self.max_norm >= 0, "max_norm", ">= 0 (0 = off)", self.max_norm)
         require(self.balance in BALANCING, "balance", f"one of {BALANCING}", self.balance)
         require(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", self.optimizer)

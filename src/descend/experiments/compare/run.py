@@ -101,7 +101,8 @@ def execute(task: RunTask) -> dict:
     """Train one (configuration, seed), write its ``result.json`` atomically and return the record."""
     cfg = TrainConfig.from_dict(task.config)
     data, dataset_name = _host_data(cfg)
-    run = setup_run(cfg, data.n_in, data.n_out, data.n_train, threads=task.threads)
+    run = setup_run(cfg, data.n_in, data.n_out, data.n_train, threads=task.threads,
+                    image_shape=data.image_shape)
     engine, spec = run.engine, run.spec
     X, y = engine.asarray(data.X_train), engine.put_labels(data.y_train)
     Xv, yv = engine.asarray(data.X_valid), data.y_valid
