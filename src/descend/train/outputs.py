@@ -82,9 +82,11 @@ def save_run_model(path: Path, cfg: TrainConfig, spec, engine, result: FitResult
                metadata=model_metadata(cfg, spec, data.dataset, norm_meta, engine, metrics))
 
 
-def write_reports(run_dir: Path, cfg: TrainConfig, result: FitResult, metrics: dict, ds, predictions) -> None:
-    """PNG plots (cost, error, confusion matrix) and ``report.html``."""
-    from descend.reports.html import write_report
+def write_reports(run_dir: Path, cfg: TrainConfig, result: FitResult, metrics: dict, ds, predictions,
+                  network=None) -> None:
+    """PNG plots (cost, error, confusion matrix) and ``report.html`` (with the architecture of ``network``,
+    the resolved network spec, when given)."""
+    from descend.reports.html import architecture_rows, write_report
     from descend.reports.metrics import confusion_matrix, per_class_precision_recall
     from descend.reports.plots import plot_confusion, plot_history
 
@@ -99,4 +101,5 @@ def write_reports(run_dir: Path, cfg: TrainConfig, result: FitResult, metrics: d
         images["Confusion matrix (test set)"] = plot_confusion(cm, ds.classes, run_dir / "confusion.png")
     write_report(run_dir / "report.html", title=f"descend run: {run_dir.name}", config=cfg.to_dict(),
                  metrics=metrics, images=images, confusion=cm, classes=list(ds.classes), per_class=per_class,
-                 history_tail=result.history[-10:])
+                 history_tail=result.history[-10:],
+                 architecture=architecture_rows(network.summary()) if network is not None else None)

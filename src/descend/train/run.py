@@ -95,7 +95,8 @@ def write_run_outputs(run_dir: Path, cfg: TrainConfig, run, data, result: FitRes
     metrics.update(extra_metrics or {})
     save_run_model(run_dir / "model.safetensors", cfg, run.spec, run.engine, result, data, metrics)
     write_json(run_dir / "metrics.json", {**metrics, "config": cfg.to_dict()} if config_in_metrics else metrics)
-    write_reports(run_dir, cfg, result, metrics, data.dataset, test_predictions)
+    write_reports(run_dir, cfg, result, metrics, data.dataset, test_predictions,
+                  network=run.spec.resolve(data.n_in, data.n_out))
     return metrics
 
 
