@@ -161,9 +161,12 @@ def network_spec(cfg: TrainConfig, n_in: int | None = None, image_shape=None):
     shape = image_input_shape(image_shape)
     if spatial_layers(cfg.layers):
         if shape is None:
-            raise ConfigError(f"`layers` {cfg.layers!r} has convolution or pooling layers, but dataset "
-                              f"{cfg.dataset!r} has no image shape (its rows are plain feature vectors); "
-                              "use dense layers, or image data (IDX, a 3-D NPZ, MNIST, FER2013)")
+            arrays = cfg.dataset == "<array>"  # the scikit-learn estimator's rows
+            source = "the rows have" if arrays else f"dataset {cfg.dataset!r} has"
+            remedy = "pass image_shape=(height, width)" if arrays else \
+                "use dense layers, or image data (IDX, a 3-D NPZ, MNIST, FER2013)"
+            raise ConfigError(f"`layers` {cfg.layers!r} has convolution or pooling layers, but {source} no image "
+                              f"shape (plain feature vectors); {remedy}")
     else:
         shape = None
     if shape is None:
