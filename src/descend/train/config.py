@@ -74,11 +74,6 @@ class TrainConfig:
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "dropout_keep", tuple(float(p) for p in self.dropout_keep))
-        require(len(self.dropout_keep) in (0, len(self.hidden) + 1), "dropout_keep",
-                f"{len(self.hidden) + 1} keep probabilities for hidden={self.hidden} (input, then each hidden layer)",
-                self.dropout_keep)
-        require(all(0.0 < p <= 1.0 for p in self.dropout_keep), "dropout_keep", "probabilities in (0, 1]",
-                self.dropout_keep)
         if self.layers is not None:
             from descend.model.parse import spatial_layers
 
@@ -89,6 +84,11 @@ class TrainConfig:
             if spatial and self.pca:
                 raise ConfigError(f"`pca` cannot feed convolution or pooling layers: principal components have "
                                   f"no image shape. Received: pca={self.pca}, layers={self.layers!r}")
+        require(len(self.dropout_keep) in (0, len(self.hidden) + 1), "dropout_keep",
+                f"{len(self.hidden) + 1} keep probabilities for hidden={self.hidden} (input, then each hidden layer)",
+                self.dropout_keep)
+        require(all(0.0 < p <= 1.0 for p in self.dropout_keep), "dropout_keep", "probabilities in (0, 1]",
+                self.dropout_keep)
         require(self.max_norm >= 0, "max_norm", ">= 0 (0 = off)", self.max_norm)
         require(self.balance in BALANCING, "balance", f"one of {BALANCING}", self.balance)
         require(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", self.optimizer)
