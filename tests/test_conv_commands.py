@@ -80,7 +80,7 @@ def test_train_writes_a_conv_model_its_config_and_an_architecture_table(conv_run
     cfg = json.loads((conv_run / "config.json").read_text())["config"]
     assert cfg["layers"] == "conv:4:3,bn,pool:2,dense:16,drop:0.5" and cfg["hidden"] == []
     mf = load_model(conv_run / "model.safetensors")
-    assert mf.metadata["spec"]["type"] == "Network" and mf.format_version >= 1
+    assert mf.metadata["spec"]["type"] == "Network" and mf.format_version == 2  # a release reading 1 refuses it
     spec = Network.from_dict(mf.metadata["spec"])
     assert spec.input_shape == (8, 8, 1)
     assert isinstance(spec.layers[0], Conv2D) and not spec.layers[0].bias  # bn replaces its bias
@@ -167,6 +167,11 @@ def test_conv_on_data_without_an_image_shape(vectors, tmp_path, capsys):
 def test_pca_with_conv_layers(images, tmp_path, capsys):
     err = _one_line_exit_2(capsys, ["train", str(images), "--layers", CONV, "--pca", "5", *FAST])
     assert "`pca` cannot feed convolution or pooling layers" in err and "pca=5" in err
+
+
+def test_max_norm_with_conv_layers(images, capsys):
+    err = _one_line_exit_2(capsys, ["train", str(images), "--layers", CONV, "--max-norm", "3", *FAST])
+    assert "`max_norm`" in err and "max_norm=3.0" in err
 
 
 def test_layers_with_hidden(images, capsys):
@@ -293,3 +298,19 @@ def test_serve_lists_the_layers_and_feeds_uploads_as_images(conv_run):
         assert r.status_code == 200, r.text
         want = load_trained(path).predict_proba(X.reshape(2, -1).astype(np.float64))
         np.testing.assert_allclose(r.json()["probabilities"], want, atol=1e-6)
+
+
+def test_image_networks_predict_in_chunks_that_bound_their_activations(conv_run, images):
+    from descend.backend import numpy_ops
+    from descend.model import MLP, parse_layers, predict_logits
+    from descend.train.inference import CHUNK_ELEMENTS, inference_rows, softmax
+
+    assert inference_rows(MLP(hidden=(500, 300))) == 10_000  # unchanged for networks without images
+    big = parse_layers("conv:32:3,pool:2,dense:64", (48, 48, 1))
+    rows = inference_rows(big)
+    assert rows * 48 * 48 * 32 <= CHUNK_ELEMENTS < (rows + 1) * 48 * 48 * 32
+    model = load_trained(conv_run / "model.safetensors")
+    X = np.load(images)["X"].reshape(200, -1).astype(np.float64)
+    x = model.normalizer.transform(X).astype(np.float32)
+    whole = softmax(predict_logits(numpy_ops, model.spec, model.params, model.state, x))
+    np.testing.assert_allclose(model.predict_proba(X, batch_size=7), whole, rtol=1e-6, atol=1e-9)

@@ -81,6 +81,9 @@ class TrainConfig:
             spatial = spatial_layers(self.layers)  # validates every token
             require(not self.dropout_keep and not self.batchnorm, "layers",
                     "no dropout_keep or batchnorm beside it (write drop:KEEP and bn tokens instead)", self.layers)
+            if spatial and self.max_norm:
+                raise ConfigError(f"`max_norm` caps dense layers' weights only; it cannot be combined with "
+                                  f"convolution layers yet. Received: max_norm={self.max_norm}, layers={self.layers!r}")
             if spatial and self.pca:
                 raise ConfigError(f"`pca` cannot feed convolution or pooling layers: principal components have "
                                   f"no image shape. Received: pca={self.pca}, layers={self.layers!r}")

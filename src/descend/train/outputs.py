@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from descend.io.atomic import atomic_write_text
-from descend.io.modelfile import save_model
+from descend.io.modelfile import save_model, spec_format_version
 from descend.train.config import TrainConfig
+from descend.train.inference import inference_rows
 from descend.train.loop import FitResult, cost_and_error, evaluate
 
 MC_SAMPLES = 20
@@ -45,7 +46,7 @@ def final_metrics(engine, spec, result: FitResult, data) -> tuple[dict, np.ndarr
         metrics["valid_cost"], metrics["valid_error"] = evaluate(engine, spec, params, state,
                                                                  engine.asarray(data.X_valid), data.y_valid)
     if data.y_test is not None:
-        logits = engine.logits(spec, params, state, engine.asarray(data.X_test))
+        logits = engine.logits(spec, params, state, engine.asarray(data.X_test), batch_size=inference_rows(spec))
         metrics["test_cost"], metrics["test_error"] = cost_and_error(logits, data.y_test)
         metrics["test_size"] = int(len(data.y_test))
         predictions = np.argmax(logits, axis=1)
@@ -77,9 +78,10 @@ def model_metadata(cfg: TrainConfig, spec, ds, normalizer_meta: dict, engine, me
 def save_run_model(path: Path, cfg: TrainConfig, spec, engine, result: FitResult, data, metrics: dict) -> None:
     """``model.safetensors``: the fitted weights and state, the normalization, the metadata."""
     norm_meta, norm_arrays = data.normalizer.to_dict()
+    metadata = model_metadata(cfg, spec, data.dataset, norm_meta, engine, metrics)
     save_model(path, result.params, state=result.model_state,
                extra_arrays={f"normalization.{k}": v for k, v in norm_arrays.items()},
-               metadata=model_metadata(cfg, spec, data.dataset, norm_meta, engine, metrics))
+               metadata=metadata, format_version=spec_format_version(metadata["spec"]))
 
 
 def write_reports(run_dir: Path, cfg: TrainConfig, result: FitResult, metrics: dict, ds, predictions,
