@@ -38,7 +38,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from descend.errors import ConfigError, InputError
-from descend.model.mlp import BN_EPS, MLP
+from descend.model.layers import BN_EPS, Activation, BatchNorm, Dense, Dropout, Flatten
+from descend.model.network import MLP, Network
 
 __all__ = ["MIN_OPSET", "DEFAULT_OPSET", "OnnxModel", "Step", "build_onnx", "config_digest", "export_onnx",
            "inference_steps", "load_onnx", "network_steps"]
@@ -84,20 +85,25 @@ class Step:
     option: Any = None
 
 
-def network_steps(spec: MLP, params: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray]) -> list[Step]:
-    """The layers of an MLP in the order its forward pass applies them (training-time form)."""
-    last = spec.n_layers - 1
+def network_steps(spec: Network, params: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray]) -> list[Step]:
+    """The layers of a network in the order its forward pass applies them (training-time form)."""
     steps = []
-    for i in range(spec.n_layers):
-        steps.append(Step("dropout", f"dropout{i}", option=spec.keep(i)))
-        batchnorm = spec.batchnorm and i < last
-        steps.append(Step("dense", f"dense{i}", {"W": params[f"dense{i}.W"],
-                                                 "b": None if batchnorm else params[f"dense{i}.b"]}))
-        if batchnorm:
-            steps.append(Step("batchnorm", f"bn{i}", {"gamma": params[f"bn{i}.gamma"], "beta": params[f"bn{i}.beta"],
-                                                      "mean": state[f"bn{i}.mean"], "var": state[f"bn{i}.var"]}))
-        if i < last:
-            steps.append(Step("activation", f"act{i}", option=spec.activation))
+    for name, layer in zip(spec.names, spec.layers):
+        if isinstance(layer, Dropout):
+            steps.append(Step("dropout", name, option=layer.keep))
+        elif isinstance(layer, Dense):
+            steps.append(Step("dense", name, {"W": params[f"{name}.W"],
+                                              "b": params[f"{name}.b"] if layer.bias else None}))
+        elif isinstance(layer, BatchNorm):
+            steps.append(Step("batchnorm", name, {"gamma": params[f"{name}.gamma"], "beta": params[f"{name}.beta"],
+                                                  "mean": state[f"{name}.mean"], "var": state[f"{name}.var"]}))
+        elif isinstance(layer, Activation):
+            steps.append(Step("activation", name, option=layer.name))
+        elif isinstance(layer, Flatten) and not spec.image_input:
+            continue  # rows are already vectors
+        else:
+            raise ConfigError(f"ONNX export does not support {layer.describe()} layers yet "
+                              "(dense networks with batch norm and dropout export)")
     return steps
 
 
