@@ -116,6 +116,23 @@ def test_dense_only_layers_train_the_same_weights_as_hidden(images, tmp_path):
     assert all(np.array_equal(wa[k], wb[k]) for k in wa)
 
 
+def test_an_npz_of_colour_images_feeds_channels_to_the_convolution(tmp_path):
+    from descend.data import load
+    from descend.train.setup import build_network, prepare_data
+
+    X, y = halves(40, 4)
+    rgb = np.stack([X, X // 2, 255 - X], axis=-1)  # (n, 8, 8, 3)
+    np.savez(tmp_path / "rgb.npz", X=rgb, y=y)
+    ds = load(str(tmp_path / "rgb.npz"))
+    assert ds.image_shape == (8, 8, 3) and ds.n_features == 192
+    np.testing.assert_array_equal(ds.splits()["train"].X[0].reshape(8, 8, 3)[..., 2],
+                                  255 - ds.splits()["train"].X[0].reshape(8, 8, 3)[..., 0])
+    cfg = TrainConfig(dataset=str(tmp_path / "rgb.npz"), layers=CONV, hidden=())
+    data = prepare_data(cfg)
+    spec, params, _ = build_network(cfg, data.n_in, data.n_out, data.image_shape)
+    assert spec.input_shape == (8, 8, 3) and params["conv0.W"].shape == (3, 3, 3, 4)
+
+
 def test_old_config_json_without_layers_still_loads():
     d = TrainConfig().to_dict()
     d.pop("layers")
