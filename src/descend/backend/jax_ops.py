@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from descend.backend.windows import conv_pads
+from descend.backend import windows as _windows
 
 name = "jax"
 
@@ -110,7 +110,7 @@ def flatten(x):
 
 def conv2d(x, w, stride=1, padding="same"):
     """Cross-correlation of NHWC ``x`` with the HWIO kernel ``w`` (XLA's convolution, no transposes)."""
-    pads = conv_pads(w.shape[0], padding)
+    pads = _windows.conv_pads(w.shape[0], padding)
     return jax.lax.conv_general_dilated(x, w, (stride, stride), [pads, pads],
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from descend.backend.windows import im2col, pool_windows
+from descend.backend import windows as _windows
 
 name = "numpy"
 
@@ -93,15 +93,15 @@ def flatten(x):
 
 def conv2d(x, w, stride=1, padding="same"):
     """Cross-correlation of NHWC ``x`` with the HWIO kernel ``w`` (square): im2col and one matrix product."""
-    cols, oh, ow = im2col(x, w.shape[0], stride, padding)
+    cols, oh, ow = _windows.im2col(x, w.shape[0], stride, padding)
     return (cols @ w.reshape(-1, w.shape[3])).reshape(x.shape[0], oh, ow, w.shape[3])
 
 
 def max_pool2d(x, size, stride=None):
     """The maximum of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
-    return pool_windows(x, size, stride or size).max(axis=-1)
+    return _windows.pool_windows(x, size, stride or size).max(axis=-1)
 
 
 def avg_pool2d(x, size, stride=None):
     """The mean of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
-    return pool_windows(x, size, stride or size).mean(axis=-1)
+    return _windows.pool_windows(x, size, stride or size).mean(axis=-1)

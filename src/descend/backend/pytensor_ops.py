@@ -6,7 +6,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
-from descend.backend.windows import conv_out, conv_pads
+from descend.backend import windows as _windows
 
 name = "pytensor"
 
@@ -118,15 +118,15 @@ def _static(x, what, first=1):
 
 def _window_index(h, w, k, stride, padding):
     """For each output pixel and window position (row-major), the input pixel it reads; ``h*w`` is a zero pixel."""
-    lo, _ = conv_pads(k, padding)
-    oh, ow = conv_out(h, k, stride, padding), conv_out(w, k, stride, padding)
+    lo, _ = _windows.conv_pads(k, padding)
+    oh, ow = _windows.conv_out(h, k, stride, padding), _windows.conv_out(w, k, stride, padding)
     rows = (np.arange(oh) * stride)[:, None, None, None] + np.arange(k)[None, None, :, None] - lo
     cols = (np.arange(ow) * stride)[None, :, None, None] + np.arange(k)[None, None, None, :] - lo
     inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
     return np.where(inside, rows * w + cols, h * w).reshape(-1).astype(np.int64), oh, ow
 
 
-def _windows(x, k, stride, padding):
+def _gather_windows(x, k, stride, padding):
     """``(oh*ow, k*k, n, c)``: every window of ``x``, gathered in one indexing op (and its gradient in one)."""
     _, h, w, c = _static(x, "convolution and pooling")
     index, oh, ow = _window_index(h, w, k, stride, padding)
@@ -145,13 +145,13 @@ def conv2d(x, w, stride=1, padding="same"):
     graph, and its compile time, small.
     """
     k, _, c, f = _static(w, "conv2d", first=0)
-    windows, oh, ow = _windows(x, k, stride, padding)
+    windows, oh, ow = _gather_windows(x, k, stride, padding)
     cols = pt.reshape(windows.dimshuffle(2, 0, 1, 3), (-1, k * k * c))
     return pt.reshape(pt.dot(cols, pt.reshape(w, (k * k * c, f))), (-1, oh, ow, f))
 
 
 def _pool(x, size, stride, reduce):
-    windows, oh, ow = _windows(x, size, stride or size, "valid")
+    windows, oh, ow = _gather_windows(x, size, stride or size, "valid")
     return pt.reshape(reduce(windows, axis=1).dimshuffle(1, 0, 2), (-1, oh, ow, x.type.shape[3]))
 
 

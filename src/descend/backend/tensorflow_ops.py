@@ -8,7 +8,7 @@ import tempfile
 
 import numpy as np
 
-from descend.backend.windows import conv_pads
+from descend.backend import windows as _windows
 
 # TensorFlow's start-up chatter is not the user's business.  TF_CPP_MIN_LOG_LEVEL silences most of it, but
 # TensorFlow 2.21 writes two lines from C++ before it reads that setting.
@@ -133,7 +133,7 @@ def conv2d(x, w, stride=1, padding="same"):
     TensorFlow's own "SAME" pads by the input size at strides above 1; the
     explicit pads are the same at every stride.
     """
-    lo, hi = conv_pads(int(w.shape[0]), padding)
+    lo, hi = _windows.conv_pads(int(w.shape[0]), padding)
     return tf.nn.conv2d(x, w, strides=stride, padding=[[0, 0], [lo, hi], [lo, hi], [0, 0]])
 
 

@@ -13,7 +13,7 @@ import builtins
 import numpy as np
 import torch
 
-from descend.backend.windows import conv_pads
+from descend.backend import windows as _windows
 
 name = "torch"
 
@@ -203,7 +203,7 @@ def _nhwc(x):
 
 def conv2d(x, w, stride=1, padding="same"):
     """Cross-correlation of NHWC ``x`` with the HWIO kernel ``w``; PyTorch computes it in NCHW / OIHW."""
-    lo, hi = conv_pads(w.shape[0], padding)
+    lo, hi = _windows.conv_pads(w.shape[0], padding)
     xt = _nchw(x)
     if lo or hi:
         xt = torch.nn.functional.pad(xt, (lo, hi, lo, hi))
