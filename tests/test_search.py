@@ -269,7 +269,7 @@ def test_stratified_folds_partition_balance_and_identity():
 
 
 def test_search_data_is_the_training_rows_only(tiny):
-    X, y, classes = training_rows(TrainConfig(dataset=str(tiny)))
+    X, y, classes, _ = training_rows(TrainConfig(dataset=str(tiny)))
     assert X.shape == (300, 20) and len(y) == 300 and classes == ("0", "1", "2")  # no X_test rows, no carving
 
 

@@ -176,6 +176,16 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         (``loss_curve_`` and ``n_iter_`` keep counting) instead of starting over.
     verbose : bool, default=False
         Print the loss after each epoch (to stderr).
+    layers : str or None, default=None
+        The network as ``descend train --layers`` tokens instead of
+        ``hidden`` (e.g. ``"conv:8:3,pool:2,dense:64"``): convolution,
+        pooling, batch norm (``bn``), dropout (``drop:KEEP``) and dense
+        layers; the output layer is added.  ``dropout_keep`` and
+        ``batchnorm`` must then be unset.
+    image_shape : tuple of int or None, default=None
+        ``(height, width)`` or ``(height, width, channels)``: how each row
+        of ``X`` (flattened row-major, channels last) is seen by convolution
+        and pooling layers; required by them.
 
     Attributes
     ----------
@@ -193,7 +203,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     validation_scores_ : list of float or None
         Held-out accuracy of each epoch, with ``early_stopping=True``.
     best_validation_score_ : float or None
-    spec_ : descend.model.MLP
+    spec_ : descend.model.Network
         The network description.
     params_ : dict of str to ndarray
         Weights, by descend's names (``dense0.W``, ``dense0.b``, ``bn0.gamma``...).
@@ -205,7 +215,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                  batch_size=200, epochs=200, schedule="constant", schedule_unit="epoch", l1=0.0, l2=0.0,
                  dropout_keep=None, batchnorm=False, max_norm=0.0, early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, engine="numpy", device="auto",
-                 dtype=None, threads=None, random_state=None, warm_start=False, verbose=False):
+                 dtype=None, threads=None, random_state=None, warm_start=False, verbose=False, layers=None,
+                 image_shape=None):
         self.hidden = hidden
         self.activation = activation
         self.optimizer = optimizer
@@ -231,6 +242,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.warm_start = warm_start
         self.verbose = verbose
+        self.layers = layers
+        self.image_shape = image_shape
 
     # scikit-learn API ---------------------------------------------------------
     def fit(self, X, y):
@@ -275,14 +288,16 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         require(self.n_iter_no_change >= 1, "n_iter_no_change", ">= 1", self.n_iter_no_change)
         require(self.tol >= 0, "tol", ">= 0", self.tol)
         cfg = TrainConfig(
-            dataset="<array>", hidden=_as_tuple(self.hidden), activation=self.activation, optimizer=self.optimizer,
+            dataset="<array>", hidden=() if self.layers is not None else _as_tuple(self.hidden), layers=self.layers,
+            activation=self.activation, optimizer=self.optimizer,
             lr=float(self.lr), momentum=float(self.momentum), batch_size=int(self.batch_size),
             epochs=int(self.epochs), schedule=self.schedule, schedule_unit=self.schedule_unit,
             l1=float(self.l1), l2=float(self.l2), dropout_keep=_as_tuple(self.dropout_keep, float),
             batchnorm=bool(self.batchnorm), max_norm=float(self.max_norm), engine=self.engine,
             device=self.device, dtype=dtype, threads=self.threads, seed=seed, normalize="none",
             early_stopping="none")
-        network_spec(cfg)  # validates hidden and activation
+        if cfg.layers is None:
+            network_spec(cfg)  # validates hidden and activation
         return cfg
 
     def _labels(self, y, classes, first: bool, incremental: bool) -> np.ndarray:
@@ -318,14 +333,18 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         cfg = self._config(self._seed, self._dtype)
         y_idx = self._labels(y, classes, first, incremental)
         if first:
-            self.spec_, self.params_, self.model_state_ = build_network(cfg, X.shape[1], len(self.classes_))
+            self.spec_, self.params_, self.model_state_ = build_network(cfg, X.shape[1], len(self.classes_),
+                                                                        self._image_shape(X.shape[1]))
             self._opt_state, self._opt_key, self._plateau = None, None, None
             self.n_iter_, self.t_, self.loss_curve_ = 0, 0, []
             self.best_loss_ = None
             self.validation_scores_ = [] if self.early_stopping and not incremental else None
             self.best_validation_score_ = None
         else:
-            spec = network_spec(cfg)
+            spec = network_spec(cfg, X.shape[1], self._image_shape(X.shape[1]))
+            if cfg.layers is not None and spec != self.spec_:
+                raise ValueError(f"`layers` and `image_shape` cannot change while continuing training (fitted: "
+                                 f"{list(self.spec_.layers)}); set warm_start=False to start over")
             if (spec.hidden, spec.batchnorm) != (self.spec_.hidden, self.spec_.batchnorm):
                 raise ValueError(f"`hidden` and `batchnorm` cannot change while continuing training "
                                  f"(fitted: hidden={self.spec_.hidden}, batchnorm={self.spec_.batchnorm}; now "
@@ -379,6 +398,16 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             previous = self.best_loss_ if incremental and self.best_loss_ is not None else math.inf
             best = min(previous, record.best_loss)
             self.best_loss_ = None if math.isinf(best) else best
+
+    def _image_shape(self, n_features: int):
+        """``image_shape`` checked against the rows' width (None when not given)."""
+        if self.image_shape is None:
+            return None
+        shape = _as_tuple(self.image_shape)
+        require(len(shape) in (2, 3) and all(s > 0 for s in shape) and math.prod(shape) == n_features,
+                "image_shape", f"(height, width[, channels]) of positive sizes holding the {n_features} features "
+                               "of a row", self.image_shape)
+        return shape
 
     def _trainer(self, cfg: TrainConfig, options, n_rows: int):
         """The engine and its trainer, reused across ``partial_fit`` calls while nothing they depend on changes.

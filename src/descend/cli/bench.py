@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from descend.cli.main import HelpFormatter
-from descend.cli.train import _batch, _hidden
+from descend.cli.train import LAYERS_HELP, _batch, _hidden, _typed, network_values
 from descend.engines import DEVICES, ENGINES
 from descend.experiments.bench import parse_list, run_bench, table
 from descend.io.rundir import make_run_dir
@@ -23,6 +23,7 @@ def register(sub) -> None:
     p.add_argument("--engines", default="all", help=f"'all' or a comma-separated subset of {', '.join(ENGINES)}")
     p.add_argument("--devices", default="cpu", help="comma-separated subset of cpu, gpu")
     p.add_argument("--hidden", type=_hidden, default=(300,), help="hidden layer sizes")
+    p.add_argument("--layers", default=None, metavar="TOKENS", help=LAYERS_HELP)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="momentum", metavar="NAME", help="optimizer")
     p.add_argument("--lr", type=float, default=0.05, help="learning rate")
     p.add_argument("--momentum", type=float, default=0.9, help="momentum")
@@ -37,7 +38,8 @@ def register(sub) -> None:
 def run(args) -> int:
     engines = parse_list(args.engines, ENGINES, "engines")
     devices = parse_list(args.devices, tuple(d for d in DEVICES if d != "auto"), "devices")
-    cfg = TrainConfig(dataset=args.dataset, hidden=args.hidden, optimizer=args.optimizer, lr=args.lr,
+    network = network_values({"hidden": args.hidden, "layers": args.layers}, _typed(getattr(args, "argv", ())))
+    cfg = TrainConfig(dataset=args.dataset, **network, optimizer=args.optimizer, lr=args.lr,
                       momentum=args.momentum, batch_size=args.batch_size, epochs=args.epochs,
                       schedule="constant", threads=args.threads, seed=args.seed)
     out = make_run_dir("runs", "bench") if args.out is None else __import__("pathlib").Path(args.out)

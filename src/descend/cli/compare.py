@@ -15,7 +15,7 @@ from descend.experiments.compare.spec import COMPARE_DEFAULTS, PRESETS
 from descend.optim.conventions import CONVENTIONS, DESCRIPTIONS
 
 EPILOG = """run specs: "NAME key=value ...", NAME one of the optimizers, keys any of
-  lr momentum batch_size(or 'full') epochs schedule schedule_unit hidden activation l1 l2
+  lr momentum batch_size(or 'full') epochs schedule schedule_unit hidden layers activation l1 l2
   dropout_keep batchnorm max_norm eval_every engine dtype early_stopping patience
   eps rho b1 b2 initial_accumulator eps_in_sqrt lr_inside bias_correction
   label convention budget
@@ -97,6 +97,9 @@ def register(sub) -> None:
     base = p.add_argument_group("base options (override the preset's and the file's; a run spec overrides them)")
     base.add_argument("--hidden", type=_hidden, default=None,
                       help=f"hidden layer sizes (default: {','.join(map(str, COMPARE_DEFAULTS['hidden']))})")
+    base.add_argument("--layers", default=None, metavar="TOKENS",
+                      help="the network as layer tokens instead of --hidden (see descend train --help), "
+                           "e.g. conv:32:5,pool:2,dense:128")
     base.add_argument("--activation", choices=("relu", "tanh", "sigmoid"), default=None, help="hidden activation")
     base.add_argument("--epochs", type=int, default=None, help="epochs per run")
     base.add_argument("--batch-size", type=_batch, default=None, help="mini-batch size ('full' = full batch)")
@@ -120,8 +123,8 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-BASE_OPTIONS = ("hidden", "activation", "epochs", "batch_size", "schedule", "eval_every", "engine", "device", "dtype",
-                "threads", "validation", "pca")
+BASE_OPTIONS = ("hidden", "layers", "activation", "epochs", "batch_size", "schedule", "eval_every", "engine", "device",
+                "dtype", "threads", "validation", "pca")
 
 
 def _tuned(args) -> bool:

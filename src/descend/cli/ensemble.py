@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 
 from descend.cli.main import HelpFormatter
-from descend.cli.train import OPTIONS, add_compute_options, add_network_options, add_pca_option
+from descend.cli.train import OPTIONS, add_compute_options, add_network_options, add_pca_option, config_values
 from descend.experiments.ensemble import VOTES, EnsembleConfig, run_ensemble
 from descend.train import TrainConfig
 from descend.train.config import EARLY_STOPPING, MONITORS, NORMALIZATIONS
@@ -68,7 +68,7 @@ def register(sub) -> None:
 
 
 def build_config(args) -> EnsembleConfig:
-    train = TrainConfig(dataset=args.dataset, **{name: getattr(args, name) for name in TRAIN_OPTIONS})
+    train = TrainConfig(dataset=args.dataset, **config_values(args, TRAIN_OPTIONS))
     return EnsembleConfig(train=train, members=args.members, rows=args.rows, bootstrap=args.bootstrap,
                           features=args.features, vote=args.vote, workers=args.workers, mc_samples=args.mc_samples)
 

@@ -6,10 +6,10 @@ import signal
 
 from descend.cli.main import HelpFormatter
 from descend.cli.train import OPTIONS as TRAIN_OPTIONS
-from descend.cli.train import _typed, add_compute_options, add_network_options, add_pca_option
+from descend.cli.train import _typed, add_compute_options, add_network_options, add_pca_option, config_values
 from descend.errors import ConfigError
 from descend.train.config import BALANCING, EARLY_STOPPING, MONITORS, NORMALIZATIONS, TrainConfig
-from descend.train.recipes import RECIPES, recipe_values
+from descend.train.recipes import RECIPES
 
 D = TrainConfig()
 # descend train's options less --threads (here: per worker, a search setting) and --validation (the folds
@@ -94,11 +94,7 @@ def build_search_config(args):
 
     if not args.space:
         raise ConfigError(f"`space` is required, e.g. --space \"{EXAMPLE}\". Received: space=None")
-    values = {name: getattr(args, name) for name in BASE_OPTIONS}
-    if args.recipe:
-        typed = _typed(getattr(args, "argv", ()))
-        values.update({k: v for k, v in recipe_values(args.recipe).items() if k not in typed})
-    base = TrainConfig(dataset=args.dataset, recipe=args.recipe, **values)
+    base = TrainConfig(dataset=args.dataset, recipe=args.recipe, **config_values(args, BASE_OPTIONS))
     return SearchConfig(space=args.space, base=base, method=args.method, trials=args.trials, folds=args.folds,
                         metric=args.metric, pruner=args.pruner, radius=args.radius, threads=args.threads,
                         heartbeat=args.heartbeat, storage=args.storage, retrain=args.retrain)

@@ -7,6 +7,7 @@ import signal
 
 from descend.cli.main import HelpFormatter, parse_positive_int
 from descend.errors import ConfigError
+from descend.model.parse import GRAMMAR
 from descend.optim import OPTIMIZERS
 from descend.train import TrainConfig, run_training
 from descend.train.config import BALANCING, EARLY_STOPPING, MONITORS, NORMALIZATIONS
@@ -44,10 +45,38 @@ def _keeps(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected keep probabilities like 0.8,0.5,0.5, got {text!r}") from None
 
 
+LAYERS_HELP = (
+    "the network as comma-separated tokens, e.g. conv:32:5,pool:2,conv:64:5,pool:2,dense:512 (instead of "
+    f"--hidden); tokens: {GRAMMAR}. conv:F:K[:S][:valid] is F filters of KxK, stride S, 'same' padding unless "
+    "valid; pool/avgpool:K[:S] pool KxK windows every S pixels (default K); drop:KEEP keeps units with "
+    "probability KEEP. Every conv and dense layer is followed by --activation unless the next token (after its "
+    "bn, if any) is an activation; bn right after conv/dense sits before the activation. Images are flattened "
+    "before the first dense layer, and the output layer (one unit per class) is added at the end")
+
+
+def network_values(values: dict, typed: set[str], recipe_layers: bool = False) -> dict:
+    """``values`` with the network options settled: ``--layers`` and ``--hidden`` are alternatives.
+
+    Both typed is an error; ``--hidden`` typed over a recipe's ``layers``
+    replaces them; with ``layers`` the MLP shorthand's sizes are cleared so
+    config.json names one network.
+    """
+    if values.get("layers") is None:
+        return values
+    if "hidden" in typed:
+        if "layers" in typed or not recipe_layers:
+            raise ConfigError(f"`--layers` and `--hidden` cannot be combined (--hidden is the shorthand for dense "
+                              f"layers only). Received: layers={values['layers']!r}, hidden={values['hidden']}")
+        return {**values, "layers": None}
+    return {**values, "hidden": ()}
+
+
 def add_network_options(g, *, epochs_help: str = "passes over the training rows") -> None:
     """The network and optimizer options shared by train, search and ensemble (defaults from TrainConfig)."""
     g.add_argument("--format", default=None, help="file format when it cannot be sniffed (kaggle, fer2013, csv, npz, idx)")
-    g.add_argument("--hidden", type=_hidden, default=D.hidden, help="hidden layer sizes, e.g. 500,300 ('none' = logistic regression)")
+    g.add_argument("--hidden", type=_hidden, default=D.hidden,
+                   help="multilayer perceptron shorthand: hidden layer sizes, e.g. 500,300 ('none' = logistic regression)")
+    g.add_argument("--layers", default=None, metavar="TOKENS", help=LAYERS_HELP)
     g.add_argument("--activation", choices=("relu", "tanh", "sigmoid"), default=D.activation, help="hidden-layer activation")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=D.optimizer, metavar="NAME",
                    help=f"one of {', '.join(OPTIMIZERS)}")
@@ -113,7 +142,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-OPTIONS = ("format", "hidden", "activation", "optimizer", "lr", "momentum", "batch_size", "epochs", "schedule",
+OPTIONS = ("format", "hidden", "layers", "activation", "optimizer", "lr", "momentum", "batch_size", "epochs", "schedule",
            "schedule_unit", "l1", "l2", "dropout_keep", "batchnorm", "max_norm", "balance", "engine", "device",
            "dtype", "threads", "seed", "normalize", "pca", "validation", "eval_every", "early_stopping", "patience",
            "monitor", "name")
@@ -124,12 +153,17 @@ def _typed(argv) -> set[str]:
     return {tok[2:].split("=", 1)[0].replace("-", "_") for tok in argv or () if tok.startswith("--")}
 
 
+def config_values(args, names=OPTIONS) -> dict:
+    """The TrainConfig values of ``names`` from the options: the recipe's (``--recipe``) where none was typed."""
+    values = {name: getattr(args, name) for name in names}
+    typed = _typed(getattr(args, "argv", ()))
+    recipe = recipe_values(args.recipe) if getattr(args, "recipe", None) else {}
+    values.update({k: v for k, v in recipe.items() if k not in typed and k in names})
+    return network_values(values, typed, recipe_layers="layers" in recipe and "layers" not in typed)
+
+
 def build_config(args) -> TrainConfig:
-    values = {name: getattr(args, name) for name in OPTIONS}
-    if args.recipe:
-        typed = _typed(getattr(args, "argv", ()))
-        values.update({k: v for k, v in recipe_values(args.recipe).items() if k not in typed})
-    return TrainConfig(dataset=args.dataset, recipe=args.recipe, **values)
+    return TrainConfig(dataset=args.dataset, recipe=args.recipe, **config_values(args))
 
 
 def _terminate_as_interrupt(signum, frame):

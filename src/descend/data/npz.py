@@ -17,16 +17,19 @@ from descend.data.files import check_file
 from descend.errors import InputError
 
 
-def _features(path: Path, X: np.ndarray, key: str) -> tuple[np.ndarray, tuple[int, int] | None]:
-    """(n, d) features; 3-D image stacks (n, h, w) are flattened row-major."""
+def _features(path: Path, X: np.ndarray, key: str) -> tuple[np.ndarray, tuple[int, ...] | None]:
+    """(n, d) features; image stacks (n, h, w) and (n, h, w, channels) are flattened row-major, channels last."""
     if X.ndim == 3:
         n, h, w = X.shape
         X, shape = X.reshape(n, h * w), (h, w)
+    elif X.ndim == 4:
+        n, h, w, c = X.shape
+        X, shape = X.reshape(n, h * w * c), ((h, w) if c == 1 else (h, w, c))
     elif X.ndim == 2:
         shape = None
     else:
-        raise InputError(f"{path}: {key} must be 2-D (rows, features) or 3-D (rows, height, "
-                         f"width), got shape {X.shape}")
+        raise InputError(f"{path}: {key} must be 2-D (rows, features), 3-D (rows, height, width) or 4-D "
+                         f"(rows, height, width, channels), got shape {X.shape}")
     if X.dtype.kind not in "biuf":
         raise InputError(f"{path}: {key} must hold numbers, got dtype {X.dtype}")
     if X.dtype.kind == "f" and not np.isfinite(X).all():

@@ -25,6 +25,7 @@ from descend.errors import ConfigError, DescendError, DivergenceError
 from descend.io.atomic import atomic_write_text
 from descend.train.config import TrainConfig
 from descend.train.loop import Callback, batch_plan, fit, fit_options, make_trainer
+from descend.train.inference import inference_rows
 from descend.train.setup import setup_run
 
 COLUMNS = ("engine", "device", "status", "compile_s", "epoch_s", "samples_per_s", "test_error", "ratio")
@@ -63,13 +64,13 @@ class _EpochTimes(Callback):
         return False
 
 
-def bench_one(engine_name: str, device: str, cfg: TrainConfig, data, n_classes: int) -> BenchRow:
+def bench_one(engine_name: str, device: str, cfg: TrainConfig, data, n_classes: int, image_shape=None) -> BenchRow:
     """One (engine, device): the network ``cfg`` describes (dropout and batch norm included), timed per epoch."""
     X, y, Xt, yt = data
     row = BenchRow(engine_name, device)
     cfg = cfg.replace(engine=engine_name, device=device)
     try:
-        run = setup_run(cfg, X.shape[1], n_classes, len(y))
+        run = setup_run(cfg, X.shape[1], n_classes, len(y), image_shape=image_shape)
     except DescendError as exc:
         row.status = str(exc)
         return row
@@ -98,7 +99,8 @@ def bench_one(engine_name: str, device: str, cfg: TrainConfig, data, n_classes: 
     row.epoch_s = statistics.median(warm)
     row.compile_s = build_s + max(times[0] - row.epoch_s, 0.0)
     row.samples_per_s = steps * batch / row.epoch_s
-    logits = engine.logits(spec, engine.put_tree(result.params), engine.put_tree(result.model_state), Xtd)
+    logits = engine.logits(spec, engine.put_tree(result.params), engine.put_tree(result.model_state), Xtd,
+                           batch_size=inference_rows(spec))
     row.test_error = float(np.mean(np.argmax(logits, axis=1) != yt))
     return row
 
@@ -132,7 +134,7 @@ def run_bench(cfg: TrainConfig, engines: list[str], devices: list[str], out: Pat
     rows = []
     for engine in engines:
         for device in devices:
-            row = bench_one(engine, device, cfg, data, prepared.n_out)
+            row = bench_one(engine, device, cfg, data, prepared.n_out, prepared.image_shape)
             log(format_row(row))
             rows.append(row)
     fastest = min((r.epoch_s for r in rows if r.epoch_s), default=None)

@@ -27,9 +27,17 @@ from ..errors import InputError
 from .atomic import atomic_path
 from .rundir import to_jsonable
 
-__all__ = ["FORMAT_VERSION", "ModelFile", "save_model", "load_model", "save_checkpoint", "load_checkpoint"]
+__all__ = ["FORMAT_VERSION", "LAYERS_FORMAT_VERSION", "ModelFile", "save_model", "load_model", "save_checkpoint",
+           "load_checkpoint"]
 
-FORMAT_VERSION = 1
+#: The newest format this descend reads.  Version 1 files hold a network the
+#: multilayer-perceptron shorthand describes; version 2 ones may hold any
+#: sequence of layers (convolution, pooling...), which releases that read only
+#: version 1 would misread, so they refuse it and ask for an upgrade instead.
+FORMAT_VERSION = 2
+LAYERS_FORMAT_VERSION = 2
+MLP_FORMAT_VERSION = 1
+CHECKPOINT_FORMAT_VERSION = 1  # a checkpoint's arrays and meta are the same for every network
 _KEY = "descend"
 _MODEL, _CHECKPOINT = "descend-model", "descend-checkpoint"
 _GROUPS = ("params", "state", "extra")
@@ -44,7 +52,7 @@ class ModelFile:
     extra: dict[str, np.ndarray]
     metadata: dict[str, Any]
     versions: dict[str, str] = field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
+    format_version: int = MLP_FORMAT_VERSION
 
 
 def _versions() -> dict[str, str]:
@@ -115,14 +123,24 @@ def save_model(
     state: dict[str, np.ndarray] | None = None,
     extra_arrays: dict[str, np.ndarray] | None = None,
     metadata: dict[str, Any],
+    format_version: int = MLP_FORMAT_VERSION,
 ) -> Path:
-    """Write weights, state, extra arrays and JSON-able `metadata` to one file, atomically."""
+    """Write weights, state, extra arrays and JSON-able `metadata` to one file, atomically.
+
+    ``format_version`` is :data:`LAYERS_FORMAT_VERSION` for a network the
+    multilayer-perceptron shorthand cannot describe (see :func:`spec_format_version`).
+    """
     tensors = {}
     for group, arrays in zip(_GROUPS, (params, state or {}, extra_arrays or {})):
         for name, a in arrays.items():
             tensors[f"{group}/{name}"] = _tensor(f"{group}/{name}", a)
-    header = {"format": _MODEL, "format_version": FORMAT_VERSION, "versions": _versions(), "metadata": metadata}
+    header = {"format": _MODEL, "format_version": int(format_version), "versions": _versions(), "metadata": metadata}
     return _write(path, tensors, header)
+
+
+def spec_format_version(spec_dict: dict) -> int:
+    """The format version a file holding the network spec ``spec_dict`` (``Network.to_dict()``) needs."""
+    return MLP_FORMAT_VERSION if spec_dict.get("type", "MLP") == "MLP" else LAYERS_FORMAT_VERSION
 
 
 def load_model(path: str | os.PathLike) -> ModelFile:
@@ -151,7 +169,7 @@ def save_checkpoint(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta
     until the new one is complete on disk.
     """
     tensors = {name: _tensor(name, a) for name, a in arrays.items()}
-    header = {"format": _CHECKPOINT, "format_version": FORMAT_VERSION, "versions": _versions(), "meta": meta}
+    header = {"format": _CHECKPOINT, "format_version": CHECKPOINT_FORMAT_VERSION, "versions": _versions(), "meta": meta}
     return _write(path, tensors, header)
 
 

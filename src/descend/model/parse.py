@@ -44,6 +44,9 @@ _FORMS = {"conv": "conv:F:K[:S][:valid]", "pool": "pool:K[:S]", "avgpool": "avgp
           "bn": "bn", "drop": "drop:KEEP", "dense": "dense:N"}
 
 
+SPATIAL = (Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool)  # the layers that need an image
+
+
 class _BadToken(ValueError):
     pass
 
@@ -128,6 +131,11 @@ def _settle(tokens: list[tuple[str, Layer]], activation: str) -> list[tuple[str,
             out.append((bn_token, BatchNorm()))
         out.append((act, Activation(act)))
     return out
+
+
+def spatial_layers(text: str) -> bool:
+    """Whether ``text`` has a layer that needs an image (convolution or pooling); a malformed token is a ConfigError."""
+    return any(isinstance(layer, SPATIAL) for _, layer in _tokens(text))
 
 
 def parse_layers(text: str, input_shape, *, activation: str = "relu") -> Network:

@@ -99,7 +99,7 @@ def run_pca(source: str | os.PathLike, k: int, *, method: str = "block", out: st
 
         ds = load(source, require_labels=False)  # unsupervised: a test file projects too
         name, X, y, classes = ds.name, ds.train.X, ds.train.y, ds.classes
-        shape = image_shape or ds.image_shape
+        shape = image_shape or (ds.image_shape if ds.image_shape and len(ds.image_shape) == 2 else None)
         described = {"source": ds.source, "kind": "dataset", "dataset": ds.name, "split": "train"}
     src = as_source(X, name=str(path) if described["kind"] == "npy" else name)
     scale = 1 / 255 if normalize == "scale" and src.dtype == np.uint8 else 1.0

@@ -102,6 +102,16 @@ def rows_table(rows: Sequence[Mapping]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def architecture_rows(summary: Sequence[Mapping]) -> list[dict]:
+    """The architecture table of a network's per-layer summary (layer, output shape, parameters,
+    multiply-adds per row), with a total row."""
+    rows = [{"layer": f"{r['name']}: {r['layer']}", "output shape": " x ".join(map(str, r["output"])),
+             "parameters": int(r["params"]), "multiply-adds": int(r["macs"])} for r in summary]
+    rows.append({"layer": "total", "output shape": "", "parameters": sum(r["parameters"] for r in rows),
+                 "multiply-adds": sum(r["multiply-adds"] for r in rows)})
+    return rows
+
+
 def _class_names(classes, n: int) -> list[str]:
     return [str(c) for c in classes] if classes is not None else [str(i) for i in range(n)]
 
@@ -159,15 +169,19 @@ def write_report(
     classes: Sequence | None = None,
     per_class: Any = None,
     history_tail: Sequence[Mapping] | None = None,
+    architecture: Sequence[Mapping] | None = None,
 ) -> Path:
-    """Write the run report (config, metrics, plots, confusion, per-class table) atomically.
+    """Write the run report (config, metrics, architecture, plots, confusion, per-class table) atomically.
 
     When `per_class` is None and a confusion matrix is given, precision/recall/F1
-    are computed from it.
+    are computed from it.  `architecture` is one row per layer (see
+    :func:`architecture_rows`).
     """
     from .. import __version__
 
     parts = [f"<h1>{escape(title)}</h1>", "<h2>Final metrics</h2>", kv_table(metrics)]
+    if architecture:
+        parts += ["<h2>Architecture</h2>", rows_table(architecture)]
     if images:
         parts += ["<h2>Training curves</h2>", "<div>", *(image_figure(c, p) for c, p in images.items()), "</div>"]
     if confusion is not None:

@@ -37,6 +37,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import signal
 import threading
@@ -427,6 +428,8 @@ class ModelInfo(BaseModel):
     image_shape: list[int] | None
     input: dict[str, Any] = Field(description="what /predict accepts for this model")
     spec: dict[str, Any]
+    layers: list[dict[str, Any]] = Field(description="the network's layers in order: name, layer, and where known "
+                                                     "the output shape, parameters and multiply-adds per row")
     dataset: dict[str, Any] | None
     training: dict[str, Any] | None
     metrics: dict[str, Any] | None
@@ -434,6 +437,19 @@ class ModelInfo(BaseModel):
     versions: dict[str, Any]
     runtime: Literal["descend", "onnxruntime"] = Field(description="what computes the predictions")
     file: dict[str, Any]
+
+
+def layer_rows(model) -> list[dict]:
+    """``/model``'s list of layers: each one's name and description, with shapes, parameters and multiply-adds
+    when the network's input size is known."""
+    spec = model.spec
+    normalizer = getattr(model, "normalizer", None)
+    n_in = (math.prod(spec.input_shape) if spec.input_shape else
+            getattr(normalizer, "n_outputs", None) or model.n_features)
+    try:
+        return [{**r, "output": list(r["output"])} for r in spec.resolve(n_in, len(model.classes)).summary()]
+    except DescendError:
+        return [{"name": name, "layer": layer.describe()} for name, layer in zip(spec.names, spec.layers)]
 
 
 class ErrorResponse(BaseModel):
@@ -516,7 +532,7 @@ def create_app(model_path: str | os.PathLike, *, max_batch: int = DEFAULT_MAX_BA
         inp["max_request_bytes"] = max_request_bytes
         body = {
             "classes": list(m.classes), "n_features": m.n_features, "image_shape": list(shape) if shape else None,
-            "input": inp, "spec": m.spec.to_dict(), "dataset": meta.get("dataset"),
+            "input": inp, "spec": m.spec.to_dict(), "layers": layer_rows(m), "dataset": meta.get("dataset"),
             "training": meta.get("training"), "metrics": meta.get("metrics"),
             "normalization": meta.get("normalization"), "versions": served.versions,
             "runtime": "onnxruntime" if isinstance(m, OnnxModel) else "descend",

@@ -30,12 +30,15 @@ class TrainConfig:
     validation, early stopping or choosing the best evaluation.  ``pca=K``
     feeds the network the first ``K`` principal components of the normalized
     inputs, each standardized (fitted on the training rows, stored with the
-    normalization in the model file).
+    normalization in the model file).  ``layers`` (the ``--layers`` text:
+    convolution, pooling, dense...) replaces the ``hidden`` / ``dropout_keep``
+    / ``batchnorm`` shorthand of a multilayer perceptron.
     """
 
     dataset: str = "mnist"
     format: str | None = None
     hidden: tuple[int, ...] = (500, 300)
+    layers: str | None = None
     activation: str = "relu"
     optimizer: str = "nesterov"
     lr: float = 0.05
@@ -71,6 +74,19 @@ class TrainConfig:
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "dropout_keep", tuple(float(p) for p in self.dropout_keep))
+        if self.layers is not None:
+            from descend.model.parse import spatial_layers
+
+            object.__setattr__(self, "layers", str(self.layers))
+            spatial = spatial_layers(self.layers)  # validates every token
+            require(not self.dropout_keep and not self.batchnorm, "layers",
+                    "no dropout_keep or batchnorm beside it (write drop:KEEP and bn tokens instead)", self.layers)
+            if spatial and self.max_norm:
+                raise ConfigError(f"`max_norm` caps dense layers' weights only; it cannot be combined with "
+                                  f"convolution layers yet. Received: max_norm={self.max_norm}, layers={self.layers!r}")
+            if spatial and self.pca:
+                raise ConfigError(f"`pca` cannot feed convolution or pooling layers: principal components have "
+                                  f"no image shape. Received: pca={self.pca}, layers={self.layers!r}")
         require(len(self.dropout_keep) in (0, len(self.hidden) + 1), "dropout_keep",
                 f"{len(self.hidden) + 1} keep probabilities for hidden={self.hidden} (input, then each hidden layer)",
                 self.dropout_keep)

@@ -16,7 +16,7 @@ import numpy as np
 from descend.backend import numpy_ops
 from descend.errors import InputError, require
 from descend.model import MLP, predict_logits
-from descend.train.inference import mc_dropout_proba, softmax
+from descend.train.inference import inference_rows, mc_dropout_proba, softmax
 
 VOTES = ("soft", "hard")
 FORMAT = "descend-ensemble"
@@ -81,7 +81,7 @@ class Ensemble:
             raise InputError(f"input has shape {shape}; the ensemble expects rows of {self.n_features} features")
         return self.normalizer.transform(X)
 
-    def member_proba(self, X, *, normalized: bool = False, batch_size: int = 10000, mc_samples: int = 0,
+    def member_proba(self, X, *, normalized: bool = False, batch_size: int | None = None, mc_samples: int = 0,
                      seed: int = 0) -> np.ndarray:
         """``(members, rows, classes)`` probabilities.
 
@@ -92,6 +92,7 @@ class Ensemble:
         x = np.asarray(X, dtype=np.float32) if normalized else self._normalized(X)
         out = np.empty((len(self.members), len(x), len(self.classes)))
         mc = mc_samples > 0 and self.spec.uses_dropout
+        batch_size = batch_size or inference_rows(self.spec)
         for i, m in enumerate(self.members):
             dtype = m.params["dense0.W"].dtype
             for s in range(0, len(x), batch_size):
@@ -115,7 +116,7 @@ class Ensemble:
 
     def save(self, path) -> Path:
         """All members in ONE safetensors file; JSON metadata, no pickle."""
-        from descend.io.modelfile import save_model
+        from descend.io.modelfile import save_model, spec_format_version
 
         params, state, extra = {}, {}, {}
         for i, m in enumerate(self.members):
@@ -131,7 +132,8 @@ class Ensemble:
                          "seeds": [m.seed for m in self.members],
                          "member_info": [m.info for m in self.members]},
             "classes": list(self.classes), "n_features": int(self.n_features), "normalization": norm_meta})
-        return save_model(path, params, state=state, extra_arrays=extra, metadata=meta)
+        return save_model(path, params, state=state, extra_arrays=extra, metadata=meta,
+                          format_version=spec_format_version(meta["ensemble"]["spec"]))
 
     @classmethod
     def load(cls, path) -> Ensemble:

@@ -36,6 +36,7 @@ from descend.model import softmax_cross_entropy
 from descend.optim import ReduceOnPlateau, ScheduleSpec, chain, make_optimizer, max_norm
 from descend.train.config import EARLY_STOPPING, MONITORS
 from descend.train.early_stopping import EarlyStopping
+from descend.train.inference import inference_rows
 from descend.train.progress import Progress
 
 CHECKPOINT_VERSION = 1
@@ -232,7 +233,7 @@ def cost_and_error(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def evaluate(engine, spec, params, model_state, X, y) -> tuple[float, float]:
     """``(mean cross-entropy, error rate)`` in inference mode."""
-    return cost_and_error(engine.logits(spec, params, model_state, X), y)
+    return cost_and_error(engine.logits(spec, params, model_state, X, batch_size=inference_rows(spec)), y)
 
 
 def fit(engine, spec, options: FitOptions, X_train, y_train, X_valid=None, y_valid=None, *,

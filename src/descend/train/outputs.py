@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from descend.io.atomic import atomic_write_text
-from descend.io.modelfile import save_model
+from descend.io.modelfile import save_model, spec_format_version
 from descend.train.config import TrainConfig
+from descend.train.inference import inference_rows
 from descend.train.loop import FitResult, cost_and_error, evaluate
 
 MC_SAMPLES = 20
@@ -45,7 +46,7 @@ def final_metrics(engine, spec, result: FitResult, data) -> tuple[dict, np.ndarr
         metrics["valid_cost"], metrics["valid_error"] = evaluate(engine, spec, params, state,
                                                                  engine.asarray(data.X_valid), data.y_valid)
     if data.y_test is not None:
-        logits = engine.logits(spec, params, state, engine.asarray(data.X_test))
+        logits = engine.logits(spec, params, state, engine.asarray(data.X_test), batch_size=inference_rows(spec))
         metrics["test_cost"], metrics["test_error"] = cost_and_error(logits, data.y_test)
         metrics["test_size"] = int(len(data.y_test))
         predictions = np.argmax(logits, axis=1)
@@ -77,14 +78,17 @@ def model_metadata(cfg: TrainConfig, spec, ds, normalizer_meta: dict, engine, me
 def save_run_model(path: Path, cfg: TrainConfig, spec, engine, result: FitResult, data, metrics: dict) -> None:
     """``model.safetensors``: the fitted weights and state, the normalization, the metadata."""
     norm_meta, norm_arrays = data.normalizer.to_dict()
+    metadata = model_metadata(cfg, spec, data.dataset, norm_meta, engine, metrics)
     save_model(path, result.params, state=result.model_state,
                extra_arrays={f"normalization.{k}": v for k, v in norm_arrays.items()},
-               metadata=model_metadata(cfg, spec, data.dataset, norm_meta, engine, metrics))
+               metadata=metadata, format_version=spec_format_version(metadata["spec"]))
 
 
-def write_reports(run_dir: Path, cfg: TrainConfig, result: FitResult, metrics: dict, ds, predictions) -> None:
-    """PNG plots (cost, error, confusion matrix) and ``report.html``."""
-    from descend.reports.html import write_report
+def write_reports(run_dir: Path, cfg: TrainConfig, result: FitResult, metrics: dict, ds, predictions,
+                  network=None) -> None:
+    """PNG plots (cost, error, confusion matrix) and ``report.html`` (with the architecture of ``network``,
+    the resolved network spec, when given)."""
+    from descend.reports.html import architecture_rows, write_report
     from descend.reports.metrics import confusion_matrix, per_class_precision_recall
     from descend.reports.plots import plot_confusion, plot_history
 
@@ -99,4 +103,5 @@ def write_reports(run_dir: Path, cfg: TrainConfig, result: FitResult, metrics: d
         images["Confusion matrix (test set)"] = plot_confusion(cm, ds.classes, run_dir / "confusion.png")
     write_report(run_dir / "report.html", title=f"descend run: {run_dir.name}", config=cfg.to_dict(),
                  metrics=metrics, images=images, confusion=cm, classes=list(ds.classes), per_class=per_class,
-                 history_tail=result.history[-10:])
+                 history_tail=result.history[-10:],
+                 architecture=architecture_rows(network.summary()) if network is not None else None)

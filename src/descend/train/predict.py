@@ -20,7 +20,7 @@ from descend.data.preprocess import Normalizer
 from descend.errors import ConfigError, InputError
 from descend.io.modelfile import load_model
 from descend.model import MLP, predict_logits
-from descend.train.inference import mc_dropout_proba, softmax
+from descend.train.inference import inference_rows, mc_dropout_proba, softmax
 
 
 @dataclass
@@ -34,7 +34,7 @@ class LoadedModel:
     metadata: dict
 
     def predict_proba(self, X: np.ndarray, *, mc_samples: int = 0, seed: int = 0,
-                      batch_size: int = 10000) -> np.ndarray:
+                      batch_size: int | None = None) -> np.ndarray:
         """Class probabilities for raw (un-normalised) rows ``X``.
 
         ``mc_samples=K > 0`` averages K Monte-Carlo dropout passes instead of
@@ -47,6 +47,7 @@ class LoadedModel:
         x = self.normalizer.transform(X).astype(self.params["dense0.W"].dtype)
         if mc_samples and self.spec.uses_dropout:
             return mc_dropout_proba(self.spec, self.params, self.state, x, samples=mc_samples, seed=seed)
+        batch_size = batch_size or inference_rows(self.spec)
         out = [softmax(predict_logits(numpy_ops, self.spec, self.params, self.state, x[i:i + batch_size]))
                for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))

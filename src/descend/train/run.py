@@ -17,7 +17,7 @@ from descend.io.rundir import make_run_dir, read_json, write_json
 from descend.train.config import TrainConfig
 from descend.train.loop import FitResult, fit, fit_options, progress_bar
 from descend.train.outputs import final_metrics, save_run_model, write_history_csv, write_reports
-from descend.train.setup import oversample, prepare_data, provenance, setup_run
+from descend.train.setup import network_label, oversample, prepare_data, provenance, setup_run
 
 __all__ = ["RunResult", "oversample", "prepare_data", "run_training"]
 
@@ -41,7 +41,7 @@ def run_training(cfg: TrainConfig, *, out: str | Path | None = None, root: str |
         cfg = TrainConfig.from_dict(read_json(run_dir / "config.json")["config"])
     data = prepare_data(cfg)
     ds = data.dataset
-    run = setup_run(cfg, data.n_in, data.n_out, data.n_train)
+    run = setup_run(cfg, data.n_in, data.n_out, data.n_train, image_shape=data.image_shape)
     engine, spec = run.engine, run.spec
     if resume_dir is None:
         run_dir = Path(out) if out else make_run_dir(root, cfg.name or _run_name(cfg))
@@ -62,7 +62,7 @@ def run_training(cfg: TrainConfig, *, out: str | Path | None = None, root: str |
                     f"stopping or choosing the best epoch")
         else:
             rows = f"{n_train:,} train / {len(y_valid):,} validation"
-        print(f"descend: training {spec.hidden or 'logistic regression'} {cfg.activation} on {ds.name} "
+        print(f"descend: training {network_label(cfg, spec)} on {ds.name} "
               f"({rows}) with {cfg.optimizer} "
               f"lr={cfg.lr:g}, batch {batch}, {cfg.epochs} epochs, engine {engine.name} ({engine.device}); "
               f"run directory {run_dir}", file=stream, flush=True)
@@ -95,7 +95,8 @@ def write_run_outputs(run_dir: Path, cfg: TrainConfig, run, data, result: FitRes
     metrics.update(extra_metrics or {})
     save_run_model(run_dir / "model.safetensors", cfg, run.spec, run.engine, result, data, metrics)
     write_json(run_dir / "metrics.json", {**metrics, "config": cfg.to_dict()} if config_in_metrics else metrics)
-    write_reports(run_dir, cfg, result, metrics, data.dataset, test_predictions)
+    write_reports(run_dir, cfg, result, metrics, data.dataset, test_predictions,
+                  network=run.spec.resolve(data.n_in, data.n_out))
     return metrics
 
 

@@ -63,7 +63,8 @@ class PreparedData:
 
     ``X_valid`` / ``X_test`` are None where the split is absent or unlabelled.
     ``dataset`` is the loaded :class:`~descend.data.Dataset` (None for rows
-    handed to :func:`prepare_rows`).
+    handed to :func:`prepare_rows`).  ``image_shape`` is the rows' image
+    shape when they have one (None after PCA, whose components are no image).
     """
 
     normalizer: Normalizer
@@ -75,6 +76,7 @@ class PreparedData:
     X_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
     dataset: object = None
+    image_shape: tuple[int, ...] | None = None
 
     @property
     def n_in(self) -> int:
@@ -103,15 +105,20 @@ def load_dataset(cfg: TrainConfig):
 
 
 def prepare_rows(cfg: TrainConfig, X, y, n_out: int, X_valid=None, y_valid=None, X_test=None, y_test=None,
-                 dataset=None) -> PreparedData:
-    """Fit the normalization on training rows ``X`` (before any oversampling), oversample, normalize all splits."""
+                 dataset=None, image_shape=None) -> PreparedData:
+    """Fit the normalization on training rows ``X`` (before any oversampling), oversample, normalize all splits.
+
+    ``image_shape`` ((height, width) or (height, width, channels)) is what
+    convolution layers see each row as.
+    """
     normalizer = fit_normalizer(cfg.normalize, cfg.pca, X)
     rows = oversample(y, cfg.seed) if cfg.balance == "oversample" else slice(None)
     has_valid = y_valid is not None and len(y_valid) > 0
     return PreparedData(
         normalizer, int(n_out), normalizer.transform(X[rows]), y[rows],
         normalizer.transform(X_valid) if has_valid else None, y_valid if has_valid else None,
-        normalizer.transform(X_test) if y_test is not None else None, y_test, dataset)
+        normalizer.transform(X_test) if y_test is not None else None, y_test, dataset,
+        None if cfg.pca else image_input_shape(image_shape))
 
 
 def prepare_data(cfg: TrainConfig, dataset=None) -> PreparedData:
@@ -123,27 +130,72 @@ def prepare_data(cfg: TrainConfig, dataset=None) -> PreparedData:
     test = ds.test if _labelled(ds.test) else None
     return prepare_rows(cfg, ds.train.X, ds.train.y, len(ds.classes),
                         valid.X if valid else None, valid.y if valid else None,
-                        test.X if test else None, test.y if test else None, dataset=ds)
+                        test.X if test else None, test.y if test else None, dataset=ds,
+                        image_shape=ds.image_shape)
 
 
 # --- network, engine, initial state -----------------------------------------------------------------
 
 
-def network_spec(cfg: TrainConfig):
-    """The network ``cfg`` describes (layer sizes come from the data: see :func:`build_network`)."""
-    return MLP(hidden=cfg.hidden, activation=cfg.activation, dropout_keep=cfg.dropout_keep, batchnorm=cfg.batchnorm)
+def image_input_shape(image_shape) -> tuple[int, int, int] | None:
+    """A dataset's image shape as a network input, (height, width, channels): grey images get one channel."""
+    if not image_shape:
+        return None
+    shape = tuple(int(s) for s in image_shape)
+    return (*shape, 1) if len(shape) == 2 else shape
 
 
-def build_network(cfg: TrainConfig, n_in: int, n_out: int):
-    """``(spec, params, model_state)``: the network for ``n_in`` inputs and ``n_out`` classes, and its
-    initial NumPy weights and state from ``cfg.seed`` in ``cfg.dtype``: the one place a network is built."""
-    spec = network_spec(cfg)
+def network_spec(cfg: TrainConfig, n_in: int | None = None, image_shape=None):
+    """The network ``cfg`` describes, for rows of ``n_in`` features seen as ``image_shape`` when they are images.
+
+    The multilayer-perceptron shorthand (``hidden``...) takes every size from
+    the data later (see :func:`build_network`); a ``layers`` text needs the
+    input's shape now: the image shape for convolution and pooling, else the
+    feature count.
+    """
+    if cfg.layers is None:
+        return MLP(hidden=cfg.hidden, activation=cfg.activation, dropout_keep=cfg.dropout_keep,
+                   batchnorm=cfg.batchnorm)
+    from descend.model.parse import parse_layers, spatial_layers
+
+    shape = image_input_shape(image_shape)
+    if spatial_layers(cfg.layers):
+        if shape is None:
+            arrays = cfg.dataset == "<array>"  # the scikit-learn estimator's rows
+            source = "the rows have" if arrays else f"dataset {cfg.dataset!r} has"
+            remedy = "pass image_shape=(height, width)" if arrays else \
+                "use dense layers, or image data (IDX, a 3-D NPZ, MNIST, FER2013)"
+            raise ConfigError(f"`layers` {cfg.layers!r} has convolution or pooling layers, but {source} no image "
+                              f"shape (plain feature vectors); {remedy}")
+    else:
+        shape = None
+    if shape is None:
+        if n_in is None:
+            raise ConfigError("`layers` needs the number of input features")
+        shape = (int(n_in),)
+    return parse_layers(cfg.layers, shape, activation=cfg.activation)
+
+
+def build_network(cfg: TrainConfig, n_in: int, n_out: int, image_shape=None):
+    """``(spec, params, model_state)``: the network for ``n_in`` inputs (seen as ``image_shape`` by convolutions)
+    and ``n_out`` classes, and its initial NumPy weights and state from ``cfg.seed`` in ``cfg.dtype``: the one
+    place a network is built."""
+    spec = network_spec(cfg, n_in, image_shape)
     params = init_params(spec, n_in, n_out, key=cfg.seed, dtype=cfg.dtype)
     return spec, params, init_state(spec, n_in, n_out, dtype=cfg.dtype)
 
 
+def network_label(cfg: TrainConfig, spec) -> str:
+    """How the progress line names the network: the ``layers`` text, or the hidden sizes and activation."""
+    if cfg.layers is not None:
+        return f"layers {cfg.layers}"
+    return f"{spec.hidden or 'logistic regression'} {cfg.activation}"
+
+
 def macs_per_row(spec, n_in: int, n_out: int) -> int:
     """Multiply-adds of one row's forward pass (what decides whether a second thread pays off)."""
+    if spec.image_input:
+        return spec.resolve(n_in, n_out).macs()
     sizes = (int(n_in), *spec.hidden, int(n_out))
     return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
@@ -176,13 +228,14 @@ class RunSetup:
 
 
 def setup_run(cfg: TrainConfig, n_in: int, n_out: int, n_train: int, *, threads: int | None = None,
-              engine=None) -> RunSetup:
+              engine=None, image_shape=None) -> RunSetup:
     """Network, engine and initial state for training ``cfg`` on ``n_train`` rows of ``n_in`` inputs.
 
+    ``image_shape`` is what convolution layers see each row as;
     ``threads`` overrides the thread rule; an ``engine`` already built (say,
     reused across the folds of a search) is used as is.
     """
-    spec, params, model_state = build_network(cfg, n_in, n_out)
+    spec, params, model_state = build_network(cfg, n_in, n_out, image_shape)
     if engine is None:
         threads = threads or run_threads(cfg, spec, n_in, n_out, n_train)
         engine = make_engine(cfg, threads)

@@ -90,7 +90,8 @@ def same_start(study: Study, records: dict) -> tuple[bool, list[str]]:
         groups: dict = {}
         for r in recs:
             c = r["config"]
-            groups.setdefault((tuple(c["hidden"]), c["activation"], c["dtype"], c.get("pca")), []).append(r)
+            groups.setdefault((tuple(c["hidden"]), c.get("layers"), c["activation"], c["dtype"], c.get("pca")),
+                              []).append(r)
         init_same = True
         for members in groups.values():
             digests = [r["fingerprint"]["init_params"] or {} for r in members]

@@ -20,6 +20,7 @@ from descend.errors import ConfigError, DivergenceError
 from descend.io.rundir import write_json
 from descend.train.config import TrainConfig
 from descend.train.loop import Callback, batch_plan, cost_and_error, evaluate, fit, fit_options, learning_rate_at
+from descend.train.inference import inference_rows
 from descend.train.setup import prepare_data, setup_run, versions
 
 RESULT_FILE = "result.json"
@@ -101,7 +102,8 @@ def execute(task: RunTask) -> dict:
     """Train one (configuration, seed), write its ``result.json`` atomically and return the record."""
     cfg = TrainConfig.from_dict(task.config)
     data, dataset_name = _host_data(cfg)
-    run = setup_run(cfg, data.n_in, data.n_out, data.n_train, threads=task.threads)
+    run = setup_run(cfg, data.n_in, data.n_out, data.n_train, threads=task.threads,
+                    image_shape=data.image_shape)
     engine, spec = run.engine, run.spec
     X, y = engine.asarray(data.X_train), engine.put_labels(data.y_train)
     Xv, yv = engine.asarray(data.X_valid), data.y_valid
@@ -141,7 +143,7 @@ def execute(task: RunTask) -> dict:
                        best_step=trained[best]["step"])
     if final is not None and data.y_test is not None:
         logits = engine.logits(spec, engine.put_tree(final[0]), engine.put_tree(final[1]),
-                               engine.asarray(data.X_test))
+                               engine.asarray(data.X_test), batch_size=inference_rows(spec))
         metrics["test_cost"], metrics["test_error"] = cost_and_error(logits, data.y_test)
     record = {
         "version": RESULT_VERSION, "run_id": task.run_id, "index": task.index, "label": task.label,

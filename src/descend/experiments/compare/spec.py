@@ -2,7 +2,7 @@
 
 A *run spec* is one configuration written as ``"NAME key=value ..."``: the
 optimizer name first, then TrainConfig fields (``lr``, ``momentum``,
-``batch_size``, ``schedule``, ``hidden``, ``l2``, ``dropout_keep``,
+``batch_size``, ``schedule``, ``hidden``, ``layers``, ``l2``, ``dropout_keep``,
 ``batchnorm``...), optimizer options (``eps``, ``rho``, ``b1``, ``b2``,
 ``initial_accumulator``, ``eps_in_sqrt``, ``lr_inside``, ``bias_correction``)
 and three compare keys: ``label``, ``convention`` and ``budget`` (seconds).
@@ -29,7 +29,7 @@ FLOAT_KEYS = ("lr", "momentum", "l1", "l2", "max_norm", "validation")
 INT_KEYS = ("epochs", "eval_every", "patience", "threads")
 CHOICE_KEYS = ("schedule", "schedule_unit", "activation", "engine", "device", "dtype", "early_stopping", "monitor",
                "normalize", "balance", "format")
-CONFIG_KEYS = ("optimizer", *FLOAT_KEYS, *INT_KEYS, "batch_size", "hidden", "dropout_keep", "batchnorm", "pca",
+CONFIG_KEYS = ("optimizer", *FLOAT_KEYS, *INT_KEYS, "batch_size", "hidden", "layers", "dropout_keep", "batchnorm", "pca",
                *CHOICE_KEYS)
 OPTION_FLOATS = ("eps", "rho", "b1", "b2", "initial_accumulator")
 OPTION_BOOLS = ("eps_in_sqrt", "lr_inside")
@@ -118,6 +118,14 @@ def coerce(key: str, value):
         return out
     if key == "hidden":
         return _sizes(key, value, _int)
+    if key == "layers":
+        text = str(value).strip()
+        if text.lower() in ("", "none"):
+            return None
+        from descend.model.parse import spatial_layers
+
+        spatial_layers(text)  # a malformed token is named here, before any run starts
+        return text
     if key == "dropout_keep":
         return _sizes(key, value, _float)
     if key in ("batchnorm", *OPTION_BOOLS):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from descend.errors import require
+from descend.errors import ConfigError, require
 from descend.placement import Placement, run_in, run_tasks
 from descend.train.config import TrainConfig
 from descend.train.ensemble_model import VOTES
@@ -44,6 +44,12 @@ class EnsembleConfig:
                 "an integer >= 0 (0 = one per core)", self.workers)
         require(int(self.mc_samples) == self.mc_samples and self.mc_samples >= 1, "mc_samples", "an integer >= 1",
                 self.mc_samples)
+        if self.features < 1.0 and self.train.layers is not None:
+            from descend.model.parse import spatial_layers
+
+            if spatial_layers(self.train.layers):
+                raise ConfigError(f"`features` must be 1 with convolution or pooling layers (a subset of pixels is "
+                                  f"no image). Received: features={self.features}, layers={self.train.layers!r}")
         require(self.train.balance == "none", "balance", "'none' for ensemble members (rows are resampled instead)",
                 self.train.balance)
 
@@ -96,14 +102,14 @@ def plan_members(cfg: EnsembleConfig, n_rows: int, n_features: int) -> list[Memb
 # ---------------------------------------------------------------------------- training
 
 
-def _member_spec(cfg: TrainConfig):
+def _member_spec(cfg: TrainConfig, n_in: int, image_shape=None):
     from descend.train.setup import network_spec
 
-    return network_spec(cfg)
+    return network_spec(cfg, n_in, image_shape)
 
 
 def _train_one(cfg: TrainConfig, plan: MemberPlan, X, y, X_valid, y_valid, n_classes: int,
-               threads: int | None) -> dict:
+               threads: int | None, image_shape=None) -> dict:
     """Train one member on its rows and columns; NumPy results (picklable for the parent)."""
     from descend.train.loop import fit, fit_options
     from descend.train.setup import setup_run
@@ -111,7 +117,7 @@ def _train_one(cfg: TrainConfig, plan: MemberPlan, X, y, X_valid, y_valid, n_cla
     member_cfg = cfg.replace(seed=plan.seed)
     cols = plan.features
     Xm = np.asarray(X[plan.rows][:, cols])
-    run = setup_run(member_cfg, len(cols), n_classes, len(plan.rows), threads=threads)
+    run = setup_run(member_cfg, len(cols), n_classes, len(plan.rows), threads=threads, image_shape=image_shape)
     engine = run.engine
     Xv = engine.asarray(np.asarray(X_valid[:, cols])) if X_valid is not None else None
     started = time.perf_counter()
@@ -132,11 +138,12 @@ class MemberTask:
     plan: MemberPlan
     n_classes: int
     threads: int | None
+    image_shape: tuple | None = None
 
 
 def _worker_task(task: MemberTask, data: dict) -> dict:
     return _train_one(task.train, task.plan, data["X"], data["y"], data["X_valid"], data["y_valid"], task.n_classes,
-                      task.threads)
+                      task.threads, task.image_shape)
 
 
 def member_placement(cfg: EnsembleConfig, n_members: int, dask: str | None = None) -> Placement:
@@ -160,7 +167,7 @@ def member_data(X, y, X_valid=None, y_valid=None) -> dict:
 
 
 def train_members(cfg: EnsembleConfig, plans: list[MemberPlan], X, y, X_valid=None, y_valid=None, *,
-                  n_classes: int, log=None, dask: str | None = None, pool=None) -> list[dict]:
+                  n_classes: int, log=None, dask: str | None = None, pool=None, image_shape=None) -> list[dict]:
     """Train every planned member on normalised ``X`` (float32) and class ids ``y``; results by index.
 
     With one worker the members train in this process one after another;
@@ -172,7 +179,7 @@ def train_members(cfg: EnsembleConfig, plans: list[MemberPlan], X, y, X_valid=No
     log = log or (lambda line: None)
     placement = member_placement(cfg, len(plans), dask)
     threads = placement.threads if placement.dask or placement.workers > 1 else cfg.train.threads
-    tasks = [MemberTask(cfg.train, plan, n_classes, threads) for plan in plans]
+    tasks = [MemberTask(cfg.train, plan, n_classes, threads, image_shape) for plan in plans]
     results: dict[int, dict] = {}
 
     def done(task, r):

@@ -51,6 +51,7 @@ from descend.model import predict_logits
 from descend.placement import open_pool
 from descend.train.ensemble_model import Ensemble, Member
 from descend.train.inference import softmax
+from descend.train.setup import network_label
 
 MC_SIZES = (1, 2, 5, 10, 20, 50, 100)
 
@@ -116,15 +117,15 @@ def run_ensemble(cfg: EnsembleConfig, *, out=None, root="runs", progress: bool =
         workers = placement.workers or len(plans)
         where = (f"on the Dask cluster at {dask}" if dask else
                  f"{workers} worker process{'es' if workers > 1 else ''}")
-        log(f"descend: ensemble of {cfg.members} x {tcfg.hidden or 'logistic regression'} {tcfg.activation} on "
+        log(f"descend: ensemble of {cfg.members} x {network_label(tcfg, _member_spec(tcfg, X.shape[1], data.image_shape))} on "
             f"{ds.name}: {len(plans[0].rows):,} rows{' (bootstrap)' if cfg.bootstrap else ''} and "
             f"{len(plans[0].features)}/{X.shape[1]} features each, {where}; run directory {run_dir}")
         started = time.perf_counter()
         trained = train_members(cfg, plans, X, y, X_valid, y_valid, n_classes=n_classes, log=log, dask=dask,
-                                pool=pool)
+                                pool=pool, image_shape=data.image_shape)
         wall = time.perf_counter() - started
 
-    spec = _member_spec(tcfg)
+    spec = _member_spec(tcfg, X.shape[1], data.image_shape)
     members = []
     for plan, r in zip(plans, trained):
         info = {"rows": int(len(plan.rows)), "unique_rows": int(len(np.unique(plan.rows))),
@@ -211,7 +212,7 @@ def dropout_comparison(ensemble: Ensemble, X, y, samples: int, *, member: int = 
     equals ``mc_dropout_proba(samples=K)``.
     """
     m = ensemble.members[member]
-    x = np.asarray(X, dtype=np.float32)[:, m.features].astype(m.params["dense0.W"].dtype, copy=False)
+    x = np.asarray(X, dtype=np.float32)[:, m.features].astype(next(iter(m.params.values())).dtype, copy=False)
     spec = ensemble.spec
     deterministic = softmax(predict_logits(numpy_ops, spec, m.params, m.state, x))
     sizes = sorted({k for k in MC_SIZES if k <= samples} | {samples})

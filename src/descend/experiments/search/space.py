@@ -9,7 +9,9 @@ A space is whitespace-separated ``name=values`` items::
   fields (``batch_size``, ``epochs``, ``patience``) give integer ranges.
 - ``a,b,c`` or ``a|b|c``: a list of choices.  For the tuple-valued fields
   (``hidden``, ``dropout_keep``) a comma belongs to the value and ``|``
-  separates choices: ``hidden=300|500,300|none``.
+  separates choices: ``hidden=300|500,300|none``.  So it does for ``layers``
+  (``layers=conv:32:3,pool:2,dense:128|conv:64:5,pool:2,dense:256``; ``none``
+  is the ``hidden`` shorthand's network).
 - A single value fixes the field for every trial.
 
 Names are TrainConfig fields (``batch-size`` is accepted for ``batch_size``).
@@ -34,7 +36,8 @@ import numpy as np
 from descend.errors import ConfigError, DescendError
 from descend.train.config import TrainConfig
 
-# field -> value type: "float", "int", "str", "bool", "ints" (tuple of int), "floats" (tuple of float)
+# field -> value type: "float", "int", "str", "bool", "ints" (tuple of int), "floats" (tuple of float),
+# "layers" (the layer grammar's text, whose commas belong to the value)
 SEARCHABLE: dict[str, str] = {
     "lr": "float", "momentum": "float", "l1": "float", "l2": "float", "max_norm": "float",
     "patience_increase": "float", "improvement_threshold": "float",
@@ -43,6 +46,7 @@ SEARCHABLE: dict[str, str] = {
     "balance": "str", "normalize": "str", "early_stopping": "str", "monitor": "str",
     "batchnorm": "bool",
     "hidden": "ints", "dropout_keep": "floats",
+    "layers": "layers",
 }
 NUMERIC = ("float", "int")
 TUPLES = ("ints", "floats")
@@ -109,6 +113,8 @@ class Param:
             return float(value)
         if self.type == "bool":
             return bool(value)
+        if self.type == "layers":
+            return None if value is None else str(value)
         return str(value)
 
     def contains(self, value) -> bool:
@@ -233,6 +239,10 @@ def _parse_value(name: str, text: str, type_: str, item: str):
             if text.lower() in _FALSE:
                 return False
             raise ValueError
+        if type_ == "layers":
+            if not text:
+                raise ValueError
+            return None if text.lower() == "none" else text
         if type_ in TUPLES:
             # canonical text: "500,300", "0.8,0.5", "none"
             return _encode(_parse_tuple(text, type_), type_)
@@ -242,7 +252,8 @@ def _parse_value(name: str, text: str, type_: str, item: str):
     except ValueError:
         kind = {"float": "a number", "int": "an integer" + (" or 'full'" if name == "batch_size" else ""),
                 "bool": "true or false", "ints": "layer sizes like 500,300 or none",
-                "floats": "keep probabilities like 0.8,0.5,0.5 or none", "str": "a value"}[type_]
+                "floats": "keep probabilities like 0.8,0.5,0.5 or none", "str": "a value",
+                "layers": "layer tokens like conv:32:3,pool:2,dense:128 or none"}[type_]
         raise _space_error(item, f"{name}: {text!r} is not {kind}") from None
 
 
@@ -294,7 +305,7 @@ def _parse_item(item: str, base: TrainConfig, extra: dict[str, str]) -> Param:
         for bound in (low, high):
             check(base, name, bound, type_, item)
         return Param(name, "range", type_, low=low, high=high, log=log, text=text)
-    separators = "|" if type_ in TUPLES or "|" in text else ",|"
+    separators = "|" if type_ in (*TUPLES, "layers") or "|" in text else ",|"
     parts = re.split("[" + re.escape(separators) + "]", text)
     if any(not p.strip() for p in parts):
         raise _space_error(item, f"{name} has an empty value")

@@ -549,7 +549,7 @@ def _retrain(final_dir: Path, cfg: TrainConfig, ds, progress: bool, stream) -> d
             return previous  # a resumed search whose retrain already ran: the test set is not used again
     final_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(cfg, ds)
-    run = setup_run(cfg, data.n_in, data.n_out, int(len(ds.train.y)))
+    run = setup_run(cfg, data.n_in, data.n_out, int(len(ds.train.y)), image_shape=data.image_shape)
     engine = run.engine
     options = fit_options(cfg)
     bar = progress_bar(options, data.n_train, stream=stream, enabled=progress)

@@ -37,7 +37,7 @@ class CVContext:
         self.k = int(spec["folds"])
         self.metric = spec["metric"]
         self.threads = int(spec.get("threads") or 1)
-        self.X, self.y, self.classes = training_rows(self.base)
+        self.X, self.y, self.classes, self.image_shape = training_rows(self.base)
         self.n_classes = len(self.classes)
         self.folds = stratified_folds(self.y, self.k, self.base.seed)
         self.digest = fold_digest(self.folds)
@@ -67,8 +67,9 @@ class CVContext:
             if value is not None:
                 return {"score": float(value), "seconds": time.perf_counter() - started, "steps": 0}
         train, held = fold_rows(self.folds, fold)
-        data = prepare_rows(cfg, self.X[train], self.y[train], self.n_classes, self.X[held], self.y[held])
-        run = setup_run(cfg, data.n_in, data.n_out, data.n_train, engine=self.engine(cfg))
+        data = prepare_rows(cfg, self.X[train], self.y[train], self.n_classes, self.X[held], self.y[held],
+                            image_shape=self.image_shape)
+        run = setup_run(cfg, data.n_in, data.n_out, data.n_train, engine=self.engine(cfg), image_shape=data.image_shape)
         engine, spec = run.engine, run.spec
         X_held, y_held = engine.asarray(data.X_valid), data.y_valid
         result = fit(engine, spec, fit_options(cfg), engine.asarray(data.X_train), engine.put_labels(data.y_train),
@@ -97,9 +98,9 @@ def search_dataset(cfg):
 
 
 def training_rows(cfg):
-    """(X, y, classes) of the dataset's training rows: what a worker searches on (never the test set)."""
+    """(X, y, classes, image shape) of the dataset's training rows: what a worker searches on (never the test set)."""
     ds = search_dataset(cfg)
-    return ds.train.X, ds.train.y, tuple(ds.classes)
+    return ds.train.X, ds.train.y, tuple(ds.classes), ds.image_shape
 
 
 def _load_hook():
