@@ -280,8 +280,8 @@ def markdown(results: dict, frameworks: list[str], gflops: float, missing: list[
     lines = [
         "## CNN epoch time (issue 20)", "",
         "conv 5x5x32 same + ReLU -> max-pool 2 -> conv 5x5x64 same + ReLU -> max-pool 2 -> dense 512 ReLU -> "
-        f"dense 10; Adam 1e-3, batch {BATCH}, float32, {rows:,} MNIST training rows, {args.threads} threads "
-        "for every framework, each in its own process.", "",
+        f"dense 10; Adam 1e-3, batch {BATCH}, float32, {rows:,} MNIST training rows, "
+        f"{args.threads} thread(s) for every framework, each in its own process.", "",
         f"Command: `{command_text(args)}` ({args.repeats} run(s) of one first epoch + {args.epochs} warm "
         "epochs per framework; the median warm epoch, scaled to a full epoch of all the rows; overhead = "
         "building the model/trainer + the first epoch's excess over a warm one).",
