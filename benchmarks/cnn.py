@@ -48,7 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from peers import gemm_gflops, versions  # noqa: E402
+from peers import available, gemm_gflops, versions  # noqa: E402
 
 LR, BATCH, ROWS = 1e-3, 128, 60000
 ENGINES = ("jax", "torch", "tensorflow", "numpy", "pytensor")
@@ -208,18 +208,6 @@ def worker(framework: str, samples: int, epochs: int, threads: int) -> dict:
 
 
 # --------------------------------------------------------------------------- parent
-
-
-def available(framework: str) -> bool:
-    import importlib.util
-
-    if framework.startswith("descend-"):
-        from descend.engines import is_available
-
-        return is_available(framework.split("-", 1)[1])
-    if framework == "keras":
-        return importlib.util.find_spec("keras") is not None and importlib.util.find_spec("jax") is not None
-    return importlib.util.find_spec(framework) is not None
 
 
 def run_child(framework: str, samples: int, epochs: int, threads: int, timeout: int) -> dict:
