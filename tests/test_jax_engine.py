@@ -79,6 +79,31 @@ def test_cast_accepts_every_dtype_spelling(dtype):
     assert get_ops("jax").cast(jnp.arange(3), dtype).dtype == jnp.float32
 
 
+@pytest.mark.parametrize("kernel, stride, padding", [(5, 1, "same"), (4, 2, "same"), (3, 3, "valid"), (4, 1, "valid")])
+def test_conv2d_gradients_inside_a_scan_equal_xla_autodiff(kernel, stride, padding):
+    """conv2d's own kernel gradient (the engine's scan avoids XLA's slow one) against autodiff of XLA's conv."""
+    rng = np.random.default_rng(2)
+    xs = jnp.asarray(rng.standard_normal((2, 3, 9, 8, 4)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((kernel, kernel, 4, 6)), jnp.float32)
+    pads = ((kernel - 1) // 2, kernel // 2) if padding == "same" else (0, 0)
+
+    def xla_conv(x, w_):
+        return jax.lax.conv_general_dilated(x, w_, (stride, stride), [pads, pads],
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def scanned(conv):
+        def body(total, x):
+            loss = lambda x_, w_: jnp.sum(jnp.tanh(conv(x_, w_)))  # noqa: E731 - a non-uniform output gradient
+            dx, dw = jax.grad(loss, argnums=(0, 1))(x, w)
+            return total + dw, dx
+        return jax.jit(lambda: jax.lax.scan(body, jnp.zeros_like(w), xs))()
+
+    dw, dx = scanned(lambda x, w_: get_ops("jax").conv2d(x, w_, stride, padding))
+    dw_xla, dx_xla = scanned(xla_conv)
+    np.testing.assert_allclose(np.asarray(dw), np.asarray(dw_xla), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(dx), np.asarray(dx_xla), rtol=1e-5, atol=1e-6)
+
+
 def test_namespace_of_arrays_and_tracers():
     seen = []
 

@@ -99,3 +99,37 @@ def test_reshape_and_flatten_are_row_major(backend):
     rows = X.reshape(2, -1)
     assert np.array_equal(evaluate(backend, lambda ops, x: ops.reshape(x, (-1, 7, 6, 3)), rows), X)
     assert np.array_equal(evaluate(backend, lambda ops, x: ops.flatten(x), X), rows)
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(5, 1, "same"), (4, 2, "same"), (3, 3, "valid"), (4, 1, "valid")])
+def test_tensorflow_conv2d_gradients_in_a_compiled_loop_equal_tensorflows_own(kernel, stride, padding):
+    """conv2d's own gradient (XLA's is slow inside the engine's while_loop) against TensorFlow's conv gradient."""
+    import tensorflow as tf
+
+    ops = get_ops("tensorflow")
+    rng = np.random.default_rng(2)
+    xs = tf.constant(rng.standard_normal((2, 3, 9, 8, 4)))
+    w = tf.constant(rng.standard_normal((kernel, kernel, 4, 6)))
+    lo, hi = ((kernel - 1) // 2, kernel // 2) if padding == "same" else (0, 0)
+
+    def looped(conv):
+        def body(j, total, dxs):
+            x = xs[j]
+            with tf.GradientTape() as tape:
+                tape.watch([x, w])
+                loss = tf.reduce_sum(tf.tanh(conv(x, w)))
+            dx, dw = tape.gradient(loss, [x, w])
+            return j + 1, total + dw, dxs.write(j, dx)
+
+        def run():
+            _, dw, dxs = tf.while_loop(lambda j, *_: j < 2, body,
+                                       (0, tf.zeros_like(w), tf.TensorArray(tf.float64, size=2)))
+            return dw, dxs.stack()
+
+        dw, dx = tf.function(run, jit_compile=True, autograph=False)()
+        return dw.numpy(), dx.numpy()
+
+    dw, dx = looped(lambda x, w_: ops.conv2d(x, w_, stride, padding))
+    dw_tf, dx_tf = looped(lambda x, w_: tf.nn.conv2d(x, w_, stride, [[0, 0], [lo, hi], [lo, hi], [0, 0]]))
+    np.testing.assert_allclose(dw, dw_tf, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, dx_tf, rtol=1e-12, atol=1e-12)

@@ -10,6 +10,8 @@ has switched on JAX's x64 mode in the same process.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -108,11 +110,59 @@ def flatten(x):
     return jnp.reshape(x, (x.shape[0], -1))
 
 
-def conv2d(x, w, stride=1, padding="same"):
-    """Cross-correlation of NHWC ``x`` with the HWIO kernel ``w`` (XLA's convolution, no transposes)."""
+_NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv(x, w, stride, padding):
     pads = _windows.conv_pads(w.shape[0], padding)
     return jax.lax.conv_general_dilated(x, w, (stride, stride), [pads, pads],
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                                        dimension_numbers=_NHWC_HWIO)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv2d(x, w, stride=1, padding="same"):
+    """Cross-correlation of NHWC ``x`` with the HWIO kernel ``w`` (XLA's convolution, no transposes)."""
+    return _conv(x, w, stride, padding)
+
+
+def _conv2d_fwd(x, w, stride, padding):
+    return _conv(x, w, stride, padding), (x, w)
+
+
+# XLA:CPU runs the convolutions autodiff emits for the gradients (window-reversed, kernel-sized
+# outputs) far slower inside a ``lax.scan`` body than outside one (jax-ml/jax#12868), and the
+# engine fuses its steps into a scan; the backward pass below uses only forward convolutions and
+# one contraction, which stay fast there.
+def _conv2d_bwd(stride, padding, residuals, g):
+    x, w = residuals
+    return _input_grad(g, w, x.shape, stride, padding), _kernel_grad(x, g, w.shape, stride, padding)
+
+
+def _input_grad(g, w, input_shape, stride, padding):
+    """dL/dx as a forward convolution of the stride-dilated ``g`` with the flipped, I/O-swapped kernel."""
+    k = w.shape[0]
+    lo, hi = _windows.conv_pads(k, padding)
+    # Rows and columns past the last window (stride not dividing the padded size) get no gradient.
+    rest_h, rest_w = ((size + lo + hi - k) % stride for size in input_shape[1:3])
+    flipped = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
+    return jax.lax.conv_general_dilated(g, flipped, (1, 1), [(k - 1 - lo, k - 1 - hi + rest_h),
+                                                             (k - 1 - lo, k - 1 - hi + rest_w)],
+                                        lhs_dilation=(stride, stride), dimension_numbers=_NHWC_HWIO)
+
+
+def _kernel_grad(x, g, kernel_shape, stride, padding):
+    """dL/dW as one contraction of the strided input windows (im2col by slices) with ``g``."""
+    kh, kw, cin, cout = kernel_shape
+    pads = _windows.conv_pads(kh, padding)
+    xp = jnp.pad(x, ((0, 0), pads, pads, (0, 0)))
+    n, oh, ow = g.shape[:3]
+    span_h, span_w = (oh - 1) * stride + 1, (ow - 1) * stride + 1
+    windows = jnp.stack([jax.lax.slice(xp, (0, i, j, 0), (n, i + span_h, j + span_w, cin), (1, stride, stride, 1))
+                         for i in range(kh) for j in range(kw)], axis=3)
+    return jnp.einsum("nhwkc,nhwo->kco", windows, g).reshape(kernel_shape)
+
+
+conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
 
 def _pool(x, init, reducer, size, stride):

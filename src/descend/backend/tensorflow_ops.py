@@ -133,8 +133,43 @@ def conv2d(x, w, stride=1, padding="same"):
     TensorFlow's own "SAME" pads by the input size at strides above 1; the
     explicit pads are the same at every stride.
     """
-    lo, hi = _windows.conv_pads(int(w.shape[0]), padding)
-    return tf.nn.conv2d(x, w, strides=stride, padding=[[0, 0], [lo, hi], [lo, hi], [0, 0]])
+    k = int(w.shape[0])
+    lo, hi = _windows.conv_pads(k, padding)
+
+    # XLA:CPU runs the convolutions TensorFlow's own gradient emits far slower inside the engine's
+    # compiled while_loop than outside one; these use only a forward convolution and one contraction.
+    @tf.custom_gradient
+    def conv(x, w):
+        def grad(g):
+            return _input_grad(g, w, tf.shape(x), k, stride, lo, hi), _kernel_grad(x, g, w.shape, stride, lo, hi)
+        return tf.nn.conv2d(x, w, strides=stride, padding=[[0, 0], [lo, hi], [lo, hi], [0, 0]]), grad
+
+    return conv(x, w)
+
+
+def _input_grad(g, w, input_shape, k, stride, lo, hi):
+    """dL/dx: the stride-dilated ``g`` convolved with the flipped, I/O-swapped kernel."""
+    if stride > 1:  # zeros between the rows and columns of g
+        n, oh, ow, c = tf.unstack(tf.shape(g))
+        g = tf.pad(g[:, :, None, :, None, :], [[0, 0], [0, 0], [0, stride - 1], [0, 0], [0, stride - 1], [0, 0]])
+        g = tf.reshape(g, tf.stack([n, oh * stride, ow * stride, c]))[:, :(oh - 1) * stride + 1, :(ow - 1) * stride + 1]
+    # Rows and columns past the last window (stride not dividing the padded size) get no gradient.
+    rest_h = (input_shape[1] + lo + hi - k) % stride
+    rest_w = (input_shape[2] + lo + hi - k) % stride
+    g = tf.pad(g, [[0, 0], [k - 1 - lo, k - 1 - hi + rest_h], [k - 1 - lo, k - 1 - hi + rest_w], [0, 0]])
+    return tf.nn.conv2d(g, tf.transpose(tf.reverse(w, [0, 1]), [0, 1, 3, 2]), strides=1, padding="VALID")
+
+
+def _kernel_grad(x, g, kernel_shape, stride, lo, hi):
+    """dL/dW: the strided input windows (im2col by slices) contracted with ``g``."""
+    k = int(kernel_shape[0])
+    xp = tf.pad(x, [[0, 0], [lo, hi], [lo, hi], [0, 0]])
+    oh, ow = tf.shape(g)[1], tf.shape(g)[2]
+    span_h, span_w = (oh - 1) * stride + 1, (ow - 1) * stride + 1
+    windows = tf.stack([xp[:, i:i + span_h:stride, j:j + span_w:stride, :] for i in range(k) for j in range(k)],
+                       axis=3)
+    dw = tf.einsum("nhwkc,nhwo->kco", windows, g)
+    return tf.reshape(dw, kernel_shape)
 
 
 def max_pool2d(x, size, stride=None):
