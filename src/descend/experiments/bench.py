@@ -10,8 +10,6 @@ device that is absent, are reported as such, never crashed on.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import statistics
 import time
@@ -22,7 +20,7 @@ import numpy as np
 
 from descend.engines import ENGINES
 from descend.errors import ConfigError, DescendError, DivergenceError
-from descend.io.atomic import atomic_write_text
+from descend.io.atomic import atomic_write_csv
 from descend.train.config import TrainConfig
 from descend.train.loop import Callback, batch_plan, fit, fit_options, make_trainer
 from descend.train.inference import inference_rows
@@ -167,12 +165,7 @@ def table(rows: list[BenchRow]) -> str:
 
 
 def write_csv(path: Path, rows: list[BenchRow]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in asdict(r).items()})
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_csv(path, COLUMNS, [asdict(r) for r in rows])
 
 
 def plot(path: Path, rows: list[BenchRow], cfg: TrainConfig) -> None:

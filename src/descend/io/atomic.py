@@ -10,6 +10,8 @@ file (or no file) and no temporary behind.
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import secrets
 from collections.abc import Iterator
@@ -87,3 +89,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
     """Write `text` to `path` atomically (UTF-8, newlines as given) and return the path."""
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_csv(path: str | os.PathLike, columns, rows) -> Path:
+    """Write mappings ``rows`` as CSV with a header of ``columns`` (missing or None values empty), atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k) for k in columns})
+    return atomic_write_text(path, buf.getvalue())

@@ -6,13 +6,11 @@ their run directories with these same functions.
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import numpy as np
 
-from descend.io.atomic import atomic_write_text
+from descend.io.atomic import atomic_write_csv
 from descend.io.modelfile import save_model, spec_format_version
 from descend.train.config import TrainConfig
 from descend.train.inference import inference_rows
@@ -23,12 +21,7 @@ HISTORY_COLUMNS = ("epoch", "step", "time", "lr", "train_cost", "valid_cost", "v
 
 
 def write_history_csv(path: Path, history: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: row.get(k, "") for k in HISTORY_COLUMNS})
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_csv(path, HISTORY_COLUMNS, history)
 
 
 def final_metrics(engine, spec, result: FitResult, data) -> tuple[dict, np.ndarray | None]:

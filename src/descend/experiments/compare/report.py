@@ -8,8 +8,6 @@ is evidence the seeds' noise cannot explain away.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from pathlib import Path
@@ -18,7 +16,7 @@ import numpy as np
 
 from descend.experiments.compare.plots import plot_curves, plot_lr_sensitivity, plot_tuning_curves
 from descend.experiments.compare.spec import PRESETS, Study
-from descend.io.atomic import atomic_write_text
+from descend.io.atomic import atomic_write_csv, atomic_write_text
 from descend.reports.html import escape
 from descend.train.config import TrainConfig
 
@@ -260,12 +258,7 @@ RUN_COLUMNS = ("run_id", "label", "seed", "status", "engine", "epochs", "steps",
 
 
 def _csv(path: Path, columns, rows) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_csv(path, columns, rows)
 
 
 def write_outputs(study: Study, records: dict, out_dir: Path,

@@ -33,8 +33,6 @@ scattered to every worker once.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import platform
 import sys
@@ -239,14 +237,9 @@ MEMBER_COLUMNS = ("member", "seed", "rows", "unique_rows", "features", "epochs",
 
 
 def _write_members_csv(path: Path, rows: list[dict]) -> None:
-    from descend.io.atomic import atomic_write_text
+    from descend.io.atomic import atomic_write_csv
 
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=MEMBER_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: row.get(k, "") for k in MEMBER_COLUMNS})
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_csv(path, MEMBER_COLUMNS, rows)
 
 
 def plot_error_by_size(curves: dict, metrics: dict, path) -> Path:
