@@ -8,6 +8,7 @@ is brighter, so a few steps of a small conv net already do better than chance.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -269,6 +270,18 @@ def test_ensemble_of_conv_nets_with_bootstrap_rows(images, tmp_path, capsys):
     pred = tmp_path / "p.csv"
     assert main(["predict", str(out / "ensemble.safetensors"), str(images), "--output", str(pred)]) == 0
     assert len(list(csv.DictReader(pred.open()))) == 200
+    if importlib.util.find_spec("onnxruntime") is not None:  # exported, both votes, at the lowest opset
+        from descend.io.onnx_export import MIN_OPSET, load_onnx
+        from descend.train.predict import load_classifier
+
+        X = np.load(images)["X_test"].reshape(60, -1)
+        native = load_classifier(out / "ensemble.safetensors")
+        for vote in ("soft", "hard"):
+            target = tmp_path / f"{vote}.onnx"
+            assert main(["export", str(out / "ensemble.safetensors"), "-o", str(target), "--vote", vote,
+                         "--opset", str(MIN_OPSET)]) == 0
+            np.testing.assert_allclose(load_onnx(target).predict_proba(X), native.predict_proba(X, vote=vote),
+                                       atol=1e-5)
     capsys.readouterr()
     err = _one_line_exit_2(capsys, ["ensemble", str(images), "--layers", CONV, "--features", "0.5", *FAST,
                                     "--out", str(tmp_path / "e2")])
