@@ -233,6 +233,15 @@ def test_conv_batchnorm_folding_equals_batchnorm_after_the_convolution():
     np.testing.assert_allclose(folded, want, atol=1e-5)
 
 
+def test_dense_layers_on_images_need_no_reshape_and_a_lone_batchnorm_stays_a_node():
+    from descend.model import parse_layers
+
+    spec = parse_layers("dense:8,relu,bn", (5, 5, 1)).resolve(25, 3)
+    params, state = spec.init(0)
+    kinds = [s.kind for s in inference_steps(network_steps(spec, params, state))]
+    assert kinds == ["dense", "activation", "batchnorm", "dense"]  # image + flatten cancel; bn after relu kept
+
+
 def test_float64_conv_models_are_refused_with_one_line(mnist, tmp_path, capsys):
     import descend.train.run as run_module
     from descend.train import run_training
