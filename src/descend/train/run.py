@@ -96,7 +96,7 @@ def write_run_outputs(run_dir: Path, cfg: TrainConfig, run, data, result: FitRes
     save_run_model(run_dir / "model.safetensors", cfg, run.spec, run.engine, result, data, metrics)
     write_json(run_dir / "metrics.json", {**metrics, "config": cfg.to_dict()} if config_in_metrics else metrics)
     write_reports(run_dir, cfg, result, metrics, data.dataset, test_predictions,
-                  network=run.spec.resolve(data.n_in, data.n_out))
+                  network=run.spec.resolve(data.n_in, data.n_out), engine=run.engine, data=data)
     return metrics
 
 
