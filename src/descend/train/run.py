@@ -73,7 +73,7 @@ def run_training(cfg: TrainConfig, *, out: str | Path | None = None, root: str |
     bar = progress_bar(options, n_train, stream=stream, enabled=progress)
     result = fit(engine, spec, options, X_train, y_train, X_valid, y_valid, params=run.params,
                  model_state=run.model_state, checkpoint=run_dir / "checkpoint.safetensors",
-                 resume=resume_dir is not None, progress=bar)
+                 resume=resume_dir is not None, progress=bar, image_shape=data.image_shape)
     metrics = write_run_outputs(run_dir, cfg, run, data, result)
     summary = f"descend: done in {result.elapsed:.1f} s; " + (
         "no validation rows" if y_valid is None else f"best validation error {_pct(metrics.get('valid_error'))}")
