@@ -386,3 +386,34 @@ def test_killed_augmented_training_resumes_to_identical_weights(images, tmp_path
     a, b = load_model(full / "model.safetensors"), load_model(part / "model.safetensors")
     for name in a.params:
         np.testing.assert_array_equal(a.params[name], b.params[name])
+
+
+# the run report ----------------------------------------------------------------------------
+
+def test_report_shows_the_first_training_batch_as_the_engine_augmented_it(images, tmp_path, monkeypatch):
+    import descend.engines.numpy_engine as numpy_engine
+    from descend.train.outputs import first_augmented_batch
+    from descend.train.run import run_training
+    from descend.train.setup import prepare_data
+
+    seen = []
+    original = numpy_engine.augment_rows
+
+    def spy(ops, aug, x, seed, step):
+        out = original(ops, aug, x, seed, step)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(numpy_engine, "augment_rows", spy)
+    cfg = TrainConfig(dataset=str(images / "img.npz"), hidden=(16,), epochs=1, batch_size=50, engine="numpy",
+                      augment="shift:2,rotate:20", early_stopping="none", seed=2)
+    run = run_training(cfg, out=tmp_path / "run", progress=False)
+    grid = first_augmented_batch(cfg, prepare_data(cfg))
+    assert grid.shape == (50, 8, 8, 1)  # a batch of 50: all of it (up to 64 rows are shown)
+    np.testing.assert_array_equal(grid.reshape(50, -1), seen[0])
+    assert (run.run_dir / "augmented.png").stat().st_size > 1000
+    report = (run.run_dir / "report.html").read_text()
+    assert "The first training batch after --augment shift:2,rotate:20 (50 rows)" in report
+    plain = run_training(cfg.replace(augment=None), out=tmp_path / "plain", progress=False)
+    assert not (plain.run_dir / "augmented.png").exists()
+    assert "after --augment" not in (plain.run_dir / "report.html").read_text()
