@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from descend.backend import bits as _bits
 from descend.backend import windows as _windows
 
 name = "jax"
@@ -228,3 +229,31 @@ _max_pool_tiles.defvjp(_max_pool_tiles_fwd, _max_pool_tiles_bwd)
 def avg_pool2d(x, size, stride=None):
     """The mean of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
     return _pool(x, 0.0, jax.lax.add, size, stride) * (1.0 / (size * size))
+
+
+# Integer helpers of augmentation (see ``descend.backend.bits``) -----------------
+def arange(n, like=None):
+    """``[0, 1, ..., n-1]`` as int32 (``like``: an array whose device the result goes to; XLA places it)."""
+    return jnp.arange(n, dtype=jnp.int32)
+
+
+def _mix(x):
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(_bits.C1)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(_bits.C2)
+    return x ^ (x >> 15)
+
+
+def random_bits(seed, step, counter):
+    """31 pseudo-random bits (int32) per element of the int array ``counter``, a pure function of
+    ``(seed, step, counter)``: the same numbers on every backend.  ``seed`` and ``step`` may be traced."""
+    seed = jnp.asarray(seed).astype(jnp.uint32) + jnp.uint32(_bits.GOLDEN)
+    key = _mix(_mix(seed) ^ jnp.asarray(step).astype(jnp.uint32))
+    return (_mix(key ^ jnp.asarray(counter).astype(jnp.uint32)) >> 1).astype(jnp.int32)
+
+
+def take_along_rows(x, idx):
+    """``out[i, j] = x[i, idx[i, j]]`` for 2-D ``x``, and 0 where ``idx[i, j] < 0``."""
+    out = jnp.take_along_axis(x, jnp.maximum(idx, 0), axis=1, mode="clip")
+    return jnp.where(idx < 0, jnp.zeros((), x.dtype), out)

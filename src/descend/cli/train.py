@@ -7,6 +7,7 @@ import signal
 
 from descend.cli.main import HelpFormatter, parse_positive_int
 from descend.errors import ConfigError
+from descend.model.augment import HELP as AUGMENT_HELP
 from descend.model.parse import GRAMMAR
 from descend.optim import OPTIMIZERS
 from descend.train import TrainConfig, run_training
@@ -94,6 +95,7 @@ def add_network_options(g, *, epochs_help: str = "passes over the training rows"
     g.add_argument("--batchnorm", action="store_true", help="batch normalisation before each hidden activation")
     g.add_argument("--max-norm", type=float, default=D.max_norm,
                    help="cap on each unit's incoming weight norm (0 = off)")
+    g.add_argument("--augment", default=D.augment, metavar="TOKENS", help=AUGMENT_HELP)
 
 
 def add_pca_option(g, where: str, default=D.pca) -> None:
@@ -143,7 +145,7 @@ def register(sub) -> None:
 
 
 OPTIONS = ("format", "hidden", "layers", "activation", "optimizer", "lr", "momentum", "batch_size", "epochs", "schedule",
-           "schedule_unit", "l1", "l2", "dropout_keep", "batchnorm", "max_norm", "balance", "engine", "device",
+           "schedule_unit", "l1", "l2", "dropout_keep", "batchnorm", "max_norm", "augment", "balance", "engine", "device",
            "dtype", "threads", "seed", "normalize", "pca", "validation", "eval_every", "early_stopping", "patience",
            "monitor", "name")
 

@@ -7,8 +7,12 @@ run of optimizer steps, one compiled call where the engine can fuse them.
 
 Batch order is decided by the caller (a NumPy permutation per epoch), so every
 engine sees the same batches in the same order: the basis of the parity tests.
-Randomness inside a step (dropout) is derived from ``(seed, global step)``, so a
-resumed run draws exactly what an uninterrupted one would.
+Randomness inside a step (dropout, augmentation) is derived from ``(seed, global
+step)``, so a resumed run draws exactly what an uninterrupted one would.  A
+trainer built with ``augment`` (a bound :class:`~descend.model.augment.Augmentation`)
+transforms each training batch inside its step, on the device, before the loss;
+the draws are the same integers on every engine, so every engine trains on
+exactly the NumPy engine's augmented batches.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ class Engine:
         return tree_map(self.to_numpy, tree)
 
     # Training ---------------------------------------------------------------
-    def trainer(self, spec, optimizer, *, l1: float = 0.0, l2: float = 0.0) -> Trainer:
+    def trainer(self, spec, optimizer, *, l1: float = 0.0, l2: float = 0.0, augment=None) -> Trainer:
         raise NotImplementedError
 
     def logits(self, spec, params, model_state, X, batch_size: int = 10000) -> np.ndarray:
@@ -86,8 +90,11 @@ class Trainer:
     the first of them (it seeds per-step randomness).
     """
 
-    def __init__(self, engine: Engine, spec, optimizer, *, l1: float = 0.0, l2: float = 0.0):
+    def __init__(self, engine: Engine, spec, optimizer, *, l1: float = 0.0, l2: float = 0.0, augment=None):
+        if augment is not None and augment.image_shape is None:
+            raise ValueError("augment must be bound to the rows' image shape (Augmentation.bind)")
         self.engine, self.spec, self.optimizer, self.l1, self.l2 = engine, spec, optimizer, l1, l2
+        self.augment = augment
 
     def init(self, params, model_state, opt_state=None) -> TrainState:
         """Put NumPy params/state (and optionally a restored optimizer state) on the device."""

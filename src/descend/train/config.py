@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from descend.errors import ConfigError, require
+from descend.model.augment import Augmentation
 from descend.optim import OPTIMIZERS, ScheduleSpec
 
 EARLY_STOPPING = ("none", "patience", "geometric")
@@ -32,7 +33,9 @@ class TrainConfig:
     inputs, each standardized (fitted on the training rows, stored with the
     normalization in the model file).  ``layers`` (the ``--layers`` text:
     convolution, pooling, dense...) replaces the ``hidden`` / ``dropout_keep``
-    / ``batchnorm`` shorthand of a multilayer perceptron.
+    / ``batchnorm`` shorthand of a multilayer perceptron.  ``augment`` (the
+    ``--augment`` text, e.g. ``shift:2,rotate:10``) transforms training rows,
+    which must be images, inside each step; it is kept in canonical form.
     """
 
     dataset: str = "mnist"
@@ -52,6 +55,7 @@ class TrainConfig:
     dropout_keep: tuple[float, ...] = ()
     batchnorm: bool = False
     max_norm: float = 0.0
+    augment: str | None = None
     balance: str = "none"
     engine: str = "auto"
     device: str = "auto"
@@ -93,6 +97,11 @@ class TrainConfig:
         require(all(0.0 < p <= 1.0 for p in self.dropout_keep), "dropout_keep", "probabilities in (0, 1]",
                 self.dropout_keep)
         require(self.max_norm >= 0, "max_norm", ">= 0 (0 = off)", self.max_norm)
+        augmentation = Augmentation.parse(self.augment)  # validates every token
+        object.__setattr__(self, "augment", augmentation.text if augmentation else None)
+        if augmentation and self.pca:
+            raise ConfigError(f"`augment` transforms images; principal components have no image shape. "
+                              f"Received: augment={self.augment!r}, pca={self.pca}")
         require(self.balance in BALANCING, "balance", f"one of {BALANCING}", self.balance)
         require(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", self.optimizer)
         require(self.lr > 0, "lr", "> 0", self.lr)

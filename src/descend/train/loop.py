@@ -33,6 +33,7 @@ from descend.errors import DivergenceError, require
 from descend.io.modelfile import load_checkpoint, save_checkpoint
 from descend.io.tree import flatten_with_paths, unflatten_from_paths
 from descend.model import softmax_cross_entropy
+from descend.model.augment import Augmentation
 from descend.optim import ReduceOnPlateau, ScheduleSpec, chain, make_optimizer, max_norm
 from descend.train.config import EARLY_STOPPING, MONITORS
 from descend.train.early_stopping import EarlyStopping
@@ -53,6 +54,8 @@ class FitOptions:
     ``eval_every=0`` evaluates once per epoch, otherwise every that many steps.
     ``patience`` counts evaluations.  ``restore_best`` returns the weights and
     model state of the best evaluation of ``monitor`` instead of the last.
+    ``augment`` (``shift:2,flip,rotate:10``...) transforms the training batches
+    inside each step; :func:`fit` then needs the rows' ``image_shape``.
     """
 
     epochs: int = 1
@@ -66,6 +69,7 @@ class FitOptions:
     schedule: str = "constant"
     schedule_unit: str = "epoch"
     max_norm: float = 0.0
+    augment: str | None = None
     l1: float = 0.0
     l2: float = 0.0
     eval_every: int = 0
@@ -208,9 +212,17 @@ def build_optimizer(options, steps_per_epoch: int):
     return chain(optimizer, max_norm(options.max_norm)) if options.max_norm else optimizer
 
 
-def make_trainer(engine, spec, options: FitOptions, steps_per_epoch: int):
-    """The engine's trainer for ``options`` (what :func:`fit` builds unless handed one)."""
-    return engine.trainer(spec, build_optimizer(options, steps_per_epoch), l1=options.l1, l2=options.l2)
+def augmentation(options, image_shape):
+    """``options.augment`` bound to rows of ``image_shape`` (None when off); a ConfigError without an image shape."""
+    aug = Augmentation.parse(getattr(options, "augment", None))
+    return None if aug is None else aug.bind(image_shape)
+
+
+def make_trainer(engine, spec, options: FitOptions, steps_per_epoch: int, image_shape=None):
+    """The engine's trainer for ``options`` (what :func:`fit` builds unless handed one); ``image_shape`` is
+    the rows' image shape, which augmentation needs."""
+    return engine.trainer(spec, build_optimizer(options, steps_per_epoch), l1=options.l1, l2=options.l2,
+                          augment=augmentation(options, image_shape))
 
 
 def learning_rate_at(options, steps_per_epoch: int, step: int, scale: float = 1.0) -> float:
@@ -239,14 +251,15 @@ def evaluate(engine, spec, params, model_state, X, y) -> tuple[float, float]:
 def fit(engine, spec, options: FitOptions, X_train, y_train, X_valid=None, y_valid=None, *,
         params: dict | None = None, model_state: dict | None = None, start: FitState | None = None,
         trainer=None, checkpoint: Path | None = None, resume: bool = False, progress: Progress | None = None,
-        callbacks=()) -> FitResult:
+        callbacks=(), image_shape=None) -> FitResult:
     """Train for ``options.epochs`` epochs on the engine's device arrays; return the best (or final) weights.
 
     Training starts from ``params``/``model_state`` (NumPy), or from ``start``
     to continue earlier training.  ``y_train`` is on the device, ``y_valid``
     is NumPy.  With ``resume`` the state saved in ``checkpoint`` is restored
     first.  ``trainer`` (from :func:`make_trainer` with these options) saves
-    rebuilding, and recompiling, one across calls.  A diverging loss raises
+    rebuilding, and recompiling, one across calls.  ``image_shape`` is the
+    training rows' image shape (what ``options.augment`` needs).  A diverging loss raises
     :class:`~descend.errors.DivergenceError` whose ``result`` holds the state
     before the steps that diverged.
     """
@@ -259,7 +272,7 @@ def fit(engine, spec, options: FitOptions, X_train, y_train, X_valid=None, y_val
     batch_size, steps_per_epoch = batch_plan(options, n_train)
     total = steps_per_epoch * options.epochs
     eval_every = options.eval_every or steps_per_epoch
-    trainer = trainer or make_trainer(engine, spec, options, steps_per_epoch)
+    trainer = trainer or make_trainer(engine, spec, options, steps_per_epoch, image_shape)
     has_valid = X_valid is not None and len(y_valid) > 0
     stopper = EarlyStopping(options.early_stopping if has_valid else "none", options.patience,
                             options.patience_increase, options.improvement_threshold)

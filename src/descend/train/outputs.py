@@ -77,12 +77,33 @@ def save_run_model(path: Path, cfg: TrainConfig, spec, engine, result: FitResult
                metadata=metadata, format_version=spec_format_version(metadata["spec"]))
 
 
+AUGMENTED_GRID = 64
+
+
+def first_augmented_batch(cfg: TrainConfig, data, rows: int = AUGMENTED_GRID) -> np.ndarray | None:
+    """The first training step's rows (up to ``rows``) as the network saw them: augmented, ``(n, h, w, c)``.
+
+    The NumPy reference's transform of step 0's batch, which every engine
+    reproduces exactly; None when the run has no augmentation.
+    """
+    from descend.backend import numpy_ops
+    from descend.model.augment import augment_rows
+    from descend.train.loop import augmentation, batch_plan, epoch_order, fit_options
+
+    aug = augmentation(cfg, data.image_shape) if cfg.augment else None
+    if aug is None:
+        return None
+    batch_size, _ = batch_plan(fit_options(cfg), data.n_train)
+    batch = np.asarray(data.X_train)[epoch_order(cfg.seed, 0, data.n_train)[:batch_size]]
+    return augment_rows(numpy_ops, aug, batch, cfg.seed, 0)[:rows].reshape(-1, *aug.image_shape)
+
+
 def write_reports(run_dir: Path, cfg: TrainConfig, result: FitResult, metrics: dict, ds, predictions,
-                  network=None, *, engine=None, data=None) -> None:
-    """PNG plots (cost, error, confusion matrix) and ``report.html`` (with the architecture of ``network``,
-    the resolved network spec, when given).  With ``engine`` and ``data`` (the run's
-    :class:`~descend.train.setup.PreparedData`) too, the pictures of what the model learned (see
-    :func:`learned_pictures`)."""
+                  network=None, *, engine=None, data=None, augmented=None) -> None:
+    """PNG plots (cost, error, confusion matrix, the ``augmented`` training images when given) and
+    ``report.html`` (with the architecture of ``network``, the resolved network spec, when given).  With
+    ``engine`` and ``data`` (the run's :class:`~descend.train.setup.PreparedData`) too, the pictures of what
+    the model learned (see :func:`learned_pictures`)."""
     from descend.reports.html import architecture_rows, write_report
     from descend.reports.metrics import confusion_matrix, per_class_precision_recall
     from descend.reports.plots import plot_confusion, plot_history
@@ -91,6 +112,11 @@ def write_reports(run_dir: Path, cfg: TrainConfig, result: FitResult, metrics: d
     if result.history:
         cost, error = plot_history(result.history, run_dir / "cost.png", run_dir / "error.png")
         images = {"Cost per epoch": cost, "Error per epoch": error}
+    if augmented is not None:
+        from descend.reports.grids import plot_image_grid
+
+        caption = f"The first training batch after --augment {cfg.augment} ({len(augmented)} rows)"
+        images[caption] = plot_image_grid(augmented, run_dir / "augmented.png")
     cm = per_class = None
     if predictions is not None:
         cm = confusion_matrix(ds.test.y, predictions, len(ds.classes))

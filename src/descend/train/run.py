@@ -16,7 +16,13 @@ from descend.errors import ConfigError
 from descend.io.rundir import make_run_dir, read_json, write_json
 from descend.train.config import TrainConfig
 from descend.train.loop import FitResult, fit, fit_options, progress_bar
-from descend.train.outputs import final_metrics, save_run_model, write_history_csv, write_reports
+from descend.train.outputs import (
+    first_augmented_batch,
+    final_metrics,
+    save_run_model,
+    write_history_csv,
+    write_reports,
+)
 from descend.train.setup import network_label, oversample, prepare_data, provenance, setup_run
 
 __all__ = ["RunResult", "oversample", "prepare_data", "run_training"]
@@ -73,7 +79,7 @@ def run_training(cfg: TrainConfig, *, out: str | Path | None = None, root: str |
     bar = progress_bar(options, n_train, stream=stream, enabled=progress)
     result = fit(engine, spec, options, X_train, y_train, X_valid, y_valid, params=run.params,
                  model_state=run.model_state, checkpoint=run_dir / "checkpoint.safetensors",
-                 resume=resume_dir is not None, progress=bar)
+                 resume=resume_dir is not None, progress=bar, image_shape=data.image_shape)
     metrics = write_run_outputs(run_dir, cfg, run, data, result)
     summary = f"descend: done in {result.elapsed:.1f} s; " + (
         "no validation rows" if y_valid is None else f"best validation error {_pct(metrics.get('valid_error'))}")
@@ -96,7 +102,8 @@ def write_run_outputs(run_dir: Path, cfg: TrainConfig, run, data, result: FitRes
     save_run_model(run_dir / "model.safetensors", cfg, run.spec, run.engine, result, data, metrics)
     write_json(run_dir / "metrics.json", {**metrics, "config": cfg.to_dict()} if config_in_metrics else metrics)
     write_reports(run_dir, cfg, result, metrics, data.dataset, test_predictions,
-                  network=run.spec.resolve(data.n_in, data.n_out), engine=run.engine, data=data)
+                  network=run.spec.resolve(data.n_in, data.n_out), engine=run.engine, data=data,
+                  augmented=first_augmented_batch(cfg, data))
     return metrics
 
 
