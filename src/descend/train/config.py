@@ -8,6 +8,7 @@ name the option and quote the value received.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from descend.errors import ConfigError, require
@@ -32,7 +33,12 @@ class TrainConfig:
     inputs, each standardized (fitted on the training rows, stored with the
     normalization in the model file).  ``layers`` (the ``--layers`` text:
     convolution, pooling, dense...) replaces the ``hidden`` / ``dropout_keep``
-    / ``batchnorm`` shorthand of a multilayer perceptron.
+    / ``batchnorm`` shorthand of a multilayer perceptron.  ``clip_norm=C``
+    scales each step's gradient (all parameters together) to global L2 norm at
+    most ``C`` before the optimizer's rule sees it (0 = off).
+    ``label_smoothing=E`` trains on the targets ``(1-E)*onehot + E/K``; the
+    validation and test costs stay the plain cross-entropy, so they compare
+    across runs with and without it.
     """
 
     dataset: str = "mnist"
@@ -52,6 +58,8 @@ class TrainConfig:
     dropout_keep: tuple[float, ...] = ()
     batchnorm: bool = False
     max_norm: float = 0.0
+    clip_norm: float = 0.0
+    label_smoothing: float = 0.0
     balance: str = "none"
     engine: str = "auto"
     device: str = "auto"
@@ -93,6 +101,9 @@ class TrainConfig:
         require(all(0.0 < p <= 1.0 for p in self.dropout_keep), "dropout_keep", "probabilities in (0, 1]",
                 self.dropout_keep)
         require(self.max_norm >= 0, "max_norm", ">= 0 (0 = off)", self.max_norm)
+        require(math.isfinite(self.clip_norm) and self.clip_norm >= 0, "clip_norm", "a finite number >= 0 (0 = off)",
+                self.clip_norm)
+        require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "in [0, 1) (0 = off)", self.label_smoothing)
         require(self.balance in BALANCING, "balance", f"one of {BALANCING}", self.balance)
         require(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", self.optimizer)
         require(self.lr > 0, "lr", "> 0", self.lr)
