@@ -72,7 +72,8 @@ class Engine:
         return tree_map(self.to_numpy, tree)
 
     # Training ---------------------------------------------------------------
-    def trainer(self, spec, optimizer, *, l1: float = 0.0, l2: float = 0.0, augment=None) -> Trainer:
+    def trainer(self, spec, optimizer, *, l1: float = 0.0, l2: float = 0.0, augment=None,
+                label_smoothing: float = 0.0) -> Trainer:
         raise NotImplementedError
 
     def logits(self, spec, params, model_state, X, batch_size: int = 10000) -> np.ndarray:
@@ -87,14 +88,18 @@ class Trainer:
     steps; step ``j`` of the epoch uses rows ``order[j*batch_size:(j+1)*batch_size]``
     for ``j`` in ``first .. first+count-1``; it returns the new state and the
     ``count`` per-step losses (NumPy).  ``global_step`` is the optimizer step of
-    the first of them (it seeds per-step randomness).
+    the first of them (it seeds per-step randomness).  The loss is
+    ``descend.model.loss_fn`` with penalties ``l1``, ``l2`` and
+    ``label_smoothing``.
     """
 
-    def __init__(self, engine: Engine, spec, optimizer, *, l1: float = 0.0, l2: float = 0.0, augment=None):
+    def __init__(self, engine: Engine, spec, optimizer, *, l1: float = 0.0, l2: float = 0.0, augment=None,
+                 label_smoothing: float = 0.0):
         if augment is not None and augment.image_shape is None:
             raise ValueError("augment must be bound to the rows' image shape (Augmentation.bind)")
         self.engine, self.spec, self.optimizer, self.l1, self.l2 = engine, spec, optimizer, l1, l2
         self.augment = augment
+        self.label_smoothing = float(label_smoothing)
 
     def init(self, params, model_state, opt_state=None) -> TrainState:
         """Put NumPy params/state (and optionally a restored optimizer state) on the device."""

@@ -167,7 +167,7 @@ def _compiler_options(engine) -> dict | None:
     return options if _CPU_OPTIONS_SUPPORTED else None
 
 
-def _build_run(engine, spec, optimizer, l1, l2, augment, donate):
+def _build_run(engine, spec, optimizer, l1, l2, augment, label_smoothing, donate):
     """The jitted ``run_steps(params, model_state, opt_state, X, y, idx, global_step, seed)``.
 
     ``idx`` is ``(count, batch_size)`` row indices; the scan applies one
@@ -180,7 +180,8 @@ def _build_run(engine, spec, optimizer, l1, l2, augment, donate):
     uses_key = spec.uses_dropout
 
     def objective(params, model_state, xb, yb, key):
-        return loss_fn(ops, spec, params, model_state, xb, yb, l1=l1, l2=l2, train=True, key=key)
+        return loss_fn(ops, spec, params, model_state, xb, yb, l1=l1, l2=l2, label_smoothing=label_smoothing,
+                       train=True, key=key)
 
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
@@ -213,14 +214,14 @@ _LOGITS: dict = {}
 class JaxTrainer(Trainer):
     """Runs of steps as one ``jax.jit``-compiled ``lax.scan`` (compiled once per shape)."""
 
-    def __init__(self, engine, spec, optimizer, *, l1=0.0, l2=0.0, augment=None):
-        super().__init__(engine, spec, optimizer, l1=l1, l2=l2, augment=augment)
-        self._key = (spec, optimizer, float(l1), float(l2), augment)
+    def __init__(self, engine, spec, optimizer, *, l1=0.0, l2=0.0, augment=None, label_smoothing=0.0):
+        super().__init__(engine, spec, optimizer, l1=l1, l2=l2, augment=augment, label_smoothing=label_smoothing)
+        self._key = (spec, optimizer, float(l1), float(l2), augment, self.label_smoothing)
         self._run = self._compiled(donate=False)
         self._donate = None  # decided on the first run, from the state's size
 
     def _compiled(self, donate: bool):
-        """The jitted run for this (spec, optimizer, l1, l2, augment), shared by the engine's trainers."""
+        """The jitted run for this (spec, optimizer, l1, l2, augment, label smoothing), shared by the engine's trainers."""
         runs = self.engine._runs
         key = (*self._key, donate)
         if key not in runs:
@@ -315,8 +316,8 @@ class JaxEngine(Engine):
         return np.asarray(x)
 
     # Training ---------------------------------------------------------------
-    def trainer(self, spec, optimizer, *, l1=0.0, l2=0.0, augment=None):
-        return JaxTrainer(self, spec, optimizer, l1=l1, l2=l2, augment=augment)
+    def trainer(self, spec, optimizer, *, l1=0.0, l2=0.0, augment=None, label_smoothing=0.0):
+        return JaxTrainer(self, spec, optimizer, l1=l1, l2=l2, augment=augment, label_smoothing=label_smoothing)
 
     def logits(self, spec, params, model_state, X, batch_size=10000):
         fn = _LOGITS.get((spec, self.device))

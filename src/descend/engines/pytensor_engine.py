@@ -46,8 +46,8 @@ def _pytensor():
 class PytensorTrainer(Trainer):
     """Shared variables + one compiled step function; ``init`` (re)loads their values."""
 
-    def __init__(self, engine, spec, optimizer, *, l1=0.0, l2=0.0, augment=None):
-        super().__init__(engine, spec, optimizer, l1=l1, l2=l2, augment=augment)
+    def __init__(self, engine, spec, optimizer, *, l1=0.0, l2=0.0, augment=None, label_smoothing=0.0):
+        super().__init__(engine, spec, optimizer, l1=l1, l2=l2, augment=augment, label_smoothing=label_smoothing)
         self._fn = None
         self._data = None
 
@@ -75,7 +75,8 @@ class PytensorTrainer(Trainer):
             inputs += [seed, step]
             xb = augment_rows(ops, self.augment, xb, seed, step)
         loss, (new_state, _) = loss_fn(ops, self.spec, self.p, self.s, xb, self.y[idx],
-                                       l1=self.l1, l2=self.l2, train=True, key=key)
+                                       l1=self.l1, l2=self.l2, label_smoothing=self.label_smoothing,
+                                       train=True, key=key)
         names = list(self.p)
         grads = dict(zip(names, pytensor.grad(loss, [self.p[k] for k in names])))
         sym_opt = unflatten(self._opt_def, self.o)
@@ -183,8 +184,8 @@ class PytensorEngine(Engine):
     def to_numpy(self, x):
         return np.asarray(x)
 
-    def trainer(self, spec, optimizer, *, l1=0.0, l2=0.0, augment=None):
-        return PytensorTrainer(self, spec, optimizer, l1=l1, l2=l2, augment=augment)
+    def trainer(self, spec, optimizer, *, l1=0.0, l2=0.0, augment=None, label_smoothing=0.0):
+        return PytensorTrainer(self, spec, optimizer, l1=l1, l2=l2, augment=augment, label_smoothing=label_smoothing)
 
     def logits(self, spec, params, model_state, X, batch_size=10000):
         pytensor = _pytensor()

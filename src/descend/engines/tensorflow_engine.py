@@ -27,11 +27,12 @@ def _tf():
 
 
 class TensorflowTrainer(Trainer):
-    def __init__(self, engine, spec, optimizer, *, l1=0.0, l2=0.0, augment=None):
-        super().__init__(engine, spec, optimizer, l1=l1, l2=l2, augment=augment)
+    def __init__(self, engine, spec, optimizer, *, l1=0.0, l2=0.0, augment=None, label_smoothing=0.0):
+        super().__init__(engine, spec, optimizer, l1=l1, l2=l2, augment=augment, label_smoothing=label_smoothing)
         tf = _tf()
         ops = engine.ops
         spec, l1, l2, augment = self.spec, self.l1, self.l2, self.augment
+        smoothing = self.label_smoothing
         update = optimizer.update
         dtype = ops.to_dtype(engine.dtype)
 
@@ -46,7 +47,7 @@ class TensorflowTrainer(Trainer):
                 with tf.GradientTape() as tape:
                     tape.watch(params)
                     loss, (new_state, _) = loss_fn(ops, spec, params, model_state, xb, yb, l1=l1, l2=l2,
-                                                   train=True, key=seeds[j])
+                                                   label_smoothing=smoothing, train=True, key=seeds[j])
                 grads = tape.gradient(loss, params)
                 updates, opt_state = update(grads, opt_state, params)
                 params = apply_updates(params, updates)
@@ -122,8 +123,8 @@ class TensorflowEngine(Engine):
 
         return tree_map(put, tree)
 
-    def trainer(self, spec, optimizer, *, l1=0.0, l2=0.0, augment=None):
-        return TensorflowTrainer(self, spec, optimizer, l1=l1, l2=l2, augment=augment)
+    def trainer(self, spec, optimizer, *, l1=0.0, l2=0.0, augment=None, label_smoothing=0.0):
+        return TensorflowTrainer(self, spec, optimizer, l1=l1, l2=l2, augment=augment, label_smoothing=label_smoothing)
 
     def logits(self, spec, params, model_state, X, batch_size=10000):
         tf = _tf()

@@ -62,8 +62,8 @@ def torch_threads(threads: int | None):
 
 
 class TorchTrainer(Trainer):
-    def __init__(self, engine, spec, optimizer, *, l1=0.0, l2=0.0, augment=None):
-        super().__init__(engine, spec, optimizer, l1=l1, l2=l2, augment=augment)
+    def __init__(self, engine, spec, optimizer, *, l1=0.0, l2=0.0, augment=None, label_smoothing=0.0):
+        super().__init__(engine, spec, optimizer, l1=l1, l2=l2, augment=augment, label_smoothing=label_smoothing)
         self._generator = None
 
     def init(self, params, model_state, opt_state=None) -> TrainState:
@@ -90,7 +90,7 @@ class TorchTrainer(Trainer):
 
     def _run(self, ts, X, y, order, batch_size, first, count, global_step, seed):
         engine = self.engine
-        ops, spec, l1, l2 = engine.ops, self.spec, self.l1, self.l2
+        ops, spec, l1, l2, smoothing = engine.ops, self.spec, self.l1, self.l2, self.label_smoothing
         update = self.optimizer.update
         dropout, batchnorm, augment = spec.uses_dropout, spec.batchnorm, self.augment
         params, model_state, opt_state = ts
@@ -115,7 +115,7 @@ class TorchTrainer(Trainer):
             leaves = [params[k].detach().requires_grad_() for k in names]
             with enable_grad():
                 loss, (new_state, _) = loss_fn(ops, spec, dict(zip(names, leaves)), model_state, xb, yb,
-                                               l1=l1, l2=l2, train=True, key=key)
+                                               l1=l1, l2=l2, label_smoothing=smoothing, train=True, key=key)
                 grads = grad(loss, leaves)
             losses.append(loss.detach())
             with no_grad():
@@ -177,8 +177,8 @@ class TorchEngine(Engine):
         return tree_map(put, tree)
 
     # Training ---------------------------------------------------------------
-    def trainer(self, spec, optimizer, *, l1=0.0, l2=0.0, augment=None):
-        return TorchTrainer(self, spec, optimizer, l1=l1, l2=l2, augment=augment)
+    def trainer(self, spec, optimizer, *, l1=0.0, l2=0.0, augment=None, label_smoothing=0.0):
+        return TorchTrainer(self, spec, optimizer, l1=l1, l2=l2, augment=augment, label_smoothing=label_smoothing)
 
     def logits(self, spec, params, model_state, X, batch_size=10000):
         if not isinstance(X, torch.Tensor):

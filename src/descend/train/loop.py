@@ -70,6 +70,8 @@ class FitOptions:
     schedule_unit: str = "epoch"
     max_norm: float = 0.0
     augment: str | None = None
+    clip_norm: float = 0.0
+    label_smoothing: float = 0.0
     l1: float = 0.0
     l2: float = 0.0
     eval_every: int = 0
@@ -202,13 +204,17 @@ def _learning_rate(options, steps_per_epoch: int):
     return options.schedule_spec.build(options.lr, steps_per_epoch, total_steps=steps_per_epoch * options.epochs)
 
 
-def build_optimizer(options, steps_per_epoch: int):
-    """The optimizer (with its schedule and max-norm cap) of ``options`` (FitOptions or TrainConfig)."""
-    lr = _learning_rate(options, steps_per_epoch)
+def build_optimizer(options, steps_per_epoch: int, learning_rate=None):
+    """The optimizer (with its schedule, gradient clip and max-norm cap) of ``options`` (FitOptions or TrainConfig).
+
+    ``learning_rate`` (a number or a ``step -> lr`` function) replaces the
+    options' rate and schedule, as the learning-rate range test does.
+    """
+    lr = _learning_rate(options, steps_per_epoch) if learning_rate is None else learning_rate
     kwargs = dict(options.optimizer_options)
     if options.optimizer in ("momentum", "nesterov") or "+" in options.optimizer:  # the ones with momentum
         kwargs["momentum"] = options.momentum
-    optimizer = make_optimizer(options.optimizer, lr, **kwargs)
+    optimizer = make_optimizer(options.optimizer, lr, clip_norm=options.clip_norm or None, **kwargs)
     return chain(optimizer, max_norm(options.max_norm)) if options.max_norm else optimizer
 
 
@@ -218,11 +224,12 @@ def augmentation(options, image_shape):
     return None if aug is None else aug.bind(image_shape)
 
 
-def make_trainer(engine, spec, options: FitOptions, steps_per_epoch: int, image_shape=None):
+def make_trainer(engine, spec, options: FitOptions, steps_per_epoch: int, image_shape=None, learning_rate=None):
     """The engine's trainer for ``options`` (what :func:`fit` builds unless handed one); ``image_shape`` is
     the rows' image shape, which augmentation needs."""
-    return engine.trainer(spec, build_optimizer(options, steps_per_epoch), l1=options.l1, l2=options.l2,
-                          augment=augmentation(options, image_shape))
+    return engine.trainer(spec, build_optimizer(options, steps_per_epoch, learning_rate), l1=options.l1,
+                          l2=options.l2, augment=augmentation(options, image_shape),
+                          label_smoothing=options.label_smoothing)
 
 
 def learning_rate_at(options, steps_per_epoch: int, step: int, scale: float = 1.0) -> float:
@@ -238,7 +245,11 @@ def progress_bar(options: FitOptions, n_train: int, *, stream=None, enabled: boo
 
 
 def cost_and_error(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """``(mean cross-entropy, error rate)`` of NumPy logits."""
+    """``(mean cross-entropy, error rate)`` of NumPy logits.
+
+    The plain cross-entropy even when training smooths its labels: a
+    validation cost that compares across runs with any smoothing.
+    """
     cost = float(softmax_cross_entropy(numpy_ops, logits.astype(np.float64), y))
     return cost, float(np.mean(np.argmax(logits, axis=1) != y))
 

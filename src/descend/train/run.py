@@ -37,8 +37,16 @@ class RunResult:
 
 
 def run_training(cfg: TrainConfig, *, out: str | Path | None = None, root: str | Path = "runs",
-                 resume_dir: str | Path | None = None, progress: bool = True, stream=None) -> RunResult:
-    """Train per ``cfg`` (or resume the run in ``resume_dir``) and write the run directory."""
+                 resume_dir: str | Path | None = None, progress: bool = True, stream=None,
+                 auto_lr: bool = False) -> RunResult:
+    """Train per ``cfg`` (or resume the run in ``resume_dir``) and write the run directory.
+
+    With ``auto_lr`` (``--lr auto``) the learning-rate range test runs first
+    and training uses its suggestion: config.json records that rate as ``lr``
+    and the test under ``lr_find`` (``auto: true``), and the run directory
+    gets its ``lr-find.png`` / ``.csv`` / ``.json``.  A resumed run reads its
+    rate from config.json and never reruns the test.
+    """
     stream = stream or sys.stderr
     if resume_dir is not None:
         run_dir = Path(resume_dir)
@@ -47,12 +55,24 @@ def run_training(cfg: TrainConfig, *, out: str | Path | None = None, root: str |
         cfg = TrainConfig.from_dict(read_json(run_dir / "config.json")["config"])
     data = prepare_data(cfg)
     ds = data.dataset
+    found = None
+    if auto_lr and resume_dir is None:
+        from descend.train.lr_find import lr_range_test
+
+        found = lr_range_test(cfg, data=data, stream=stream if progress else None)
+        cfg = cfg.replace(lr=found.suggestion)
     run = setup_run(cfg, data.n_in, data.n_out, data.n_train, image_shape=data.image_shape)
     engine, spec = run.engine, run.spec
     if resume_dir is None:
         run_dir = Path(out) if out else make_run_dir(root, cfg.name or _run_name(cfg))
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", provenance(cfg, engine))
+        record = provenance(cfg, engine)
+        if found is not None:
+            from descend.train.lr_find import write_lr_find
+
+            write_lr_find(run_dir, found)
+            record["lr_find"] = {"auto": True, **found.summary()}
+        write_json(run_dir / "config.json", record)
 
     X_train = engine.asarray(data.X_train)
     y_train = engine.put_labels(data.y_train)

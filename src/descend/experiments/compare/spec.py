@@ -3,7 +3,7 @@
 A *run spec* is one configuration written as ``"NAME key=value ..."``: the
 optimizer name first, then TrainConfig fields (``lr``, ``momentum``,
 ``batch_size``, ``schedule``, ``hidden``, ``layers``, ``l2``, ``dropout_keep``,
-``batchnorm``, ``augment``...), optimizer options (``eps``, ``rho``, ``b1``, ``b2``,
+``batchnorm``, ``augment``, ``clip_norm``, ``label_smoothing``...), optimizer options (``eps``, ``rho``, ``b1``, ``b2``,
 ``initial_accumulator``, ``eps_in_sqrt``, ``lr_inside``, ``bias_correction``)
 and three compare keys: ``label``, ``convention`` and ``budget`` (seconds).
 A bare word is a true flag (``"nesterov batchnorm"``).  Values may be quoted
@@ -25,7 +25,7 @@ from descend.train.config import TrainConfig
 
 STUDY_VERSION = 1
 
-FLOAT_KEYS = ("lr", "momentum", "l1", "l2", "max_norm", "validation")
+FLOAT_KEYS = ("lr", "momentum", "l1", "l2", "max_norm", "clip_norm", "label_smoothing", "validation")
 INT_KEYS = ("epochs", "eval_every", "patience", "threads")
 CHOICE_KEYS = ("schedule", "schedule_unit", "activation", "engine", "device", "dtype", "early_stopping", "monitor",
                "normalize", "balance", "format")

@@ -40,7 +40,8 @@ from descend.train.config import TrainConfig
 # field -> value type: "float", "int", "str", "bool", "ints" (tuple of int), "floats" (tuple of float),
 # "layers" (the layer grammar's text, whose commas belong to the value)
 SEARCHABLE: dict[str, str] = {
-    "lr": "float", "momentum": "float", "l1": "float", "l2": "float", "max_norm": "float",
+    "lr": "float", "momentum": "float", "l1": "float", "l2": "float", "max_norm": "float", "clip_norm": "float",
+    "label_smoothing": "float",
     "patience_increase": "float", "improvement_threshold": "float",
     "batch_size": "int", "epochs": "int", "patience": "int", "eval_every": "int", "pca": "int",
     "optimizer": "str", "activation": "str", "schedule": "str", "schedule_unit": "str",
