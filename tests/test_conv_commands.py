@@ -8,6 +8,7 @@ is brighter, so a few steps of a small conv net already do better than chance.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -201,12 +202,27 @@ def test_layers_with_the_mlp_dropout_option(images, capsys):
     assert "drop:KEEP" in err
 
 
-def test_export_of_a_conv_model_is_a_clear_error(conv_run, tmp_path, capsys):
-    pytest.importorskip("onnx")
-    target = tmp_path / "m.onnx"
-    err = _one_line_exit_2(capsys, ["export", str(conv_run / "model.safetensors"), "-o", str(target)])
-    assert "not supported yet for conv layers" in err and "Conv2D(4, 3x3, same)" in err
-    assert not target.exists()
+def test_export_of_a_conv_model_runs_in_onnxruntime_and_is_served(conv_run, images, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from fastapi.testclient import TestClient
+
+    from descend.io.onnx_export import load_onnx
+    from descend.serve.app import create_app
+
+    path, target = conv_run / "model.safetensors", tmp_path / "m.onnx"
+    assert main(["export", str(path), "-o", str(target)]) == 0
+    X = np.load(images)["X_test"].reshape(60, -1)
+    want = load_trained(path).predict_proba(X.astype(np.float64))
+    got = load_onnx(target).predict_proba(X)
+    assert np.max(np.abs(got - want)) <= 1e-5
+    np.testing.assert_array_equal(np.argmax(got, axis=1), np.argmax(want, axis=1))
+    with TestClient(create_app(target, reload_interval=0)) as client:  # descend serve MODEL.onnx
+        body = client.get("/model").json()
+        assert body["runtime"] == "onnxruntime" and body["image_shape"] == [8, 8]
+        assert [r["name"] for r in body["layers"]][:4] == ["conv0", "bn0", "act0", "maxpool0"]
+        r = client.post("/predict", json={"images": X[:5].reshape(5, 8, 8).tolist()})
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(r.json()["probabilities"], want[:5], atol=1e-5)
 
 
 def test_help_documents_the_grammar(capsys):
@@ -254,6 +270,18 @@ def test_ensemble_of_conv_nets_with_bootstrap_rows(images, tmp_path, capsys):
     pred = tmp_path / "p.csv"
     assert main(["predict", str(out / "ensemble.safetensors"), str(images), "--output", str(pred)]) == 0
     assert len(list(csv.DictReader(pred.open()))) == 200
+    if importlib.util.find_spec("onnxruntime") is not None:  # exported, both votes, at the lowest opset
+        from descend.io.onnx_export import MIN_OPSET, load_onnx
+        from descend.train.predict import load_classifier
+
+        X = np.load(images)["X_test"].reshape(60, -1)
+        native = load_classifier(out / "ensemble.safetensors")
+        for vote in ("soft", "hard"):
+            target = tmp_path / f"{vote}.onnx"
+            assert main(["export", str(out / "ensemble.safetensors"), "-o", str(target), "--vote", vote,
+                         "--opset", str(MIN_OPSET)]) == 0
+            np.testing.assert_allclose(load_onnx(target).predict_proba(X), native.predict_proba(X, vote=vote),
+                                       atol=1e-5)
     capsys.readouterr()
     err = _one_line_exit_2(capsys, ["ensemble", str(images), "--layers", CONV, "--features", "0.5", *FAST,
                                     "--out", str(tmp_path / "e2")])

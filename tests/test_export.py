@@ -1,6 +1,6 @@
 """descend export: ONNX graphs that onnxruntime runs exactly as descend predicts, their metadata, bad input.
 
-Tiny models are trained here on 500 MNIST training images (2 epochs); every
+Tiny models (dense and convolutional) are trained here on 500 MNIST training images (2 epochs); every
 export is checked with ``onnx.checker`` and run by onnxruntime on 1,000 MNIST
 test images against ``load_classifier(path).predict_proba`` (what ``descend
 predict`` computes).
@@ -20,7 +20,7 @@ import descend
 from descend.backend import numpy_ops
 from descend.cli.main import main
 from descend.errors import ConfigError, InputError
-from descend.io.onnx_export import MIN_OPSET, inference_steps, load_onnx, network_steps
+from descend.io.onnx_export import MIN_OPSET, build_onnx, inference_steps, load_onnx, network_steps
 from descend.model import MLP
 from descend.model.mlp import batchnorm
 from descend.train import TrainConfig
@@ -32,7 +32,7 @@ N_TEST = 1000
 
 @pytest.fixture(scope="module")
 def mnist(mirror_dir, tmp_path_factory):
-    """(NPZ of 500 training images as 28x28 uint8 + the test images, the 1,000 test rows flattened)."""
+    """(NPZ of 500 training images as 28x28 uint8 + the test images, the 1,000 test rows flattened, their labels)."""
     from descend.data import load
 
     ds = load("mnist")
@@ -40,7 +40,7 @@ def mnist(mirror_dir, tmp_path_factory):
     X_test = ds.test.X[:N_TEST]
     np.savez(path, X=ds.train.X[:500].reshape(-1, 28, 28), y=ds.train.y[:500],
              X_test=X_test.reshape(-1, 28, 28), y_test=ds.test.y[:N_TEST])
-    return path, X_test
+    return path, X_test, ds.test.y[:N_TEST]
 
 
 def _config(data, **kw) -> TrainConfig:
@@ -54,7 +54,15 @@ VARIANTS = {
     "batchnorm+dropout": dict(hidden=(32, 16), batchnorm=True, dropout_keep=(0.9, 0.8, 0.8), activation="tanh",
                               epochs=4),
     "pca": dict(pca=24, normalize="standardize", activation="sigmoid", lr=0.3, epochs=4),
+    # conv + folded bn + relu, max pooling, a second conv, average pooling, then flatten into the dense layers
+    "conv-bn-pool-conv-avgpool": dict(hidden=(), layers="conv:6:3,bn,pool:2,conv:8:3,avgpool:2,dense:16",
+                                      optimizer="adam", lr=0.01, batch_size=25, epochs=6),
+    # stride and valid padding, an even kernel with stride ("same" pads 1 before, 2 after), a batch norm after
+    # an activation (no conv to fold into), overlapping average windows and global average pooling
+    "stride-valid-gap": dict(hidden=(), layers="conv:8:5:2:valid,tanh,bn,conv:16:4:2,avgpool:3:1,gap",
+                             normalize="standardize", optimizer="adam", lr=0.01, batch_size=25, epochs=10),
 }
+CONV_VARIANTS = ("conv-bn-pool-conv-avgpool", "stride-valid-gap")
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +115,16 @@ def test_single_models_run_in_onnxruntime_as_in_descend(models, mnist, tmp_path,
     proto = onnx.load(str(out))
     onnx.checker.check_model(proto, full_check=True)
     ops = [n.op_type for n in proto.graph.node]
-    assert "BatchNormalization" not in ops and "Dropout" not in ops
+    assert "Dropout" not in ops
+    assert "BatchNormalization" not in ops or variant == "stride-valid-gap"
     native = load_classifier(path)
-    assert ops.count("MatMul") == len(native.spec.hidden) + 1 + (1 if native.normalizer.pca else 0)
+    if variant not in CONV_VARIANTS:
+        assert ops.count("MatMul") == len(native.spec.hidden) + 1 + (1 if native.normalizer.pca else 0)
     proba, logits = _run(out, X)
     _same_predictions(proba, native.predict_proba(X))
     np.testing.assert_allclose(softmax(logits), proba, atol=1e-6)  # logits are the softmax's input
+    if variant in CONV_VARIANTS:  # trained nets, not near-uniform outputs that would agree trivially
+        assert np.mean(np.argmax(proba, axis=1) == mnist[2]) > 0.55 and np.mean(proba.max(axis=1) > 0.9) > 0.2
 
 
 def test_ensembles_soft_and_hard_vote_as_the_ensemble_does(models, mnist, tmp_path):
@@ -178,6 +190,71 @@ def test_default_output_is_the_model_path_with_onnx_suffix_and_opset_is_honoured
     assert [o.version for o in proto.opset_import if o.domain == ""] == [MIN_OPSET]
     _same_predictions(_run(out, mnist[1])[0], load_classifier(model).predict_proba(mnist[1]))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.safetensors"]  # no temp left
+
+
+def test_conv_graphs_are_nchw_between_one_reshape_and_the_flatten(models):
+    """The node sequence of each conv variant: one NHWC->NCHW transpose in, one back before the flatten."""
+    for variant, want in (("conv-bn-pool-conv-avgpool",
+                           ["Reshape", "Transpose", "Conv", "Relu", "MaxPool", "Conv", "Relu", "AveragePool",
+                            "Transpose", "Flatten", "MatMul", "Add", "Relu", "MatMul", "Add"]),
+                          ("stride-valid-gap",
+                           ["Reshape", "Transpose", "Conv", "Tanh", "BatchNormalization", "Conv", "Relu",
+                            "AveragePool", "GlobalAveragePool", "Flatten", "MatMul", "Add"])):
+        proto = build_onnx(load_classifier(models[variant]))
+        nodes = list(proto.graph.node)
+        ops = [n.op_type for n in nodes]
+        assert ops[2:2 + len(want)] == want, ops  # after the normalizer's Sub and Div, before the softmax
+        perms = [list(n.attribute[0].ints) for n in nodes if n.op_type == "Transpose"]
+        assert perms[0] == [0, 3, 1, 2] and (len(perms) == 1 or perms[1] == [0, 2, 3, 1])
+        convs = [{a.name: list(a.ints) for a in n.attribute if a.ints} for n in nodes if n.op_type == "Conv"]
+        if variant == "stride-valid-gap":
+            assert convs[0]["strides"] == [2, 2] and convs[0]["pads"] == [0, 0, 0, 0]
+            assert convs[1]["kernel_shape"] == [4, 4] and convs[1]["pads"] == [1, 1, 2, 2]
+        else:
+            assert all(c["pads"] == [1, 1, 1, 1] and c["strides"] == [1, 1] for c in convs)
+
+
+def test_conv_batchnorm_folding_equals_batchnorm_after_the_convolution():
+    from descend.model import parse_layers
+
+    rng = np.random.default_rng(1)
+    spec = parse_layers("conv:3:3,bn", (5, 5, 2)).resolve(50, 4)
+    params, state = spec.init(0)
+    params = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()}
+    state = {"bn0.mean": rng.standard_normal(3).astype(np.float32),
+             "bn0.var": rng.uniform(0.1, 3, 3).astype(np.float32)}
+    steps = inference_steps(network_steps(spec, params, state))
+    assert [s.kind for s in steps] == ["image", "conv", "activation", "flatten", "dense"]
+    x = rng.standard_normal((7, 50)).astype(np.float32).reshape(7, 5, 5, 2)
+    z = numpy_ops.conv2d(x, params["conv0.W"], 1, "same")
+    want, _, _ = batchnorm(numpy_ops, z, params["bn0.gamma"], params["bn0.beta"], state["bn0.mean"],
+                           state["bn0.var"], train=False)
+    folded = numpy_ops.conv2d(x, steps[1].arrays["W"], 1, "same") + steps[1].arrays["b"]
+    np.testing.assert_allclose(folded, want, atol=1e-5)
+
+
+def test_dense_layers_on_images_need_no_reshape_and_a_lone_batchnorm_stays_a_node():
+    from descend.model import parse_layers
+
+    spec = parse_layers("dense:8,relu,bn", (5, 5, 1)).resolve(25, 3)
+    params, state = spec.init(0)
+    kinds = [s.kind for s in inference_steps(network_steps(spec, params, state))]
+    assert kinds == ["dense", "activation", "batchnorm", "dense"]  # image + flatten cancel; bn after relu kept
+
+
+def test_float64_conv_models_are_refused_with_one_line(mnist, tmp_path, capsys):
+    import descend.train.run as run_module
+    from descend.train import run_training
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(run_module, "write_reports", lambda *a, **k: None)
+        run = run_training(_config(mnist[0], hidden=(), layers="conv:2:3,gap", epochs=1, dtype="float64"),
+                           out=tmp_path / "run", progress=False)
+    out = tmp_path / "m.onnx"
+    capsys.readouterr()
+    assert main(["export", str(run.run_dir / "model.safetensors"), "-o", str(out)]) == 2
+    _one_line_error(capsys, "'conv0'", "float32 model", "float64")
+    assert not out.exists()
 
 
 def test_batchnorm_folding_equals_batchnorm_after_the_dense_layer():

@@ -133,3 +133,25 @@ def test_tensorflow_conv2d_gradients_in_a_compiled_loop_equal_tensorflows_own(ke
     dw_tf, dx_tf = looped(lambda x, w_: tf.nn.conv2d(x, w_, stride, [[0, 0], [lo, hi], [lo, hi], [0, 0]]))
     np.testing.assert_allclose(dw, dw_tf, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dx, dx_tf, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 6, 3), (3, 8, 8, 2)])
+def test_jax_max_pool_gradient_goes_to_the_first_maximum_like_numpys(shape):
+    """JAX's non-overlapping max pool has its own backward pass: on ties (rounded values) and cropped edges
+    it sends each window's gradient where the NumPy reference's does."""
+    import jax
+
+    from descend.engines.numpy_backprop import VJPS
+    from descend.model import MaxPool2D
+
+    jax.config.update("jax_enable_x64", True)
+    rng = np.random.default_rng(3)
+    x = np.round(rng.standard_normal(shape))  # many exact ties in each window
+    layer = MaxPool2D(2)
+    y, _, cache = VJPS[MaxPool2D].forward(layer, {}, {}, x, True, None)
+    dy = rng.standard_normal(y.shape)
+    expected, _ = VJPS[MaxPool2D].backward(layer, {}, cache, dy, True)
+    ops = get_ops("jax")
+    got_y, vjp = jax.vjp(lambda a: ops.max_pool2d(a, 2), jax.numpy.asarray(x))
+    assert np.array_equal(np.asarray(got_y), y)
+    assert np.array_equal(np.asarray(vjp(jax.numpy.asarray(dy))[0]), expected)

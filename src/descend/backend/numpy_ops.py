@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from descend.backend import bits as _bits
 from descend.backend import windows as _windows
 
 name = "numpy"
@@ -105,3 +106,33 @@ def max_pool2d(x, size, stride=None):
 def avg_pool2d(x, size, stride=None):
     """The mean of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
     return _windows.pool_windows(x, size, stride or size).mean(axis=-1)
+
+
+# Integer helpers of augmentation (see ``descend.backend.bits``) -----------------
+def arange(n, like=None):
+    """``[0, 1, ..., n-1]`` as int32 (``like``: an array whose device the result goes to; NumPy has one)."""
+    return np.arange(n, dtype=np.int32)
+
+
+def _mix(x):
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(_bits.C1)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(_bits.C2)
+    return x ^ (x >> np.uint32(15))
+
+
+def random_bits(seed, step, counter):
+    """31 pseudo-random bits (int32) per element of the int array ``counter``, a pure function of
+    ``(seed, step, counter)``: the same numbers on every backend."""
+    with np.errstate(over="ignore"):
+        seed = np.uint32((int(seed) + _bits.GOLDEN) & _bits.MASK)
+        key = _mix(_mix(seed) ^ np.uint32(int(step) & _bits.MASK))
+        return (_mix(key ^ np.asarray(counter).astype(np.uint32)) >> np.uint32(1)).astype(np.int32)
+
+
+def take_along_rows(x, idx):
+    """``out[i, j] = x[i, idx[i, j]]`` for 2-D ``x``, and 0 where ``idx[i, j] < 0``."""
+    idx = np.asarray(idx)
+    out = np.take_along_axis(x, np.maximum(idx, 0), axis=1)
+    return np.where(idx < 0, np.zeros((), x.dtype), out)

@@ -6,6 +6,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
+from descend.backend import bits as _bits
 from descend.backend import windows as _windows
 
 name = "pytensor"
@@ -163,3 +164,23 @@ def max_pool2d(x, size, stride=None):
 def avg_pool2d(x, size, stride=None):
     """The mean of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
     return _pool(x, size, stride, pt.mean)
+
+
+# Integer helpers of augmentation (see ``descend.backend.bits``) -----------------
+def arange(n, like=None):
+    """``[0, 1, ..., n-1]`` as int32 (``n`` may be symbolic; ``like`` is for backends with devices)."""
+    return pt.cast(pt.arange(n), "int32")
+
+
+def random_bits(seed, step, counter):
+    """31 pseudo-random bits (int32) per element of the int array ``counter``, a pure function of
+    ``(seed, step, counter)``: the same numbers on every backend.  ``seed`` and ``step`` may be symbolic."""
+    xor = pt.bitwise_xor
+    key = _bits.key_int64(pt.cast(seed, "int64"), pt.cast(step, "int64"), xor)
+    return pt.cast(_bits.mix_int64(xor(pt.cast(counter, "int64"), key), xor) // 2, "int32")
+
+
+def take_along_rows(x, idx):
+    """``out[i, j] = x[i, idx[i, j]]`` for 2-D ``x``, and 0 where ``idx[i, j] < 0``."""
+    out = x[pt.arange(x.shape[0])[:, None], pt.maximum(idx, 0)]
+    return pt.switch(pt.lt(idx, 0), pt.zeros((), dtype=x.dtype), out)

@@ -8,6 +8,7 @@ import tempfile
 
 import numpy as np
 
+from descend.backend import bits as _bits
 from descend.backend import windows as _windows
 
 # TensorFlow's start-up chatter is not the user's business.  TF_CPP_MIN_LOG_LEVEL silences most of it, but
@@ -180,3 +181,23 @@ def max_pool2d(x, size, stride=None):
 def avg_pool2d(x, size, stride=None):
     """The mean of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
     return tf.nn.avg_pool2d(x, size, stride or size, "VALID")
+
+
+# Integer helpers of augmentation (see ``descend.backend.bits``) -----------------
+def arange(n, like=None):
+    """``[0, 1, ..., n-1]`` as int32; ``n`` None: ``like``'s number of rows (a batch of no static size)."""
+    return tf.range(tf.shape(like)[0] if n is None else n, dtype=tf.int32)
+
+
+def random_bits(seed, step, counter):
+    """31 pseudo-random bits (int32) per element of the int tensor ``counter``, a pure function of
+    ``(seed, step, counter)``: the same numbers on every backend.  ``seed`` and ``step`` may be tensors."""
+    xor = tf.bitwise.bitwise_xor
+    key = _bits.key_int64(tf.cast(seed, tf.int64), tf.cast(step, tf.int64), xor)
+    return tf.cast(_bits.mix_int64(xor(tf.cast(counter, tf.int64), key), xor) // 2, tf.int32)
+
+
+def take_along_rows(x, idx):
+    """``out[i, j] = x[i, idx[i, j]]`` for 2-D ``x``, and 0 where ``idx[i, j] < 0``."""
+    out = tf.gather(x, tf.maximum(idx, 0), axis=1, batch_dims=1)
+    return tf.where(idx < 0, tf.zeros((), x.dtype), out)

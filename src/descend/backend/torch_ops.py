@@ -13,6 +13,7 @@ import builtins
 import numpy as np
 import torch
 
+from descend.backend import bits as _bits
 from descend.backend import windows as _windows
 
 name = "torch"
@@ -218,3 +219,27 @@ def max_pool2d(x, size, stride=None):
 def avg_pool2d(x, size, stride=None):
     """The mean of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
     return _nhwc(torch.nn.functional.avg_pool2d(_nchw(x), size, stride or size))
+
+
+# Integer helpers of augmentation (see ``descend.backend.bits``) -----------------
+def arange(n, like=None):
+    """``[0, 1, ..., n-1]`` as int32, on ``like``'s device when given."""
+    return torch.arange(int(n), dtype=torch.int32, device=like.device if isinstance(like, torch.Tensor) else None)
+
+
+def random_bits(seed, step, counter):
+    """31 pseudo-random bits (int32) per element of the int tensor ``counter``, a pure function of
+    ``(seed, step, counter)``: the same numbers on every backend."""
+    counter = _tensor(counter)
+    if isinstance(seed, torch.Tensor) or isinstance(step, torch.Tensor):
+        key = _bits.key_int64(_tensor(seed, counter).long(), _tensor(step, counter).long(), torch.bitwise_xor)
+    else:  # Python ints (the engine's loop): the scalar part on the host, no kernel launches
+        key = _bits.key_int(seed, step)
+    return (_bits.mix_int64(torch.bitwise_xor(counter.long(), key), torch.bitwise_xor) // 2).to(torch.int32)
+
+
+def take_along_rows(x, idx):
+    """``out[i, j] = x[i, idx[i, j]]`` for 2-D ``x``, and 0 where ``idx[i, j] < 0``."""
+    x, idx = _tensor(x), _tensor(idx)
+    out = torch.gather(x, 1, idx.clamp(min=0).long())
+    return out.masked_fill(idx < 0, 0)

@@ -16,7 +16,7 @@ from descend.optim.conventions import CONVENTIONS, DESCRIPTIONS
 
 EPILOG = """run specs: "NAME key=value ...", NAME one of the optimizers, keys any of
   lr momentum batch_size(or 'full') epochs schedule schedule_unit hidden layers activation l1 l2
-  dropout_keep batchnorm max_norm eval_every engine dtype early_stopping patience
+  dropout_keep batchnorm max_norm clip_norm label_smoothing eval_every engine dtype early_stopping patience
   eps rho b1 b2 initial_accumulator eps_in_sqrt lr_inside bias_correction
   label convention budget
 examples:

@@ -15,7 +15,7 @@ import sys
 from descend import __version__
 from descend.errors import DescendError
 
-COMMANDS = ("train", "data", "predict", "export", "bench", "serve", "compare", "ensemble", "search", "pca")
+COMMANDS = ("train", "lr-find", "data", "predict", "export", "bench", "serve", "compare", "ensemble", "search", "pca")
 
 
 def parse_positive_int(text: str, expected: str = "a positive integer") -> int:
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMANDS:
-        importlib.import_module(f"descend.cli.{name}").register(sub)
+        importlib.import_module(f"descend.cli.{name.replace('-', '_')}").register(sub)
     return parser
 
 

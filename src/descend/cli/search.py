@@ -39,7 +39,7 @@ def register(sub) -> None:
                    help="what varies: name=log(a,b) | name=lin(a,b) (ranges) | name=a,b,c (lists; '|' separates "
                         "tuple values such as hidden=300|500,300), items separated by spaces; names are train "
                         "options (lr, momentum, l1, l2, hidden, dropout_keep, batch_size, epochs, optimizer, "
-                        "activation, schedule, max_norm, ...)")
+                        "activation, schedule, max_norm, clip_norm, label_smoothing, ...)")
     g.add_argument("--method", choices=METHODS, default="tpe",
                    help="grid: every cell of the lists once; random: N uniform (log-uniform) draws; hillclimb: "
                         "random steps in a ball around the best so far; tpe: Optuna's TPE")

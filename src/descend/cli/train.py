@@ -7,6 +7,7 @@ import signal
 
 from descend.cli.main import HelpFormatter, parse_positive_int
 from descend.errors import ConfigError
+from descend.model.augment import HELP as AUGMENT_HELP
 from descend.model.parse import GRAMMAR
 from descend.optim import OPTIMIZERS
 from descend.train import TrainConfig, run_training
@@ -79,8 +80,20 @@ def network_values(values: dict, typed: set[str], recipe_layers: bool = False) -
     return {**values, "hidden": ()}
 
 
-def add_network_options(g, *, epochs_help: str = "passes over the training rows") -> None:
-    """The network and optimizer options shared by train, search and ensemble (defaults from TrainConfig)."""
+def _lr_or_auto(text: str):
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a learning rate or 'auto', got {text!r}") from None
+
+
+def add_network_options(g, *, epochs_help: str = "passes over the training rows", lr_auto: bool = False) -> None:
+    """The network and optimizer options shared by train, search and ensemble (defaults from TrainConfig).
+
+    ``lr_auto`` lets ``--lr auto`` ask for the learning-rate range test's suggestion.
+    """
     g.add_argument("--format", default=None, help="file format when it cannot be sniffed (kaggle, fer2013, csv, npz, idx)")
     g.add_argument("--target", type=_targets, default=D.target, metavar="COL[,COL...]",
                    help="a CSV's target column(s) (default: the 'label' column); several columns are a regression "
@@ -95,7 +108,12 @@ def add_network_options(g, *, epochs_help: str = "passes over the training rows"
     g.add_argument("--activation", choices=("relu", "tanh", "sigmoid"), default=D.activation, help="hidden-layer activation")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=D.optimizer, metavar="NAME",
                    help=f"one of {', '.join(OPTIMIZERS)}")
-    g.add_argument("--lr", type=float, default=D.lr, help="learning rate (initial, with a schedule)")
+    if lr_auto:
+        g.add_argument("--lr", type=_lr_or_auto, default=D.lr,
+                       help="learning rate (initial, with a schedule); 'auto' runs `descend lr-find` first and "
+                            "trains with its suggestion, recorded in config.json")
+    else:
+        g.add_argument("--lr", type=float, default=D.lr, help="learning rate (initial, with a schedule)")
     g.add_argument("--momentum", type=float, default=D.momentum, help="momentum for momentum / nesterov / +nesterov")
     g.add_argument("--batch-size", type=_batch, default=D.batch_size, help="mini-batch size; 1 = stochastic, 'full' = full batch")
     g.add_argument("--epochs", type=int, default=D.epochs, help=epochs_help)
@@ -109,6 +127,13 @@ def add_network_options(g, *, epochs_help: str = "passes over the training rows"
     g.add_argument("--batchnorm", action="store_true", help="batch normalisation before each hidden activation")
     g.add_argument("--max-norm", type=float, default=D.max_norm,
                    help="cap on each unit's incoming weight norm (0 = off)")
+    g.add_argument("--augment", default=D.augment, metavar="TOKENS", help=AUGMENT_HELP)
+    g.add_argument("--clip-norm", type=float, default=D.clip_norm, metavar="C",
+                   help="scale each step's gradient to global L2 norm at most C (all parameters together), "
+                        "before the optimizer's rule (0 = off)")
+    g.add_argument("--label-smoothing", type=float, default=D.label_smoothing, metavar="E",
+                   help="train on the targets (1-E)*onehot + E/K over the K classes, E in [0, 1); the "
+                        "validation and test costs stay the plain cross-entropy (0 = off)")
 
 
 def add_pca_option(g, where: str, default=D.pca) -> None:
@@ -130,8 +155,18 @@ def register(sub) -> None:
                        description="Train a network on DATASET (mnist, fashion-mnist, or a CSV / NPZ / IDX file) "
                                    "and write runs/<date>-<name>/ with config, history, model, plots and report.",
                        formatter_class=HelpFormatter)
+    add_train_options(p, lr_auto=True)
+    p.add_argument("--out", default=None, help="write the run here instead of runs/<date>-<name>/")
+    p.add_argument("--resume", metavar="DIR", default=None,
+                   help="continue the interrupted run in DIR (with the learning rate it recorded)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=run)
+
+
+def add_train_options(p, *, lr_auto: bool = False) -> None:
+    """DATASET and every option of a training configuration (what ``train`` and ``lr-find`` share)."""
     p.add_argument("dataset", nargs="?", default=D.dataset, help="dataset name or file")
-    add_network_options(p)
+    add_network_options(p, lr_auto=lr_auto)
     p.add_argument("--balance", choices=BALANCING, default=D.balance,
                    help="oversample small classes up to the median class size")
     p.add_argument("--recipe", choices=tuple(RECIPES), default=None, metavar="NAME",
@@ -153,14 +188,11 @@ def register(sub) -> None:
                    help="validation metric for early stopping and plateau; valid_error is the task's error measure "
                         "(error rate, or RMSE for regression)")
     p.add_argument("--name", default=None, help="run name (default: DATASET-OPTIMIZER)")
-    p.add_argument("--out", default=None, help="write the run here instead of runs/<date>-<name>/")
-    p.add_argument("--resume", metavar="DIR", default=None, help="continue the interrupted run in DIR")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.set_defaults(func=run)
 
 
 OPTIONS = ("format", "task", "target", "hidden", "layers", "activation", "optimizer", "lr", "momentum", "batch_size", "epochs", "schedule",
-           "schedule_unit", "l1", "l2", "dropout_keep", "batchnorm", "max_norm", "balance", "engine", "device",
+           "schedule_unit", "l1", "l2", "dropout_keep", "batchnorm", "max_norm", "augment", "clip_norm",
+           "label_smoothing", "balance", "engine", "device",
            "dtype", "threads", "seed", "normalize", "pca", "validation", "eval_every", "early_stopping", "patience",
            "monitor", "name")
 
@@ -180,7 +212,11 @@ def config_values(args, names=OPTIONS) -> dict:
 
 
 def build_config(args) -> TrainConfig:
-    return TrainConfig(dataset=args.dataset, recipe=args.recipe, **config_values(args))
+    """The config of the options; ``--lr auto`` leaves the default rate in it, for the range test to replace."""
+    values = config_values(args)
+    if values["lr"] == "auto":
+        values["lr"] = D.lr
+    return TrainConfig(dataset=args.dataset, recipe=args.recipe, **values)
 
 
 def _terminate_as_interrupt(signum, frame):
@@ -194,7 +230,8 @@ def run(args) -> int:
     # `kill` (SIGTERM) saves a checkpoint like Ctrl-C does; kill -9 loses at most the steps since the last one.
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
-        run_training(cfg, out=args.out, resume_dir=args.resume, progress=not args.quiet)
+        run_training(cfg, out=args.out, resume_dir=args.resume, progress=not args.quiet,
+                     auto_lr=args.lr == "auto" and not args.resume)
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0

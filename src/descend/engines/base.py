@@ -7,8 +7,12 @@ run of optimizer steps, one compiled call where the engine can fuse them.
 
 Batch order is decided by the caller (a NumPy permutation per epoch), so every
 engine sees the same batches in the same order: the basis of the parity tests.
-Randomness inside a step (dropout) is derived from ``(seed, global step)``, so a
-resumed run draws exactly what an uninterrupted one would.
+Randomness inside a step (dropout, augmentation) is derived from ``(seed, global
+step)``, so a resumed run draws exactly what an uninterrupted one would.  A
+trainer built with ``augment`` (a bound :class:`~descend.model.augment.Augmentation`)
+transforms each training batch inside its step, on the device, before the loss;
+the draws are the same integers on every engine, so every engine trains on
+exactly the NumPy engine's augmented batches.
 """
 
 from __future__ import annotations
@@ -71,7 +75,8 @@ class Engine:
         return tree_map(self.to_numpy, tree)
 
     # Training ---------------------------------------------------------------
-    def trainer(self, spec, optimizer, *, l1: float = 0.0, l2: float = 0.0) -> Trainer:
+    def trainer(self, spec, optimizer, *, l1: float = 0.0, l2: float = 0.0, augment=None,
+                label_smoothing: float = 0.0) -> Trainer:
         raise NotImplementedError
 
     def logits(self, spec, params, model_state, X, batch_size: int = 10000) -> np.ndarray:
@@ -86,11 +91,18 @@ class Trainer:
     steps; step ``j`` of the epoch uses rows ``order[j*batch_size:(j+1)*batch_size]``
     for ``j`` in ``first .. first+count-1``; it returns the new state and the
     ``count`` per-step losses (NumPy).  ``global_step`` is the optimizer step of
-    the first of them (it seeds per-step randomness).
+    the first of them (it seeds per-step randomness).  The loss is
+    ``descend.model.loss_fn`` with penalties ``l1``, ``l2`` and
+    ``label_smoothing``.
     """
 
-    def __init__(self, engine: Engine, spec, optimizer, *, l1: float = 0.0, l2: float = 0.0):
+    def __init__(self, engine: Engine, spec, optimizer, *, l1: float = 0.0, l2: float = 0.0, augment=None,
+                 label_smoothing: float = 0.0):
+        if augment is not None and augment.image_shape is None:
+            raise ValueError("augment must be bound to the rows' image shape (Augmentation.bind)")
         self.engine, self.spec, self.optimizer, self.l1, self.l2 = engine, spec, optimizer, l1, l2
+        self.augment = augment
+        self.label_smoothing = float(label_smoothing)
 
     def init(self, params, model_state, opt_state=None) -> TrainState:
         """Put NumPy params/state (and optionally a restored optimizer state) on the device."""

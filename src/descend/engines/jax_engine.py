@@ -9,7 +9,8 @@ device once (by the training loop, through :meth:`JaxEngine.asarray` and
 loop's order, so every engine sees the same batches) and gathers the rows on
 the device.  Randomness is an explicit key per step,
 ``fold_in(PRNGKey(seed), global_step)``, so a resumed run draws what an
-uninterrupted one would.
+uninterrupted one would.  Augmentation is part of the same compiled step: its
+draws hash ``(seed, step)`` on the device, with no host round trip per batch.
 
 Precision: float32 by default.  ``dtype="float64"`` switches JAX's x64 mode
 on for the whole process (JAX has no per-computation switch); a float32 engine
@@ -55,6 +56,7 @@ from descend.engines.base import Engine, Trainer, TrainState, float_targets
 from descend.errors import ConfigError
 from descend.io.tree import flatten
 from descend.model import loss_fn, predict_logits
+from descend.model.augment import augment_rows
 
 
 def _backend_started() -> bool:
@@ -165,7 +167,7 @@ def _compiler_options(engine) -> dict | None:
     return options if _CPU_OPTIONS_SUPPORTED else None
 
 
-def _build_run(engine, spec, optimizer, l1, l2, donate):
+def _build_run(engine, spec, optimizer, l1, l2, augment, label_smoothing, donate):
     """The jitted ``run_steps(params, model_state, opt_state, X, y, idx, global_step, seed)``.
 
     ``idx`` is ``(count, batch_size)`` row indices; the scan applies one
@@ -178,7 +180,8 @@ def _build_run(engine, spec, optimizer, l1, l2, donate):
     uses_key = spec.uses_dropout
 
     def objective(params, model_state, xb, yb, key):
-        return loss_fn(ops, spec, params, model_state, xb, yb, l1=l1, l2=l2, train=True, key=key)
+        return loss_fn(ops, spec, params, model_state, xb, yb, l1=l1, l2=l2, label_smoothing=label_smoothing,
+                       train=True, key=key)
 
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
@@ -190,6 +193,8 @@ def _build_run(engine, spec, optimizer, l1, l2, donate):
             rows, t = inputs
             xb = jnp.take(X, rows, axis=0, mode="clip")
             yb = jnp.take(y, rows, axis=0, mode="clip")
+            if augment is not None:
+                xb = augment_rows(ops, augment, xb, seed, t)
             key = jax.random.fold_in(base, t) if uses_key else None
             (loss, (new_state, _)), grads = grad_fn(params, model_state, xb, yb, key)
             updates, opt_state = update(grads, opt_state, params)
@@ -209,14 +214,14 @@ _LOGITS: dict = {}
 class JaxTrainer(Trainer):
     """Runs of steps as one ``jax.jit``-compiled ``lax.scan`` (compiled once per shape)."""
 
-    def __init__(self, engine, spec, optimizer, *, l1=0.0, l2=0.0):
-        super().__init__(engine, spec, optimizer, l1=l1, l2=l2)
-        self._key = (spec, optimizer, float(l1), float(l2))
+    def __init__(self, engine, spec, optimizer, *, l1=0.0, l2=0.0, augment=None, label_smoothing=0.0):
+        super().__init__(engine, spec, optimizer, l1=l1, l2=l2, augment=augment, label_smoothing=label_smoothing)
+        self._key = (spec, optimizer, float(l1), float(l2), augment, self.label_smoothing)
         self._run = self._compiled(donate=False)
         self._donate = None  # decided on the first run, from the state's size
 
     def _compiled(self, donate: bool):
-        """The jitted run for this (spec, optimizer, l1, l2), shared by the engine's trainers."""
+        """The jitted run for this (spec, optimizer, l1, l2, augment, label smoothing), shared by the engine's trainers."""
         runs = self.engine._runs
         key = (*self._key, donate)
         if key not in runs:
@@ -313,8 +318,8 @@ class JaxEngine(Engine):
         return np.asarray(x)
 
     # Training ---------------------------------------------------------------
-    def trainer(self, spec, optimizer, *, l1=0.0, l2=0.0):
-        return JaxTrainer(self, spec, optimizer, l1=l1, l2=l2)
+    def trainer(self, spec, optimizer, *, l1=0.0, l2=0.0, augment=None, label_smoothing=0.0):
+        return JaxTrainer(self, spec, optimizer, l1=l1, l2=l2, augment=augment, label_smoothing=label_smoothing)
 
     def logits(self, spec, params, model_state, X, batch_size=10000):
         fn = _LOGITS.get((spec, self.device))

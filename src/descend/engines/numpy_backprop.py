@@ -207,16 +207,26 @@ VJPS = {
 }
 
 
-def _softmax_cross_entropy(logits, y):
-    """``(mean cross-entropy, its gradient with respect to the logits)``."""
+def _softmax_cross_entropy(logits, y, label_smoothing=0.0):
+    """``(mean cross-entropy, its gradient with respect to the logits)``.
+
+    Against the targets ``t = (1-e)*onehot + e/K`` the gradient is
+    ``(softmax - t) / n``.
+    """
     n = logits.shape[0]
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     sums = exp.sum(axis=1, keepdims=True)
     rows = np.arange(n)
-    loss = float(np.mean(np.log(sums[:, 0]) - shifted[rows, y]))
     delta = exp / sums  # softmax
-    delta[rows, y] -= 1.0
+    if label_smoothing:
+        e = float(label_smoothing)
+        loss = float(np.mean(np.log(sums[:, 0]) - (1.0 - e) * shifted[rows, y] - e * shifted.mean(axis=1)))
+        delta -= e / logits.shape[1]
+        delta[rows, y] -= 1.0 - e
+    else:
+        loss = float(np.mean(np.log(sums[:, 0]) - shifted[rows, y]))
+        delta[rows, y] -= 1.0
     delta /= n
     return loss, delta
 
@@ -227,10 +237,11 @@ def _mean_squared_error(pred, t):
     return float(np.mean(d * d)), d * (2.0 / d.size)
 
 
-def value_and_grad(spec, params, model_state, x, y, *, l1=0.0, l2=0.0, train=True, rng=None):
+def value_and_grad(spec, params, model_state, x, y, *, l1=0.0, l2=0.0, label_smoothing=0.0, train=True, rng=None):
     """``(loss, grads, new_state)`` of the training objective for one batch of rows ``x``.
 
-    Loss = mean softmax cross-entropy (regression: mean squared error) + l2/2*sum(W^2) + l1*sum(|W|) over the
+    Loss = mean softmax cross-entropy (against labels smoothed by
+    ``label_smoothing``; regression: mean squared error) + l2/2*sum(W^2) + l1*sum(|W|) over the
     weight tensors, gradients of that mean.  Dropout masks come from ``rng``
     (a NumPy Generator, used in training), drawn layer by layer exactly as
     ``spec.forward`` draws them.
@@ -250,7 +261,8 @@ def value_and_grad(spec, params, model_state, x, y, *, l1=0.0, l2=0.0, train=Tru
             new_state.update({f"{name}.{k}": v for k, v in s.items()})
         caches.append(cache)
 
-    loss, delta = (_mean_squared_error if spec.task == "regression" else _softmax_cross_entropy)(h, y)
+    loss, delta = (_mean_squared_error(h, y) if spec.task == "regression"
+                   else _softmax_cross_entropy(h, y, label_smoothing))
     grads = {}
     first = next((i for i, (_, _, _, names, _) in enumerate(plan) if names), len(plan))
     for i in reversed(range(first, len(plan))):

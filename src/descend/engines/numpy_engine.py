@@ -13,6 +13,7 @@ import numpy as np
 from descend.backend import numpy_ops
 from descend.engines.base import Engine, Trainer, TrainState, batch_indices, blas_threads, step_seed
 from descend.engines.numpy_backprop import value_and_grad
+from descend.model.augment import augment_rows
 from descend.optim.base import apply_updates
 
 
@@ -31,9 +32,12 @@ class NumpyTrainer(Trainer):
         for j in range(count):
             idx = batch_indices(order, batch_size, first + j)
             xb, yb = X[idx], y[idx]
+            if self.augment is not None:
+                xb = augment_rows(numpy_ops, self.augment, xb, seed, global_step + j)
             rng = step_seed(seed, global_step + j) if self.spec.uses_dropout else None
             loss, grads, model_state = value_and_grad(
-                self.spec, params, model_state, xb, yb, l1=self.l1, l2=self.l2, rng=rng)
+                self.spec, params, model_state, xb, yb, l1=self.l1, l2=self.l2,
+                label_smoothing=self.label_smoothing, rng=rng)
             losses[j] = loss
             if not np.isfinite(loss):
                 return TrainState(params, model_state, opt_state), losses[: j + 1]
@@ -54,8 +58,8 @@ class NumpyEngine(Engine):
     def asarray(self, x, dtype=None):
         return np.ascontiguousarray(x, dtype=dtype or self.dtype)
 
-    def trainer(self, spec, optimizer, *, l1=0.0, l2=0.0):
-        return NumpyTrainer(self, spec, optimizer, l1=l1, l2=l2)
+    def trainer(self, spec, optimizer, *, l1=0.0, l2=0.0, augment=None, label_smoothing=0.0):
+        return NumpyTrainer(self, spec, optimizer, l1=l1, l2=l2, augment=augment, label_smoothing=label_smoothing)
 
     def logits(self, spec, params, model_state, X, batch_size=10000):
         from descend.model import predict_logits

@@ -18,7 +18,8 @@ functions through numba's cache), so a second run skips the cold compile.
 
 Dropout masks come from a RandomStream reseeded from ``(seed, global step)``
 at the start of every run of steps; runs of steps end at evaluations, which
-is where a resumed run starts, so resuming draws the same masks.
+is where a resumed run starts, so resuming draws the same masks.  Augmentation
+takes the seed and the global step as two more inputs of the step function.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from descend.engines.base import Engine, Trainer, TrainState, blas_threads, floa
 from descend.errors import ConfigError
 from descend.io.tree import flatten, unflatten
 from descend.model import loss_fn, predict_logits
+from descend.model.augment import augment_rows
 from descend.optim.base import apply_updates
 
 MODES = {"c": "FAST_RUN", "numba": "NUMBA"}
@@ -44,8 +46,8 @@ def _pytensor():
 class PytensorTrainer(Trainer):
     """Shared variables + one compiled step function; ``init`` (re)loads their values."""
 
-    def __init__(self, engine, spec, optimizer, *, l1=0.0, l2=0.0):
-        super().__init__(engine, spec, optimizer, l1=l1, l2=l2)
+    def __init__(self, engine, spec, optimizer, *, l1=0.0, l2=0.0, augment=None, label_smoothing=0.0):
+        super().__init__(engine, spec, optimizer, l1=l1, l2=l2, augment=augment, label_smoothing=label_smoothing)
         self._fn = None
         self._data = None
 
@@ -69,8 +71,14 @@ class PytensorTrainer(Trainer):
         key = RngChain(self.rng)
 
         idx = pt.lvector("idx")
-        loss, (new_state, _) = loss_fn(ops, self.spec, self.p, self.s, self.X[idx], self.y[idx],
-                                       l1=self.l1, l2=self.l2, train=True, key=key)
+        inputs, xb = [idx], self.X[idx]
+        if self.augment is not None:
+            seed, step = pt.lscalar("seed"), pt.lscalar("step")
+            inputs += [seed, step]
+            xb = augment_rows(ops, self.augment, xb, seed, step)
+        loss, (new_state, _) = loss_fn(ops, self.spec, self.p, self.s, xb, self.y[idx],
+                                       l1=self.l1, l2=self.l2, label_smoothing=self.label_smoothing,
+                                       train=True, key=key)
         names = list(self.p)
         grads = dict(zip(names, pytensor.grad(loss, [self.p[k] for k in names])))
         sym_opt = unflatten(self._opt_def, self.o)
@@ -82,7 +90,7 @@ class PytensorTrainer(Trainer):
         pairs += [(shared, pt.cast(expr, shared.dtype)) for shared, expr in zip(self.o, new_opt_leaves)]
         if key.current is not self.rng:
             pairs.append((self.rng, key.current))
-        self._fn = pytensor.function([idx], loss, updates=pairs, mode=self.engine.mode,
+        self._fn = pytensor.function(inputs, loss, updates=pairs, mode=self.engine.mode,
                                      name="descend_train_step")
 
     def init(self, params, model_state, opt_state=None) -> TrainState:
@@ -120,14 +128,16 @@ class PytensorTrainer(Trainer):
             self._data = (X, y)
         self.rng.set_value(np.random.default_rng([seed, global_step]))
         with blas_threads(self.engine.threads):
-            return self._steps(order, batch_size, first, count)
+            return self._steps(order, batch_size, first, count, global_step, seed)
 
-    def _steps(self, order, batch_size, first, count):
+    def _steps(self, order, batch_size, first, count, global_step, seed):
         losses = np.empty(count)
         step = self._fn
         start = first * batch_size
+        # The step's augmentation draws hash (seed, step): words mod 2**32, as on every engine.
+        extra = (lambda j: (seed % 2**32, (global_step + j) % 2**32)) if self.augment is not None else (lambda j: ())
         for j in range(count):
-            losses[j] = step(order[start + j * batch_size:start + (j + 1) * batch_size])
+            losses[j] = step(order[start + j * batch_size:start + (j + 1) * batch_size], *extra(j))
             if not np.isfinite(losses[j]):
                 return self._snapshot(), losses[: j + 1]
         return self._snapshot(), losses
@@ -178,8 +188,8 @@ class PytensorEngine(Engine):
     def to_numpy(self, x):
         return np.asarray(x)
 
-    def trainer(self, spec, optimizer, *, l1=0.0, l2=0.0):
-        return PytensorTrainer(self, spec, optimizer, l1=l1, l2=l2)
+    def trainer(self, spec, optimizer, *, l1=0.0, l2=0.0, augment=None, label_smoothing=0.0):
+        return PytensorTrainer(self, spec, optimizer, l1=l1, l2=l2, augment=augment, label_smoothing=label_smoothing)
 
     def logits(self, spec, params, model_state, X, batch_size=10000):
         pytensor = _pytensor()

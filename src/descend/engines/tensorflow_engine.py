@@ -5,7 +5,8 @@ the update is descend's own optimizer (not tf.keras'), so every rule and
 convention is exactly the one the NumPy reference computes.  The dataset is put
 on the device once; each call gathers its batches there.  ``jit_compile``
 (XLA) is used where it pays: on CPU it fuses the element-wise work of a step.
-Dropout keys are stateless seed pairs ``(seed, global step)``, folded per layer.
+Dropout keys are stateless seed pairs ``(seed, global step)``, folded per layer;
+augmentation hashes the same pair inside the loop.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from descend.engines.base import Engine, Trainer, TrainState, float_targets
 from descend.errors import ConfigError
 from descend.model import loss_fn, predict_logits
+from descend.model.augment import augment_rows
 from descend.optim.base import apply_updates
 
 
@@ -25,11 +27,12 @@ def _tf():
 
 
 class TensorflowTrainer(Trainer):
-    def __init__(self, engine, spec, optimizer, *, l1=0.0, l2=0.0):
-        super().__init__(engine, spec, optimizer, l1=l1, l2=l2)
+    def __init__(self, engine, spec, optimizer, *, l1=0.0, l2=0.0, augment=None, label_smoothing=0.0):
+        super().__init__(engine, spec, optimizer, l1=l1, l2=l2, augment=augment, label_smoothing=label_smoothing)
         tf = _tf()
         ops = engine.ops
-        spec, l1, l2 = self.spec, self.l1, self.l2
+        spec, l1, l2, augment = self.spec, self.l1, self.l2, self.augment
+        smoothing = self.label_smoothing
         update = optimizer.update
         dtype = ops.to_dtype(engine.dtype)
 
@@ -39,10 +42,12 @@ class TensorflowTrainer(Trainer):
             def body(j, params, model_state, opt_state, losses):
                 xb = tf.gather(X, idx[j])
                 yb = tf.gather(y, idx[j])
+                if augment is not None:
+                    xb = augment_rows(ops, augment, xb, seeds[j][0], seeds[j][1])
                 with tf.GradientTape() as tape:
                     tape.watch(params)
                     loss, (new_state, _) = loss_fn(ops, spec, params, model_state, xb, yb, l1=l1, l2=l2,
-                                                   train=True, key=seeds[j])
+                                                   label_smoothing=smoothing, train=True, key=seeds[j])
                 grads = tape.gradient(loss, params)
                 updates, opt_state = update(grads, opt_state, params)
                 params = apply_updates(params, updates)
@@ -120,8 +125,8 @@ class TensorflowEngine(Engine):
 
         return tree_map(put, tree)
 
-    def trainer(self, spec, optimizer, *, l1=0.0, l2=0.0):
-        return TensorflowTrainer(self, spec, optimizer, l1=l1, l2=l2)
+    def trainer(self, spec, optimizer, *, l1=0.0, l2=0.0, augment=None, label_smoothing=0.0):
+        return TensorflowTrainer(self, spec, optimizer, l1=l1, l2=l2, augment=augment, label_smoothing=label_smoothing)
 
     def logits(self, spec, params, model_state, X, batch_size=10000):
         tf = _tf()

@@ -10,7 +10,8 @@ batches, and descend's optimizers are the ones the parity tests pin down.
 The dataset is put on the device once; a run's batch indices go to the device
 in one transfer and rows are gathered there with ``index_select``.  Per-step
 losses stay on the device and come back in one transfer at the end of the run,
-so a GPU run never waits on the host between steps.  Dropout masks come from a
+so a GPU run never waits on the host between steps.  Augmentation runs on the
+device too (its per-step key is two Python-int hashes, no transfer).  Dropout masks come from a
 ``torch.Generator`` on the device, seeded from ``(seed, global step)``, so a
 resumed run draws the masks an uninterrupted one would.
 
@@ -33,6 +34,7 @@ from descend.engines.base import Engine, Trainer, TrainState, float_targets
 from descend.errors import ConfigError
 from descend.io.tree import map as tree_map
 from descend.model import loss_fn, predict_logits
+from descend.model.augment import augment_rows
 from descend.optim.base import apply_updates
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -60,8 +62,8 @@ def torch_threads(threads: int | None):
 
 
 class TorchTrainer(Trainer):
-    def __init__(self, engine, spec, optimizer, *, l1=0.0, l2=0.0):
-        super().__init__(engine, spec, optimizer, l1=l1, l2=l2)
+    def __init__(self, engine, spec, optimizer, *, l1=0.0, l2=0.0, augment=None, label_smoothing=0.0):
+        super().__init__(engine, spec, optimizer, l1=l1, l2=l2, augment=augment, label_smoothing=label_smoothing)
         self._generator = None
 
     def init(self, params, model_state, opt_state=None) -> TrainState:
@@ -88,9 +90,9 @@ class TorchTrainer(Trainer):
 
     def _run(self, ts, X, y, order, batch_size, first, count, global_step, seed):
         engine = self.engine
-        ops, spec, l1, l2 = engine.ops, self.spec, self.l1, self.l2
+        ops, spec, l1, l2, smoothing = engine.ops, self.spec, self.l1, self.l2, self.label_smoothing
         update = self.optimizer.update
-        dropout, batchnorm = spec.uses_dropout, spec.batchnorm
+        dropout, batchnorm, augment = spec.uses_dropout, spec.batchnorm, self.augment
         params, model_state, opt_state = ts
         names = tuple(params)
         if not isinstance(X, torch.Tensor):  # callers should put data on the device once; tolerate NumPy
@@ -106,12 +108,14 @@ class TorchTrainer(Trainer):
         for j in range(count):
             rows = idx[j]
             xb, yb = X.index_select(0, rows), y.index_select(0, rows)
+            if augment is not None:
+                xb = augment_rows(ops, augment, xb, seed, global_step + j)
             if dropout:
                 key = self.generator(seed, global_step + j)
             leaves = [params[k].detach().requires_grad_() for k in names]
             with enable_grad():
                 loss, (new_state, _) = loss_fn(ops, spec, dict(zip(names, leaves)), model_state, xb, yb,
-                                               l1=l1, l2=l2, train=True, key=key)
+                                               l1=l1, l2=l2, label_smoothing=smoothing, train=True, key=key)
                 grads = grad(loss, leaves)
             losses.append(loss.detach())
             with no_grad():
@@ -175,8 +179,8 @@ class TorchEngine(Engine):
         return tree_map(put, tree)
 
     # Training ---------------------------------------------------------------
-    def trainer(self, spec, optimizer, *, l1=0.0, l2=0.0):
-        return TorchTrainer(self, spec, optimizer, l1=l1, l2=l2)
+    def trainer(self, spec, optimizer, *, l1=0.0, l2=0.0, augment=None, label_smoothing=0.0):
+        return TorchTrainer(self, spec, optimizer, l1=l1, l2=l2, augment=augment, label_smoothing=label_smoothing)
 
     def logits(self, spec, params, model_state, X, batch_size=10000):
         if not isinstance(X, torch.Tensor):

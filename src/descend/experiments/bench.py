@@ -82,7 +82,7 @@ def bench_one(engine_name: str, device: str, cfg: TrainConfig, data, n_classes: 
     # Engines compile at different moments (PyTensor when the trainer is built, JAX and TensorFlow on
     # the first run): compile time counts both, less one warm epoch.
     built = time.perf_counter()
-    trainer = make_trainer(engine, spec, options, steps)
+    trainer = make_trainer(engine, spec, options, steps, image_shape)
     build_s = time.perf_counter() - built
     Xd, yd, Xtd = engine.asarray(X), engine.put_labels(y), engine.asarray(Xt)
     epochs = _EpochTimes()

@@ -8,8 +8,15 @@ takes what ``descend predict`` takes: raw rows of ``n_features`` float32 values
    float32), and the PCA projection when the model has one (in float64, then
    float32, as :meth:`Normalizer.transform` computes it);
 2. each network, with dropout removed (inverted dropout is the identity at
-   inference) and batch norm folded into the dense layer before it:
-   ``W' = W * s``, ``b' = (b - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``;
+   inference) and batch norm folded into the dense or conv layer before it:
+   ``W' = W * s``, ``b' = (b - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``
+   per output unit or channel (a batch norm after any other layer becomes a
+   ``BatchNormalization`` node).  A network on images reshapes the rows to
+   NHWC and transposes them to ONNX's NCHW once; convolutions take the HWIO
+   kernels as OIHW with "same" padding's ``(k-1)//2`` zeros before and ``k//2``
+   after; pooling windows are valid ones (no padding, so no padded pixel is
+   ever averaged); a flatten transposes back to NHWC first, so the dense
+   weights see the pixels in descend's height, width, channel order;
 3. softmax.  An ensemble gathers each member's input columns, and combines the
    members' probabilities as the ensemble does: their mean (soft vote), or
    ``(votes + mean / 2) / (members + 1 / 2)`` (hard vote: each member's argmax
@@ -38,7 +45,19 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from descend.errors import ConfigError, InputError
-from descend.model.layers import BN_EPS, Activation, BatchNorm, Dense, Dropout, Flatten
+from descend.backend.windows import conv_pads
+from descend.model.layers import (
+    BN_EPS,
+    Activation,
+    AvgPool2D,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    MaxPool2D,
+)
 from descend.model.network import MLP, Network
 
 __all__ = ["MIN_OPSET", "DEFAULT_OPSET", "OnnxModel", "Step", "build_onnx", "config_digest", "export_onnx",
@@ -86,49 +105,70 @@ class Step:
 
 
 def network_steps(spec: Network, params: Mapping[str, np.ndarray], state: Mapping[str, np.ndarray]) -> list[Step]:
-    """The layers of a network in the order its forward pass applies them (training-time form)."""
-    steps = []
+    """The layers of a network in the order its forward pass applies them (training-time form).
+
+    A network on images starts with an ``image`` step: the rows reshaped to its input shape.
+    """
+    if spec.task != "classification":
+        raise ConfigError(f"descend export writes classifiers only; exporting a {spec.task} model is not "
+                          f"supported yet")
+    steps = [Step("image", "image", option=tuple(spec.input_shape))] if spec.image_input else []
     for name, layer in zip(spec.names, spec.layers):
         if isinstance(layer, Dropout):
             steps.append(Step("dropout", name, option=layer.keep))
-        elif isinstance(layer, Dense):
-            steps.append(Step("dense", name, {"W": params[f"{name}.W"],
-                                              "b": params[f"{name}.b"] if layer.bias else None}))
+        elif isinstance(layer, (Dense, Conv2D)):
+            steps.append(Step("dense" if isinstance(layer, Dense) else "conv", name,
+                              {"W": params[f"{name}.W"], "b": params[f"{name}.b"] if layer.bias else None},
+                              option=None if isinstance(layer, Dense) else (layer.stride, layer.padding)))
         elif isinstance(layer, BatchNorm):
             steps.append(Step("batchnorm", name, {"gamma": params[f"{name}.gamma"], "beta": params[f"{name}.beta"],
                                                   "mean": state[f"{name}.mean"], "var": state[f"{name}.var"]}))
         elif isinstance(layer, Activation):
             steps.append(Step("activation", name, option=layer.name))
-        elif isinstance(layer, Flatten) and not spec.image_input:
-            continue  # rows are already vectors
+        elif isinstance(layer, (MaxPool2D, AvgPool2D)):
+            steps.append(Step("maxpool" if isinstance(layer, MaxPool2D) else "avgpool", name,
+                              option=(layer.size, layer.stride)))
+        elif isinstance(layer, GlobalAvgPool):
+            steps.append(Step("gap", name))
+        elif isinstance(layer, Flatten):
+            if spec.image_input:  # rows that are not images are vectors already
+                steps.append(Step("flatten", name))
         else:
-            raise ConfigError(f"ONNX export does not support {layer.describe()} layers yet "
-                              "(dense networks with batch norm and dropout export)")
+            raise ConfigError(f"ONNX export does not support {layer.describe()} layers")
     return steps
 
 
-def _fold_batchnorm(dense: Step, bn: Step) -> Step:
-    """The dense layer that computes ``batchnorm(dense(x))`` with the running statistics."""
-    W = np.asarray(dense.arrays["W"])
+FOLDS_BATCHNORM = ("dense", "conv")  # layers whose output a batch norm right after them folds into
+
+
+def _fold_batchnorm(layer: Step, bn: Step) -> Step:
+    """The dense or conv layer that computes ``batchnorm(layer(x))`` with the running statistics.
+
+    Both kernels keep their output units on the last axis (dense ``(in, out)``, conv HWIO), so ``s`` scales it.
+    """
+    W = np.asarray(layer.arrays["W"])
     a = {k: np.asarray(v, np.float64) for k, v in bn.arrays.items()}
     s = a["gamma"] / np.sqrt(a["var"] + BN_EPS)
-    b = np.zeros(W.shape[1]) if dense.arrays.get("b") is None else np.asarray(dense.arrays["b"], np.float64)
-    return replace(dense, name=f"{dense.name}+{bn.name}",
+    b = np.zeros(W.shape[-1]) if layer.arrays.get("b") is None else np.asarray(layer.arrays["b"], np.float64)
+    return replace(layer, name=f"{layer.name}+{bn.name}",
                    arrays={"W": (W.astype(np.float64) * s).astype(W.dtype),
                            "b": ((b - a["mean"]) * s + a["beta"]).astype(W.dtype)})
 
 
 def inference_steps(steps: list[Step]) -> list[Step]:
-    """``steps`` at inference: dropout removed, each batch norm folded into the dense layer before it."""
+    """``steps`` at inference: dropout removed, each batch norm folded into the dense or conv layer before it.
+
+    An image reshape that a flatten undoes right away (a network of dense layers on images) is dropped too.
+    """
     out: list[Step] = []
     for step in steps:
         if step.kind == "dropout":
             continue
-        if step.kind == "batchnorm":
-            if not out or out[-1].kind != "dense":
-                raise ConfigError(f"batch norm {step.name!r} follows {out[-1].name if out else 'the input'!r}, "
-                                  "not a dense layer; it cannot be folded")
+        if step.kind == "batchnorm" and out and out[-1].kind in FOLDS_BATCHNORM:
             out[-1] = _fold_batchnorm(out[-1], step)
+            continue
+        if step.kind == "flatten" and out and out[-1].kind == "image":
+            out.pop()
             continue
         out.append(step)
     return out
@@ -174,25 +214,78 @@ class _Graph:
 
 def _dense(g: _Graph, x: str, step: Step, prefix: str) -> str:
     y = g.op("MatMul", [x, g.const(f"{prefix}{step.name}.W", step.arrays["W"])], f"{prefix}{step.name}.matmul")
+    if step.arrays.get("b") is None:
+        return y
     return g.op("Add", [y, g.const(f"{prefix}{step.name}.b", step.arrays["b"])], f"{prefix}{step.name}")
 
 
 _ACTIVATIONS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
+NCHW, NHWC = [0, 3, 1, 2], [0, 2, 3, 1]  # Transpose perms: descend's NHWC to ONNX's NCHW, and back
 
 
 def _activation(g: _Graph, x: str, step: Step, prefix: str) -> str:
     return g.op(_ACTIVATIONS[step.option], [x], f"{prefix}{step.name}.{step.option}")
 
 
+def _image(g: _Graph, x: str, step: Step, prefix: str) -> str:
+    shape = g.const(f"{prefix}image.shape", np.asarray([-1, *step.option], np.int64))
+    x = g.op("Reshape", [x, shape], f"{prefix}image.nhwc")
+    return g.op("Transpose", [x], f"{prefix}image.nchw", perm=NCHW)
+
+
+def _conv(g: _Graph, x: str, step: Step, prefix: str) -> str:
+    W = np.asarray(step.arrays["W"])
+    k, stride, padding = W.shape[0], *step.option
+    lo, hi = conv_pads(k, padding)
+    inputs = [x, g.const(f"{prefix}{step.name}.W", W.transpose(3, 2, 0, 1))]  # HWIO -> OIHW
+    if step.arrays.get("b") is not None:
+        inputs.append(g.const(f"{prefix}{step.name}.b", step.arrays["b"]))
+    return g.op("Conv", inputs, f"{prefix}{step.name}", kernel_shape=[k, k], strides=[stride, stride],
+                pads=[lo, lo, hi, hi], dilations=[1, 1], group=1)
+
+
+def _pool(g: _Graph, x: str, step: Step, prefix: str) -> str:
+    size, stride = step.option
+    if step.kind == "maxpool":
+        return g.op("MaxPool", [x], f"{prefix}{step.name}", kernel_shape=[size, size], strides=[stride, stride])
+    return g.op("AveragePool", [x], f"{prefix}{step.name}", kernel_shape=[size, size], strides=[stride, stride],
+                count_include_pad=0)
+
+
+def _gap(g: _Graph, x: str, step: Step, prefix: str) -> str:
+    x = g.op("GlobalAveragePool", [x], f"{prefix}{step.name}.pool")  # (n, c, 1, 1)
+    return g.op("Flatten", [x], f"{prefix}{step.name}", axis=1)
+
+
+def _flatten(g: _Graph, x: str, step: Step, prefix: str) -> str:
+    x = g.op("Transpose", [x], f"{prefix}{step.name}.nhwc", perm=NHWC)
+    return g.op("Flatten", [x], f"{prefix}{step.name}", axis=1)
+
+
+def _batchnorm(g: _Graph, x: str, step: Step, prefix: str) -> str:
+    """A batch norm that follows no dense or conv layer: per channel (axis 1) of an image or per feature."""
+    names = [g.const(f"{prefix}{step.name}.{k}", step.arrays[k]) for k in ("gamma", "beta", "mean", "var")]
+    return g.op("BatchNormalization", [x, *names], f"{prefix}{step.name}", epsilon=BN_EPS)
+
+
 # How each inference-time layer kind becomes nodes: (graph, input value, step, name prefix) -> output value.
-EMITTERS: dict[str, Callable[[_Graph, str, Step, str], str]] = {"dense": _dense, "activation": _activation}
+# Values between an ``image`` step and a ``flatten`` or ``gap`` are NCHW images; the others are (n, features).
+EMITTERS: dict[str, Callable[[_Graph, str, Step, str], str]] = {
+    "dense": _dense, "activation": _activation, "image": _image, "conv": _conv, "maxpool": _pool,
+    "avgpool": _pool, "gap": _gap, "flatten": _flatten, "batchnorm": _batchnorm}
+# onnxruntime's CPU kernels for these are float32 only (a float64 graph would be valid ONNX it cannot run)
+FLOAT32_ONLY = ("conv", "avgpool", "gap")
 
 
-def _network(g: _Graph, x: str, steps: list[Step], prefix: str) -> str:
+def _network(g: _Graph, x: str, steps: list[Step], prefix: str, dtype) -> str:
     for step in inference_steps(steps):
         emit = EMITTERS.get(step.kind)
         if emit is None:
             raise ConfigError(f"layer {step.name!r} of kind {step.kind!r} has no ONNX export")
+        if step.kind in FLOAT32_ONLY and np.dtype(dtype) != np.float32:
+            raise ConfigError(f"ONNX export of layer {step.name!r} ({step.kind}) needs a float32 model "
+                              f"(onnxruntime runs convolution and average pooling in float32 only); "
+                              f"this one is {np.dtype(dtype).name}")
         x = emit(g, x, step, prefix)
     return x
 
@@ -268,7 +361,7 @@ def build_onnx(model, *, opset: int = DEFAULT_OPSET, vote: str | None = None):
         prefix = f"member{i}/" if ensemble else ""
         xi = x if features is None else g.op("Gather", [x, g.const(f"{prefix}features", features)],
                                              f"{prefix}columns", axis=1)
-        logits.append(_network(g, xi, network_steps(model.spec, params, state), prefix))
+        logits.append(_network(g, xi, network_steps(model.spec, params, state), prefix, dtype))
         proba.append(g.op("Softmax", [logits[-1]], f"{prefix}softmax", axis=1))
     if ensemble:
         combined = _vote(g, logits, proba, vote, n_classes, dtype)

@@ -3,7 +3,7 @@
 The same functions run eagerly on NumPy and PyTorch, traced on JAX and
 TensorFlow and symbolically on PyTensor, so every engine computes exactly
 this math.  Loss: mean softmax cross-entropy over the batch, computed with
-log-sum-exp (classification), or the mean over batch and outputs of
+log-sum-exp (classification, optionally against smoothed labels), or the mean over batch and outputs of
 ``(pred - t)**2`` (regression), plus ``l2/2 * sum(W**2) + l1 * sum(|W|)`` over weight tensors only
 (dense and conv kernels; not biases, not batch norm).
 """
@@ -48,12 +48,20 @@ def forward(ops, spec: Network, params, state, x, *, train: bool = False, key=No
     return spec.forward(ops, params, state, x, train=train, key=key, dropout=dropout)
 
 
-def softmax_cross_entropy(ops, logits, y):
-    """Mean of ``logsumexp(z) - z[y]`` over the batch, stable for large logits."""
+def softmax_cross_entropy(ops, logits, y, label_smoothing: float = 0.0):
+    """Mean of ``logsumexp(z) - z[y]`` over the batch, stable for large logits.
+
+    With ``label_smoothing`` ``e`` the target is ``(1-e)*onehot(y) + e/K`` over
+    the ``K`` classes: the mean of ``logsumexp(z) - (1-e)*z[y] - e*mean_k(z_k)``
+    (the targets sum to 1, so the shift by the row maximum still cancels).
+    """
     m = ops.max(logits, axis=1, keepdims=True)
     z = logits - m
     lse = ops.log(ops.sum(ops.exp(z), axis=1))
-    return ops.mean(lse - ops.take_labels(z, y))
+    if not label_smoothing:
+        return ops.mean(lse - ops.take_labels(z, y))
+    e = float(label_smoothing)
+    return ops.mean(lse - (1.0 - e) * ops.take_labels(z, y) - e * ops.mean(z, axis=1))
 
 
 def mean_squared_error(ops, pred, t):
@@ -62,11 +70,11 @@ def mean_squared_error(ops, pred, t):
     return ops.mean(d * d)
 
 
-def data_loss(ops, spec: Network, outputs, y):
+def data_loss(ops, spec: Network, outputs, y, label_smoothing=0.0):
     """The task's loss of the network's outputs: cross-entropy of class ids, or squared error of targets."""
     if spec.task == "regression":
         return mean_squared_error(ops, outputs, y)
-    return softmax_cross_entropy(ops, outputs, y)
+    return softmax_cross_entropy(ops, outputs, y, label_smoothing)
 
 
 def penalty(ops, spec: Network, params, *, l1: float = 0.0, l2: float = 0.0):
@@ -81,10 +89,10 @@ def penalty(ops, spec: Network, params, *, l1: float = 0.0, l2: float = 0.0):
     return total
 
 
-def loss_fn(ops, spec: Network, params, state, x, y, *, l1=0.0, l2=0.0, train=True, key=None):
+def loss_fn(ops, spec: Network, params, state, x, y, *, l1=0.0, l2=0.0, label_smoothing=0.0, train=True, key=None):
     """Training objective and what came with it: ``(loss, (new_state, logits))``."""
     logits, new_state = spec.forward(ops, params, state, x, train=train, key=key)
-    loss = data_loss(ops, spec, logits, y) + penalty(ops, spec, params, l1=l1, l2=l2)
+    loss = data_loss(ops, spec, logits, y, label_smoothing) + penalty(ops, spec, params, l1=l1, l2=l2)
     return loss, (new_state, logits)
 
 

@@ -170,12 +170,14 @@ def write_report(
     per_class: Any = None,
     history_tail: Sequence[Mapping] | None = None,
     architecture: Sequence[Mapping] | None = None,
+    learned: Mapping[str, str | os.PathLike] | None = None,
 ) -> Path:
     """Write the run report (config, metrics, architecture, plots, confusion, per-class table) atomically.
 
     When `per_class` is None and a confusion matrix is given, precision/recall/F1
     are computed from it.  `architecture` is one row per layer (see
-    :func:`architecture_rows`).
+    :func:`architecture_rows`).  `learned` holds the pictures of what the model learned
+    ({caption: PNG path}: first-layer weights, confident mistakes).
     """
     from .. import __version__
 
@@ -184,6 +186,9 @@ def write_report(
         parts += ["<h2>Architecture</h2>", rows_table(architecture)]
     if images:
         parts += ["<h2>Training curves</h2>", "<div>", *(image_figure(c, p) for c, p in images.items()), "</div>"]
+    if learned:
+        parts += ["<h2>What the model learned</h2>", "<div>", *(image_figure(c, p) for c, p in learned.items()),
+                  "</div>"]
     if confusion is not None:
         cm = np.asarray(confusion)
         names = _class_names(classes, cm.shape[0])

@@ -8,9 +8,11 @@ name the option and quote the value received.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from descend.errors import ConfigError, require
+from descend.model.augment import Augmentation
 from descend.optim import OPTIMIZERS, ScheduleSpec
 
 EARLY_STOPPING = ("none", "patience", "geometric")
@@ -38,7 +40,15 @@ class TrainConfig:
     inputs, each standardized (fitted on the training rows, stored with the
     normalization in the model file).  ``layers`` (the ``--layers`` text:
     convolution, pooling, dense...) replaces the ``hidden`` / ``dropout_keep``
-    / ``batchnorm`` shorthand of a multilayer perceptron.
+    / ``batchnorm`` shorthand of a multilayer perceptron.  ``augment`` (the
+    ``--augment`` text, e.g. ``shift:2,rotate:10``) transforms training rows,
+    which must be images, inside each step; it is kept in canonical form.
+    / ``batchnorm`` shorthand of a multilayer perceptron.  ``clip_norm=C``
+    scales each step's gradient (all parameters together) to global L2 norm at
+    most ``C`` before the optimizer's rule sees it (0 = off).
+    ``label_smoothing=E`` trains on the targets ``(1-E)*onehot + E/K``; the
+    validation and test costs stay the plain cross-entropy, so they compare
+    across runs with and without it.
     """
 
     dataset: str = "mnist"
@@ -58,6 +68,9 @@ class TrainConfig:
     dropout_keep: tuple[float, ...] = ()
     batchnorm: bool = False
     max_norm: float = 0.0
+    augment: str | None = None
+    clip_norm: float = 0.0
+    label_smoothing: float = 0.0
     balance: str = "none"
     engine: str = "auto"
     device: str = "auto"
@@ -101,6 +114,14 @@ class TrainConfig:
         require(all(0.0 < p <= 1.0 for p in self.dropout_keep), "dropout_keep", "probabilities in (0, 1]",
                 self.dropout_keep)
         require(self.max_norm >= 0, "max_norm", ">= 0 (0 = off)", self.max_norm)
+        augmentation = Augmentation.parse(self.augment)  # validates every token
+        object.__setattr__(self, "augment", augmentation.text if augmentation else None)
+        if augmentation and self.pca:
+            raise ConfigError(f"`augment` transforms images; principal components have no image shape. "
+                              f"Received: augment={self.augment!r}, pca={self.pca}")
+        require(math.isfinite(self.clip_norm) and self.clip_norm >= 0, "clip_norm", "a finite number >= 0 (0 = off)",
+                self.clip_norm)
+        require(0.0 <= self.label_smoothing < 1.0, "label_smoothing", "in [0, 1) (0 = off)", self.label_smoothing)
         require(self.balance in BALANCING, "balance", f"one of {BALANCING}", self.balance)
         require(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", self.optimizer)
         require(self.lr > 0, "lr", "> 0", self.lr)

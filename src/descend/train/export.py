@@ -6,9 +6,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from descend.errors import ConfigError, DescendError
+from descend.errors import DescendError
 from descend.io.onnx_export import DEFAULT_OPSET, check_opset, export_onnx
-from descend.model.parse import SPATIAL
 from descend.train.predict import load_classifier
 
 
@@ -31,10 +30,6 @@ def export_file(model_path: str | Path, out: str | Path | None = None, *, opset:
         raise DescendError('descend export needs onnx: pip install "descend[export]"')
     check_opset(opset)
     model = load_classifier(model_path)
-    spatial = [layer.describe() for layer in model.spec.layers if isinstance(layer, SPATIAL)]
-    if spatial:
-        raise ConfigError(f"{model_path}: ONNX export is not supported yet for conv layers (the network has "
-                          f"{', '.join(spatial)}); descend predict and descend serve run it")
     target = Path(out) if out is not None else Path(model_path).with_suffix(".onnx")
     ensemble = hasattr(model, "members")
     used_vote = (vote or model.vote) if ensemble else None

@@ -33,6 +33,7 @@ from descend.errors import DivergenceError, require
 from descend.io.modelfile import load_checkpoint, save_checkpoint
 from descend.io.tree import flatten_with_paths, unflatten_from_paths
 from descend.model import softmax_cross_entropy
+from descend.model.augment import Augmentation
 from descend.optim import ReduceOnPlateau, ScheduleSpec, chain, make_optimizer, max_norm
 from descend.train.config import EARLY_STOPPING, MONITORS, monitor_for
 from descend.train.early_stopping import EarlyStopping
@@ -53,6 +54,8 @@ class FitOptions:
     ``eval_every=0`` evaluates once per epoch, otherwise every that many steps.
     ``patience`` counts evaluations.  ``restore_best`` returns the weights and
     model state of the best evaluation of ``monitor`` instead of the last.
+    ``augment`` (``shift:2,flip,rotate:10``...) transforms the training batches
+    inside each step; :func:`fit` then needs the rows' ``image_shape``.
     """
 
     epochs: int = 1
@@ -66,6 +69,9 @@ class FitOptions:
     schedule: str = "constant"
     schedule_unit: str = "epoch"
     max_norm: float = 0.0
+    augment: str | None = None
+    clip_norm: float = 0.0
+    label_smoothing: float = 0.0
     l1: float = 0.0
     l2: float = 0.0
     eval_every: int = 0
@@ -198,19 +204,32 @@ def _learning_rate(options, steps_per_epoch: int):
     return options.schedule_spec.build(options.lr, steps_per_epoch, total_steps=steps_per_epoch * options.epochs)
 
 
-def build_optimizer(options, steps_per_epoch: int):
-    """The optimizer (with its schedule and max-norm cap) of ``options`` (FitOptions or TrainConfig)."""
-    lr = _learning_rate(options, steps_per_epoch)
+def build_optimizer(options, steps_per_epoch: int, learning_rate=None):
+    """The optimizer (with its schedule, gradient clip and max-norm cap) of ``options`` (FitOptions or TrainConfig).
+
+    ``learning_rate`` (a number or a ``step -> lr`` function) replaces the
+    options' rate and schedule, as the learning-rate range test does.
+    """
+    lr = _learning_rate(options, steps_per_epoch) if learning_rate is None else learning_rate
     kwargs = dict(options.optimizer_options)
     if options.optimizer in ("momentum", "nesterov") or "+" in options.optimizer:  # the ones with momentum
         kwargs["momentum"] = options.momentum
-    optimizer = make_optimizer(options.optimizer, lr, **kwargs)
+    optimizer = make_optimizer(options.optimizer, lr, clip_norm=options.clip_norm or None, **kwargs)
     return chain(optimizer, max_norm(options.max_norm)) if options.max_norm else optimizer
 
 
-def make_trainer(engine, spec, options: FitOptions, steps_per_epoch: int):
-    """The engine's trainer for ``options`` (what :func:`fit` builds unless handed one)."""
-    return engine.trainer(spec, build_optimizer(options, steps_per_epoch), l1=options.l1, l2=options.l2)
+def augmentation(options, image_shape):
+    """``options.augment`` bound to rows of ``image_shape`` (None when off); a ConfigError without an image shape."""
+    aug = Augmentation.parse(getattr(options, "augment", None))
+    return None if aug is None else aug.bind(image_shape)
+
+
+def make_trainer(engine, spec, options: FitOptions, steps_per_epoch: int, image_shape=None, learning_rate=None):
+    """The engine's trainer for ``options`` (what :func:`fit` builds unless handed one); ``image_shape`` is
+    the rows' image shape, which augmentation needs."""
+    return engine.trainer(spec, build_optimizer(options, steps_per_epoch, learning_rate), l1=options.l1,
+                          l2=options.l2, augment=augmentation(options, image_shape),
+                          label_smoothing=options.label_smoothing)
 
 
 def learning_rate_at(options, steps_per_epoch: int, step: int, scale: float = 1.0) -> float:
@@ -226,7 +245,11 @@ def progress_bar(options: FitOptions, n_train: int, *, stream=None, enabled: boo
 
 
 def cost_and_error(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """``(mean cross-entropy, error rate)`` of NumPy logits."""
+    """``(mean cross-entropy, error rate)`` of NumPy logits.
+
+    The plain cross-entropy even when training smooths its labels: a
+    validation cost that compares across runs with any smoothing.
+    """
     cost = float(softmax_cross_entropy(numpy_ops, logits.astype(np.float64), y))
     return cost, float(np.mean(np.argmax(logits, axis=1) != y))
 
@@ -256,14 +279,15 @@ def evaluate_metrics(engine, spec, params, model_state, X, y, target_std=None) -
 def fit(engine, spec, options: FitOptions, X_train, y_train, X_valid=None, y_valid=None, *,
         params: dict | None = None, model_state: dict | None = None, start: FitState | None = None,
         trainer=None, checkpoint: Path | None = None, resume: bool = False, progress: Progress | None = None,
-        callbacks=(), target_std=None) -> FitResult:
+        callbacks=(), target_std=None, image_shape=None) -> FitResult:
     """Train for ``options.epochs`` epochs on the engine's device arrays; return the best (or final) weights.
 
     Training starts from ``params``/``model_state`` (NumPy), or from ``start``
     to continue earlier training.  ``y_train`` is on the device, ``y_valid``
     is NumPy.  With ``resume`` the state saved in ``checkpoint`` is restored
     first.  ``trainer`` (from :func:`make_trainer` with these options) saves
-    rebuilding, and recompiling, one across calls.  A diverging loss raises
+    rebuilding, and recompiling, one across calls.  ``image_shape`` is the
+    training rows' image shape (what ``options.augment`` needs).  A diverging loss raises
     :class:`~descend.errors.DivergenceError` whose ``result`` holds the state
     before the steps that diverged.  A regression network's ``y`` are
     standardized targets; ``target_std`` (per target) puts the validation
@@ -278,7 +302,7 @@ def fit(engine, spec, options: FitOptions, X_train, y_train, X_valid=None, y_val
     batch_size, steps_per_epoch = batch_plan(options, n_train)
     total = steps_per_epoch * options.epochs
     eval_every = options.eval_every or steps_per_epoch
-    trainer = trainer or make_trainer(engine, spec, options, steps_per_epoch)
+    trainer = trainer or make_trainer(engine, spec, options, steps_per_epoch, image_shape)
     has_valid = X_valid is not None and len(y_valid) > 0
     stopper = EarlyStopping(options.early_stopping if has_valid else "none", options.patience,
                             options.patience_increase, options.improvement_threshold)

@@ -107,10 +107,33 @@ def save_run_model(path: Path, cfg: TrainConfig, spec, engine, result: FitResult
                metadata=metadata, format_version=spec_format_version(metadata["spec"]))
 
 
+AUGMENTED_GRID = 64
+
+
+def first_augmented_batch(cfg: TrainConfig, data, rows: int = AUGMENTED_GRID) -> np.ndarray | None:
+    """The first training step's rows (up to ``rows``) as the network saw them: augmented, ``(n, h, w, c)``.
+
+    The NumPy reference's transform of step 0's batch, which every engine
+    reproduces exactly; None when the run has no augmentation.
+    """
+    from descend.backend import numpy_ops
+    from descend.model.augment import augment_rows
+    from descend.train.loop import augmentation, batch_plan, epoch_order, fit_options
+
+    aug = augmentation(cfg, data.image_shape) if cfg.augment else None
+    if aug is None:
+        return None
+    batch_size, _ = batch_plan(fit_options(cfg), data.n_train)
+    batch = np.asarray(data.X_train)[epoch_order(cfg.seed, 0, data.n_train)[:batch_size]]
+    return augment_rows(numpy_ops, aug, batch, cfg.seed, 0)[:rows].reshape(-1, *aug.image_shape)
+
+
 def write_reports(run_dir: Path, cfg: TrainConfig, result: FitResult, metrics: dict, ds, predictions,
-                  network=None) -> None:
-    """PNG plots (cost, error, confusion matrix) and ``report.html`` (with the architecture of ``network``,
-    the resolved network spec, when given)."""
+                  network=None, *, engine=None, data=None, augmented=None) -> None:
+    """PNG plots (cost, error, confusion matrix, the ``augmented`` training images when given) and
+    ``report.html`` (with the architecture of ``network``, the resolved network spec, when given).  With
+    ``engine`` and ``data`` (the run's :class:`~descend.train.setup.PreparedData`) too, the pictures of what
+    the model learned (see :func:`learned_pictures`)."""
     from descend.reports.html import architecture_rows, write_report
     from descend.reports.metrics import confusion_matrix, per_class_precision_recall
     from descend.reports.plots import plot_confusion, plot_history
@@ -129,12 +152,70 @@ def write_reports(run_dir: Path, cfg: TrainConfig, result: FitResult, metrics: d
     if result.history:
         cost, error = plot_history(result.history, run_dir / "cost.png", run_dir / "error.png")
         images = {"Cost per epoch": cost, "Error per epoch": error}
+    if augmented is not None:
+        from descend.reports.grids import plot_image_grid
+
+        caption = f"The first training batch after --augment {cfg.augment} ({len(augmented)} rows)"
+        images[caption] = plot_image_grid(augmented, run_dir / "augmented.png")
     cm = per_class = None
     if predictions is not None:
         cm = confusion_matrix(ds.test.y, predictions, len(ds.classes))
         per_class = per_class_precision_recall(cm)
         images["Confusion matrix (test set)"] = plot_confusion(cm, ds.classes, run_dir / "confusion.png")
+    learned = None
+    if network is not None and engine is not None and data is not None:
+        learned = learned_pictures(run_dir, engine, network, result, data)
     write_report(run_dir / "report.html", title=f"descend run: {run_dir.name}", config=cfg.to_dict(),
                  metrics=metrics, images=images, confusion=cm, classes=list(ds.classes), per_class=per_class,
                  history_tail=result.history[-10:],
-                 architecture=architecture_rows(network.summary()) if network is not None else None)
+                 architecture=architecture_rows(network.summary()) if network is not None else None,
+                 learned=learned)
+
+
+def _gallery_split(data):
+    """("test" or "validation", raw images, labels, normalized rows) of the split the gallery shows, or None."""
+    ds = data.dataset
+    if ds is None or not ds.image_shape:
+        return None
+    for name, split, X in (("test", ds.test, data.X_test), ("validation", ds.validation, data.X_valid)):
+        if X is not None and split is not None and split.y is not None and len(split.y) == len(X):
+            return name, np.asarray(split.X).reshape(-1, *ds.image_shape), np.asarray(split.y), X
+    return None
+
+
+def learned_pictures(run_dir: Path, engine, network, result: FitResult, data) -> dict[str, Path]:
+    """``first-layer.png`` (the first layer's weights as images) and ``mistakes.png`` (the most confident
+    wrong predictions on the test images, or the validation images without a labelled test split), as
+    {caption: path}; neither for data without an image shape."""
+    from descend.reports.learned import (
+        MAX_MISTAKES,
+        confident_mistakes,
+        first_layer_tiles,
+        plot_first_layer,
+        plot_mistakes,
+    )
+    from descend.train.inference import softmax
+
+    ds = data.dataset
+    classes = [str(c) for c in ds.classes] if ds is not None else None
+    out: dict[str, Path] = {}
+    tiles = first_layer_tiles(network, result.params, ds.image_shape if ds is not None else None,
+                              normalizer=data.normalizer, classes=classes)
+    if tiles is not None:
+        shown = f"{len(tiles.images)} of {tiles.total}" if len(tiles.images) < tiles.total else f"all {tiles.total}"
+        caption = (f"First-layer weights ({tiles.layer}, {shown}): {tiles.what}; red positive, blue negative, "
+                   f"one scale symmetric around 0")
+        out[caption] = plot_first_layer(tiles, run_dir / "first-layer.png")
+    split = _gallery_split(data)
+    if split is not None:
+        name, images, y, X = split
+        logits = engine.logits(network, engine.put_tree(result.params), engine.put_tree(result.model_state),
+                               engine.asarray(X), batch_size=inference_rows(network))
+        proba = softmax(np.asarray(logits, np.float64))
+        rows = confident_mistakes(proba, y, MAX_MISTAKES)
+        wrong = int(np.sum(np.argmax(proba, axis=1) != y))
+        if len(rows):
+            caption = (f"The {len(rows)} most confident wrong predictions on the {name} images ({wrong:,} of "
+                       f"{len(y):,} wrong): true label, predicted label and its probability under each")
+            out[caption] = plot_mistakes(images, y, proba, rows, classes, name, run_dir / "mistakes.png")
+    return out

@@ -16,7 +16,13 @@ from descend.errors import ConfigError
 from descend.io.rundir import make_run_dir, read_json, write_json
 from descend.train.config import TrainConfig
 from descend.train.loop import FitResult, fit, fit_options, progress_bar
-from descend.train.outputs import final_metrics, save_run_model, write_history_csv, write_reports
+from descend.train.outputs import (
+    first_augmented_batch,
+    final_metrics,
+    save_run_model,
+    write_history_csv,
+    write_reports,
+)
 from descend.train.setup import network_label, oversample, prepare_data, provenance, setup_run
 
 __all__ = ["RunResult", "oversample", "prepare_data", "run_training"]
@@ -31,8 +37,16 @@ class RunResult:
 
 
 def run_training(cfg: TrainConfig, *, out: str | Path | None = None, root: str | Path = "runs",
-                 resume_dir: str | Path | None = None, progress: bool = True, stream=None) -> RunResult:
-    """Train per ``cfg`` (or resume the run in ``resume_dir``) and write the run directory."""
+                 resume_dir: str | Path | None = None, progress: bool = True, stream=None,
+                 auto_lr: bool = False) -> RunResult:
+    """Train per ``cfg`` (or resume the run in ``resume_dir``) and write the run directory.
+
+    With ``auto_lr`` (``--lr auto``) the learning-rate range test runs first
+    and training uses its suggestion: config.json records that rate as ``lr``
+    and the test under ``lr_find`` (``auto: true``), and the run directory
+    gets its ``lr-find.png`` / ``.csv`` / ``.json``.  A resumed run reads its
+    rate from config.json and never reruns the test.
+    """
     stream = stream or sys.stderr
     if resume_dir is not None:
         run_dir = Path(resume_dir)
@@ -43,12 +57,24 @@ def run_training(cfg: TrainConfig, *, out: str | Path | None = None, root: str |
     ds = data.dataset
     if data.task == "regression" and cfg.task is None:
         cfg = cfg.replace(task="regression")  # config.json names the task the data called for
+    found = None
+    if auto_lr and resume_dir is None:
+        from descend.train.lr_find import lr_range_test
+
+        found = lr_range_test(cfg, data=data, stream=stream if progress else None)
+        cfg = cfg.replace(lr=found.suggestion)
     run = setup_run(cfg, data.n_in, data.n_out, data.n_train, image_shape=data.image_shape, task=data.task)
     engine, spec = run.engine, run.spec
     if resume_dir is None:
         run_dir = Path(out) if out else make_run_dir(root, cfg.name or _run_name(cfg))
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", provenance(cfg, engine))
+        record = provenance(cfg, engine)
+        if found is not None:
+            from descend.train.lr_find import write_lr_find
+
+            write_lr_find(run_dir, found)
+            record["lr_find"] = {"auto": True, **found.summary()}
+        write_json(run_dir / "config.json", record)
 
     X_train = engine.asarray(data.X_train)
     y_train = engine.put_labels(data.y_train)
@@ -75,7 +101,7 @@ def run_training(cfg: TrainConfig, *, out: str | Path | None = None, root: str |
     bar = progress_bar(options, n_train, stream=stream, enabled=progress)
     result = fit(engine, spec, options, X_train, y_train, X_valid, y_valid, params=run.params,
                  model_state=run.model_state, checkpoint=run_dir / "checkpoint.safetensors",
-                 resume=resume_dir is not None, progress=bar, target_std=data.target_std)
+                 resume=resume_dir is not None, progress=bar, target_std=data.target_std, image_shape=data.image_shape)
     metrics = write_run_outputs(run_dir, cfg, run, data, result)
     summary = f"descend: done in {result.elapsed:.1f} s; " + (
         "no validation rows" if y_valid is None else
@@ -102,7 +128,8 @@ def write_run_outputs(run_dir: Path, cfg: TrainConfig, run, data, result: FitRes
     save_run_model(run_dir / "model.safetensors", cfg, run.spec, run.engine, result, data, metrics)
     write_json(run_dir / "metrics.json", {**metrics, "config": cfg.to_dict()} if config_in_metrics else metrics)
     write_reports(run_dir, cfg, result, metrics, data.dataset, test_predictions,
-                  network=run.spec.resolve(data.n_in, data.n_out))
+                  network=run.spec.resolve(data.n_in, data.n_out), engine=run.engine, data=data,
+                  augmented=first_augmented_batch(cfg, data))
     return metrics
 
 

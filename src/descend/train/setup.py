@@ -270,6 +270,10 @@ def setup_run(cfg: TrainConfig, n_in: int, n_out: int, n_train: int, *, threads:
     :attr:`PreparedData.task`) overrides ``cfg.task``.
     """
     spec, params, model_state = build_network(cfg, n_in, n_out, image_shape, task)
+    if cfg.augment:
+        from descend.model.augment import Augmentation
+
+        Augmentation.parse(cfg.augment).bind(image_shape)  # rows without an image shape fail here, before training
     if engine is None:
         threads = threads or run_threads(cfg, spec, n_in, n_out, n_train)
         engine = make_engine(cfg, threads)

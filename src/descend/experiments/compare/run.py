@@ -121,7 +121,7 @@ def execute(task: RunTask) -> dict:
     started = time.perf_counter()
     try:
         result = fit(engine, spec, options, X, y, Xv, yv, params=run.params, model_state=run.model_state,
-                     callbacks=[fingerprints, budget])
+                     callbacks=[fingerprints, budget], image_shape=data.image_shape)
         # A budget stops the run where it is: its last weights, not the best ones.
         final = (result.final.params, result.final.model_state) if budget.reached else \
             (result.params, result.model_state)

@@ -3,7 +3,7 @@
 A *run spec* is one configuration written as ``"NAME key=value ..."``: the
 optimizer name first, then TrainConfig fields (``lr``, ``momentum``,
 ``batch_size``, ``schedule``, ``hidden``, ``layers``, ``l2``, ``dropout_keep``,
-``batchnorm``...), optimizer options (``eps``, ``rho``, ``b1``, ``b2``,
+``batchnorm``, ``augment``, ``clip_norm``, ``label_smoothing``...), optimizer options (``eps``, ``rho``, ``b1``, ``b2``,
 ``initial_accumulator``, ``eps_in_sqrt``, ``lr_inside``, ``bias_correction``)
 and three compare keys: ``label``, ``convention`` and ``budget`` (seconds).
 A bare word is a true flag (``"nesterov batchnorm"``).  Values may be quoted
@@ -25,12 +25,12 @@ from descend.train.config import TrainConfig
 
 STUDY_VERSION = 1
 
-FLOAT_KEYS = ("lr", "momentum", "l1", "l2", "max_norm", "validation")
+FLOAT_KEYS = ("lr", "momentum", "l1", "l2", "max_norm", "clip_norm", "label_smoothing", "validation")
 INT_KEYS = ("epochs", "eval_every", "patience", "threads")
 CHOICE_KEYS = ("schedule", "schedule_unit", "activation", "engine", "device", "dtype", "early_stopping", "monitor",
                "normalize", "balance", "format")
 CONFIG_KEYS = ("optimizer", *FLOAT_KEYS, *INT_KEYS, "batch_size", "hidden", "layers", "dropout_keep", "batchnorm", "pca",
-               *CHOICE_KEYS)
+               "augment", *CHOICE_KEYS)
 OPTION_FLOATS = ("eps", "rho", "b1", "b2", "initial_accumulator")
 OPTION_BOOLS = ("eps_in_sqrt", "lr_inside")
 COMPARE_KEYS = ("label", "convention", "budget")
@@ -128,6 +128,11 @@ def coerce(key: str, value):
         return text
     if key == "dropout_keep":
         return _sizes(key, value, _float)
+    if key == "augment":
+        from descend.model.augment import Augmentation
+
+        augmentation = Augmentation.parse(None if value is None else str(value))  # names a malformed token
+        return augmentation.text if augmentation else None
     if key in ("batchnorm", *OPTION_BOOLS):
         return _bool(key, value)
     if key == "optimizer":

@@ -122,7 +122,7 @@ def _train_one(cfg: TrainConfig, plan: MemberPlan, X, y, X_valid, y_valid, n_cla
     Xv = engine.asarray(np.asarray(X_valid[:, cols])) if X_valid is not None else None
     started = time.perf_counter()
     result = fit(engine, run.spec, fit_options(member_cfg), engine.asarray(Xm), engine.put_labels(y[plan.rows]),
-                 Xv, y_valid, params=run.params, model_state=run.model_state)
+                 Xv, y_valid, params=run.params, model_state=run.model_state, image_shape=image_shape)
     return {"index": plan.index, "params": {k: np.asarray(v) for k, v in result.params.items()},
             "state": {k: np.asarray(v) for k, v in result.model_state.items()},
             "epochs": result.steps / max(result.steps_per_epoch, 1), "steps": result.steps,

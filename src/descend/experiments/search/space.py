@@ -11,7 +11,8 @@ A space is whitespace-separated ``name=values`` items::
   (``hidden``, ``dropout_keep``) a comma belongs to the value and ``|``
   separates choices: ``hidden=300|500,300|none``.  So it does for ``layers``
   (``layers=conv:32:3,pool:2,dense:128|conv:64:5,pool:2,dense:256``; ``none``
-  is the ``hidden`` shorthand's network).
+  is the ``hidden`` shorthand's network), and for ``augment``
+  (``augment=none|shift:2|shift:2,rotate:10``).
 - A single value fixes the field for every trial.
 
 Names are TrainConfig fields (``batch-size`` is accepted for ``batch_size``).
@@ -39,14 +40,15 @@ from descend.train.config import TrainConfig
 # field -> value type: "float", "int", "str", "bool", "ints" (tuple of int), "floats" (tuple of float),
 # "layers" (the layer grammar's text, whose commas belong to the value)
 SEARCHABLE: dict[str, str] = {
-    "lr": "float", "momentum": "float", "l1": "float", "l2": "float", "max_norm": "float",
+    "lr": "float", "momentum": "float", "l1": "float", "l2": "float", "max_norm": "float", "clip_norm": "float",
+    "label_smoothing": "float",
     "patience_increase": "float", "improvement_threshold": "float",
     "batch_size": "int", "epochs": "int", "patience": "int", "eval_every": "int", "pca": "int",
     "optimizer": "str", "activation": "str", "schedule": "str", "schedule_unit": "str",
     "balance": "str", "normalize": "str", "early_stopping": "str", "monitor": "str",
     "batchnorm": "bool",
     "hidden": "ints", "dropout_keep": "floats",
-    "layers": "layers",
+    "layers": "layers", "augment": "augment",
 }
 NUMERIC = ("float", "int")
 TUPLES = ("ints", "floats")
@@ -113,7 +115,7 @@ class Param:
             return float(value)
         if self.type == "bool":
             return bool(value)
-        if self.type == "layers":
+        if self.type in ("layers", "augment"):
             return None if value is None else str(value)
         return str(value)
 
@@ -239,7 +241,7 @@ def _parse_value(name: str, text: str, type_: str, item: str):
             if text.lower() in _FALSE:
                 return False
             raise ValueError
-        if type_ == "layers":
+        if type_ in ("layers", "augment"):
             if not text:
                 raise ValueError
             return None if text.lower() == "none" else text
@@ -253,7 +255,8 @@ def _parse_value(name: str, text: str, type_: str, item: str):
         kind = {"float": "a number", "int": "an integer" + (" or 'full'" if name == "batch_size" else ""),
                 "bool": "true or false", "ints": "layer sizes like 500,300 or none",
                 "floats": "keep probabilities like 0.8,0.5,0.5 or none", "str": "a value",
-                "layers": "layer tokens like conv:32:3,pool:2,dense:128 or none"}[type_]
+                "layers": "layer tokens like conv:32:3,pool:2,dense:128 or none",
+                "augment": "augmentation tokens like shift:2,rotate:10 or none"}[type_]
         raise _space_error(item, f"{name}: {text!r} is not {kind}") from None
 
 
@@ -305,7 +308,7 @@ def _parse_item(item: str, base: TrainConfig, extra: dict[str, str]) -> Param:
         for bound in (low, high):
             check(base, name, bound, type_, item)
         return Param(name, "range", type_, low=low, high=high, log=log, text=text)
-    separators = "|" if type_ in (*TUPLES, "layers") or "|" in text else ",|"
+    separators = "|" if type_ in (*TUPLES, "layers", "augment") or "|" in text else ",|"
     parts = re.split("[" + re.escape(separators) + "]", text)
     if any(not p.strip() for p in parts):
         raise _space_error(item, f"{name} has an empty value")

@@ -555,7 +555,7 @@ def _retrain(final_dir: Path, cfg: TrainConfig, ds, progress: bool, stream) -> d
     bar = progress_bar(options, data.n_train, stream=stream, enabled=progress)
     write_json(final_dir / "config.json", provenance(cfg, engine))
     result = fit(engine, run.spec, options, engine.asarray(data.X_train), engine.put_labels(data.y_train), None, None,
-                 params=run.params, model_state=run.model_state, progress=bar)
+                 params=run.params, model_state=run.model_state, progress=bar, image_shape=data.image_shape)
     return write_run_outputs(final_dir, cfg, run, data, result, extra_metrics={"train_rows": len(ds.train.y)},
                              config_in_metrics=True)
 

@@ -73,7 +73,7 @@ class CVContext:
         engine, spec = run.engine, run.spec
         X_held, y_held = engine.asarray(data.X_valid), data.y_valid
         result = fit(engine, spec, fit_options(cfg), engine.asarray(data.X_train), engine.put_labels(data.y_train),
-                     X_held, y_held, params=run.params, model_state=run.model_state)
+                     X_held, y_held, params=run.params, model_state=run.model_state, image_shape=data.image_shape)
         cost, error = evaluate(engine, spec, engine.put_tree(result.params), engine.put_tree(result.model_state),
                                X_held, y_held)
         score = error if self.metric == "valid_error" else cost
