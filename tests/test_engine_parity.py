@@ -64,13 +64,13 @@ def batch_order(batch: int, steps: int) -> np.ndarray:
 
 
 def trajectory(engine_name, spec, optimizer, *, batch=16, dtype="float64", l1=0.0, l2=0.0, steps=STEPS,
-               plateau=None, device="auto", logits_batch=10000, data=(X, Y)):
+               plateau=None, device="auto", logits_batch=10000, data=(X, Y), n_out=K):
     """``(losses, final TrainState as NumPy, inference logits)`` of ``steps`` steps on one engine."""
     engine = get_engine(engine_name, device="cpu" if engine_name == "numpy" else device, dtype=dtype)
     trainer = engine.trainer(spec, optimizer, l1=l1, l2=l2)
     rows, labels = data
     d = rows.shape[1]
-    ts = trainer.init(init_params(spec, d, K, key=SEED, dtype=dtype), init_state(spec, d, K, dtype=dtype))
+    ts = trainer.init(init_params(spec, d, n_out, key=SEED, dtype=dtype), init_state(spec, d, n_out, dtype=dtype))
     Xd, yd = engine.asarray(rows), engine.put_labels(labels)
     order = batch_order(batch, steps)
     half = steps // 2
@@ -175,6 +175,24 @@ def test_logistic_regression(engine):
 
 def test_batchnorm_training_and_inference(engine):
     assert_same(engine, MLP(hidden=(16, 8), batchnorm=True), lambda: make_optimizer("nesterov", 0.05))
+
+
+# Regression: a linear output of the targets' width, mean squared error (two targets, a smooth function of X).
+Y_REGRESSION = np.stack([np.tanh(X[:, 0] - X[:, 1]), 0.5 * X[:, 2] * X[:, 3]], axis=1)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_regression(engine, optimizer, dtype):
+    spec = MLP(hidden=(16, 8), activation="sigmoid", task="regression")
+    assert_same(engine, spec, lambda: make_optimizer(optimizer, lr_for(optimizer) * 2), dtype=dtype,
+                data=(X, Y_REGRESSION), n_out=2)
+
+
+def test_regression_with_batchnorm_and_normal_init(engine):
+    """The lecture notes' batch-norm network in small: N(0, 0.1^2) weights and biases, sigmoid, one target."""
+    spec = MLP(hidden=(12, 12), activation="sigmoid", batchnorm=True, init="normal", task="regression")
+    assert_same(engine, spec, lambda: make_optimizer("adam", 0.01), data=(X, Y_REGRESSION[:, :1]), n_out=1)
 
 
 def test_max_norm(engine):

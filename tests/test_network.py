@@ -139,3 +139,19 @@ def test_bad_layer_arguments_are_one_line_errors():
         Dropout(1.5)
     with pytest.raises(ConfigError, match="`activation` must be one of"):
         Activation("gelu")
+
+
+def test_regression_mlp_round_trips_and_classification_files_are_unchanged():
+    from descend.model import MLP, Network
+
+    reg = MLP(hidden=(30, 100), activation="sigmoid", batchnorm=True, init="normal", task="regression")
+    d = reg.to_dict()
+    assert d["task"] == "regression" and d["init"] == "normal"
+    assert Network.from_dict(d) == reg
+    assert "task" not in MLP(hidden=(5,)).to_dict() and "init" not in MLP(hidden=(5,)).to_dict()
+    resolved = reg.resolve(1, 1)
+    params = resolved.init_params(0, "float64")
+    assert resolved.layers[-1].units == 1
+    # N(0, 0.1^2) for weights and biases alike (batch norm replaces the hidden biases)
+    assert 0.08 < params["dense1.W"].std() < 0.12 and params["dense2.b"].shape == (1,)
+    assert params["dense2.b"][0] != 0.0

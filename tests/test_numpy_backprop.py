@@ -97,6 +97,37 @@ def test_vjp_matches_finite_differences(case, l1, l2):
             assert grads[name][idx] == pytest.approx(expected, rel=1e-5, abs=1e-8), f"{name}{idx}"
 
 
+REGRESSION_NETWORKS = {
+    "dense regression": (Flatten(), Dense(6), Activation("tanh"), Dense(2)),
+    "batch norm regression": (Flatten(), Dense(5, bias=False), BatchNorm(), Activation("sigmoid"), Dense(1)),
+}
+
+
+@pytest.mark.parametrize("l1, l2", [(0.0, 0.0), (0.01, 0.2)])
+@pytest.mark.parametrize("case", list(REGRESSION_NETWORKS))
+def test_mean_squared_error_gradient_matches_finite_differences(case, l1, l2):
+    """Regression's loss (mean over batch and outputs of (pred - t)^2) through the same VJPs."""
+    net, params, state, x, _ = problem(REGRESSION_NETWORKS[case])
+    net = Network(net.input_shape, net.layers, "regression")
+    width = net.layers[-1].units
+    t = np.random.default_rng(4).standard_normal((N, width))
+
+    def objective(p):
+        return float(value_and_grad(net, p, state, x, t, l1=l1, l2=l2)[0])
+
+    loss, grads, _ = value_and_grad(net, params, state, x, t, l1=l1, l2=l2)
+    pred, _ = net.forward(numpy_ops, params, state, x, train=True)
+    penalty = sum(0.5 * l2 * np.sum(params[k] ** 2) + l1 * np.sum(np.abs(params[k])) for k in net.weight_names)
+    assert loss == pytest.approx(float(np.mean((pred - t) ** 2)) + penalty, rel=1e-12)
+    assert loss == pytest.approx(float(loss_fn(numpy_ops, net, params, state, x, t, l1=l1, l2=l2)[0]), rel=1e-12)
+    rng = np.random.default_rng(1)
+    for name, p in params.items():
+        for i in rng.choice(p.size, size=min(p.size, 12), replace=False):
+            idx = np.unravel_index(i, p.shape)
+            expected = numeric_gradient(objective, params, name, idx)
+            assert grads[name][idx] == pytest.approx(expected, rel=1e-5, abs=1e-8), f"{name}{idx}"
+
+
 def test_every_layer_type_has_a_vjp_and_a_finite_difference_case():
     assert set(VJPS) == set(LAYER_TYPES.values())
     covered = {type(layer) for layers in NETWORKS.values() for layer in layers}

@@ -11,6 +11,7 @@ from descend.model.augment import HELP as AUGMENT_HELP
 from descend.model.parse import GRAMMAR
 from descend.optim import OPTIMIZERS
 from descend.train import TrainConfig, run_training
+from descend.data.targets import TASK_RULE, TASKS
 from descend.train.config import BALANCING, EARLY_STOPPING, MONITORS, NORMALIZATIONS
 from descend.train.recipes import RECIPES, recipe_values
 
@@ -35,6 +36,13 @@ def _batch(text: str) -> int:
 
 def _components(text: str) -> int:
     return parse_positive_int(text, "a positive integer number of components")
+
+
+def _targets(text: str) -> tuple[str, ...]:
+    names = tuple(t.strip() for t in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected column names like price or x,y, got {text!r}")
+    return names
 
 
 def _keeps(text: str) -> tuple[float, ...]:
@@ -87,6 +95,13 @@ def add_network_options(g, *, epochs_help: str = "passes over the training rows"
     ``lr_auto`` lets ``--lr auto`` ask for the learning-rate range test's suggestion.
     """
     g.add_argument("--format", default=None, help="file format when it cannot be sniffed (kaggle, fer2013, csv, npz, idx)")
+    g.add_argument("--target", type=_targets, default=D.target, metavar="COL[,COL...]",
+                   help="a CSV's target column(s) (default: the 'label' column); several columns are a regression "
+                        "with one output each")
+    g.add_argument("--task", choices=TASKS, default=D.task,
+                   help=f"what to learn; by default {TASK_RULE}. Regression standardizes the targets with the "
+                        "training rows' mean and standard deviation (undone at prediction), trains on the mean "
+                        "squared error and reports RMSE, MAE and R^2")
     g.add_argument("--hidden", type=_hidden, default=D.hidden,
                    help="multilayer perceptron shorthand: hidden layer sizes, e.g. 500,300 ('none' = logistic regression)")
     g.add_argument("--layers", default=None, metavar="TOKENS", help=LAYERS_HELP)
@@ -169,11 +184,13 @@ def add_train_options(p, *, lr_auto: bool = False) -> None:
     p.add_argument("--early-stopping", choices=EARLY_STOPPING, default=D.early_stopping,
                    help="stop when validation stops improving, keeping the best weights")
     p.add_argument("--patience", type=int, default=D.patience, help="early-stopping patience, in evaluations")
-    p.add_argument("--monitor", choices=MONITORS, default=D.monitor, help="validation metric for early stopping and plateau")
+    p.add_argument("--monitor", choices=MONITORS, default=D.monitor,
+                   help="validation metric for early stopping and plateau; valid_error is the task's error measure "
+                        "(error rate, or RMSE for regression)")
     p.add_argument("--name", default=None, help="run name (default: DATASET-OPTIMIZER)")
 
 
-OPTIONS = ("format", "hidden", "layers", "activation", "optimizer", "lr", "momentum", "batch_size", "epochs", "schedule",
+OPTIONS = ("format", "task", "target", "hidden", "layers", "activation", "optimizer", "lr", "momentum", "batch_size", "epochs", "schedule",
            "schedule_unit", "l1", "l2", "dropout_keep", "batchnorm", "max_norm", "augment", "clip_norm",
            "label_smoothing", "balance", "engine", "device",
            "dtype", "threads", "seed", "normalize", "pca", "validation", "eval_every", "early_stopping", "patience",

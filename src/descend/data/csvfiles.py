@@ -270,20 +270,91 @@ def read_csv(path: Path, label_column: str = "label") -> Table:
                                  "finite number")
             labels.append(label.decode("utf-8", "replace"))
             rows.append(b",".join(fields))
-        blob, count = b",".join(rows), len(rows) * len(features)
-        values = _fast(blob, ",", np.int64, count)  # ~10x faster than floats: try first
-        if values is None:
-            values = _fast(blob, ",", np.float64, count)
-        if values is None:
-            values = _slow(path, numbers, (r.split(b",") for r in rows), name, integer=False)
-        values = values.reshape(len(rows), len(features))
-        if values.dtype.kind == "f" and not np.isfinite(values).all():
-            r, c = np.argwhere(~np.isfinite(values))[0]
-            raise InputError(f"{path}: line {numbers[r]}: {nonfinite(values[r, c])} in {name(c)}")
-        is_byte = values.min() >= 0 and values.max() <= 255 and (
-            values.dtype.kind == "i" or not np.any(values % 1))
-        X.append(values.astype(np.uint8 if is_byte else np.float32))
+        X.append(_feature_chunk(path, numbers, rows, len(features), name))
+    return _feature_table(X, np.array(labels))
+
+
+def _feature_chunk(path: Path, numbers: list[int], rows: list[bytes], width: int,
+                   name: Callable[[int], str]) -> np.ndarray:
+    """One chunk's feature fields (comma-joined per row) as uint8 when they are all bytes, else float32."""
+    blob, count = b",".join(rows), len(rows) * width
+    values = _fast(blob, ",", np.int64, count)  # ~10x faster than floats: try first
+    if values is None:
+        values = _fast(blob, ",", np.float64, count)
+    if values is None:
+        values = _slow(path, numbers, (r.split(b",") for r in rows), name, integer=False)
+    values = values.reshape(len(rows), width)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        r, c = np.argwhere(~np.isfinite(values))[0]
+        raise InputError(f"{path}: line {numbers[r]}: {nonfinite(values[r, c])} in {name(c)}")
+    is_byte = values.min() >= 0 and values.max() <= 255 and (
+        values.dtype.kind == "i" or not np.any(values % 1))
+    return values.astype(np.uint8 if is_byte else np.float32)
+
+
+def _feature_table(X: list[np.ndarray], labels: np.ndarray) -> Table:
     if all(x.dtype == np.uint8 for x in X):
         data = np.concatenate(X)
-        return Table(data, np.array(labels), None, _square(data.shape[1]))
-    return Table(np.concatenate(X, dtype=np.float32), np.array(labels), None, None)
+        return Table(data, labels, None, _square(data.shape[1]))
+    return Table(np.concatenate(X, dtype=np.float32), labels, None, None)
+
+
+def read_csv_targets(path: Path, targets: tuple[str, ...]) -> Table:
+    """A CSV whose ``targets`` columns are numeric regression targets; every other column is a feature.
+
+    ``labels`` are float64 ``(n, len(targets))``; a target that is empty, not
+    a number or not finite is one line naming the line and the column.
+    """
+    header = read_header(path)
+    _require_header(path, header, ", ".join(repr(t) for t in targets) + " column(s)")
+    for t in targets:
+        if t not in header:
+            shown = ", ".join(header[:6]) + (", ..." if len(header) > 6 else "")
+            raise InputError(f"{path}: line 1: no column {t!r} in header ({shown})")
+    where = [header.index(t) for t in targets]
+    keep = [j for j in range(len(header)) if j not in where]
+    features = [header[j] for j in keep]
+    if not features:
+        raise InputError(f"{path}: line 1: no feature columns besides the targets {', '.join(targets)}")
+    name = (lambda k: "column " + repr(features[k]))
+    X, y = [], []
+    for numbers, lines in _chunks(path):
+        _count_columns(path, numbers, lines, len(header))
+        rows = []
+        for line, text in zip(numbers, lines):
+            fields = text.split(b",")
+            values = []
+            for t, j in zip(targets, where):
+                token = fields[j].strip(b' "').decode("utf-8", "replace")
+                try:
+                    value = float(token)
+                except ValueError:
+                    what = "is empty" if not token else f"is {token!r}, not a number"
+                    raise InputError(f"{path}: line {line}: target {t!r} {what} (regression needs numeric "
+                                     "targets; text labels are classes: --task classification)") from None
+                if not math.isfinite(value):
+                    raise InputError(f"{path}: line {line}: target {t!r} is {nonfinite(value)}, not a finite "
+                                     "number")
+                values.append(value)
+            y.append(values)
+            rows.append(b",".join(fields[j] for j in keep))
+        X.append(_feature_chunk(path, numbers, rows, len(features), name))
+    return _feature_table(X, np.array(y, dtype=np.float64))
+
+
+def read_csv_features(path: Path, drop: tuple[str, ...] = ()) -> Table:
+    """A CSV's columns (header required) as features, without the columns named in ``drop``; no labels."""
+    header = read_header(path)
+    _require_header(path, header, "column names")
+    keep = [j for j, h in enumerate(header) if h not in drop]
+    features = [header[j] for j in keep]
+    if not features:
+        raise InputError(f"{path}: line 1: no feature columns")
+    name = (lambda k: "column " + repr(features[k]))
+    X = []
+    for numbers, lines in _chunks(path):
+        _count_columns(path, numbers, lines, len(header))
+        rows = lines if len(keep) == len(header) else [
+            b",".join(f for j, f in enumerate(t.split(b",")) if j in set(keep)) for t in lines]
+        X.append(_feature_chunk(path, numbers, rows, len(features), name))
+    return _feature_table(X, None)

@@ -38,6 +38,16 @@ class Dataset:
     classes: tuple[str, ...]
     image_shape: tuple[int, int] | None
     source: str
+    targets: tuple[str, ...] = ()  # regression: the target names (``y`` is then float, rows x targets)
+
+    @property
+    def task(self) -> str:
+        return "regression" if self.targets else "classification"
+
+    @property
+    def n_outputs(self) -> int:
+        """The network's output width: one unit per class, or per regression target."""
+        return len(self.targets) if self.targets else len(self.classes)
 
     @property
     def n_features(self) -> int:
@@ -75,7 +85,8 @@ def dataset_info(ds: Dataset) -> str:
     lines = [
         f"dataset:     {ds.name}",
         f"source:      {ds.source}",
-        f"classes:     {ds.n_classes} ({', '.join(ds.classes)})",
+        (f"targets:     {len(ds.targets)} ({', '.join(ds.targets)}), regression" if ds.targets else
+         f"classes:     {ds.n_classes} ({', '.join(ds.classes)})"),
         f"features:    {ds.n_features} (image shape {shape})",
     ]
     for name, split in ds.splits().items():
@@ -83,8 +94,11 @@ def dataset_info(ds: Dataset) -> str:
         lo, hi = (X.min(), X.max()) if X.size else ("-", "-")
         lines.append(f"{name + ':':<12} {X.shape[0]} rows x {X.shape[1]} features, "
                      f"dtype {X.dtype}, min {lo}, max {hi}")
-        counts = split.class_counts(ds.n_classes)
-        if counts is None:
+        counts = None if ds.targets else split.class_counts(ds.n_classes)
+        if ds.targets and split.y is not None:
+            lines.append(f"{'':<12} targets: " + ", ".join(
+                f"{t} mean {m:.4g} std {sd:.4g}" for t, m, sd in zip(ds.targets, split.y.mean(0), split.y.std(0))))
+        elif counts is None:
             lines.append(f"{'':<12} unlabeled")
         else:
             lines.append(f"{'':<12} per class: "

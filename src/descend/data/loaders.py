@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from descend.data.csvfiles import read_csv, read_fer2013, read_kaggle
+from descend.data.csvfiles import read_csv, read_csv_targets, read_fer2013, read_kaggle
 from descend.data.dataset import Dataset, Split, Table
 from descend.data.download import fetch
 from descend.data.files import check_file, head
@@ -16,6 +16,7 @@ from descend.data.idx import find_idx_files, load_idx_files, looks_like_idx
 from descend.data.npz import read_npz
 from descend.data.registry import REGISTRY
 from descend.data.splits import carve, validation_count
+from descend.data.targets import TASKS, as_targets, continuous
 from descend.errors import ConfigError, InputError
 
 FORMATS = ("idx", "kaggle", "fer2013", "csv", "npz")
@@ -225,9 +226,75 @@ def _require_two_classes(path: Path, ds: Dataset) -> None:
                          f"at least two classes")
 
 
+def _regression_table(path: Path, fmt: str, table: Table, names: tuple[str, ...]) -> Table:
+    """``table`` with its labels as float regression targets (rows x targets)."""
+    if table.labels is None:
+        raise InputError(f"{path}: no target values, so nothing to train on")
+    if table.labels.dtype.kind == "U" and fmt == "npz":
+        raise InputError(f"{path}: y holds text labels ({str(table.labels[0])!r}...); regression needs numbers "
+                         "(text labels are classes: --task classification)")
+    return Table(table.X, as_targets(path, table.labels, names), None, table.image_shape)
+
+
+def _target_names(fmt: str, targets: tuple[str, ...], table: Table) -> tuple[str, ...]:
+    if targets:
+        return targets
+    width = 1 if table.labels is None or table.labels.ndim == 1 else table.labels.shape[1]
+    return ("y",) if width == 1 else tuple(f"y{j}" for j in range(width))
+
+
+def _read_task(path: Path, fmt: str, label_column: str, targets: tuple[str, ...], task: str | None):
+    """``(table, regression?)`` of a training or test file under the task rule."""
+    if task not in (None, *TASKS):
+        raise ConfigError(f"`task` must be one of {', '.join(TASKS)} (or None: decided by the data). "
+                          f"Received: task={task!r}")
+    if targets and fmt != "csv":
+        raise ConfigError(f"`target` names columns of a CSV file; {path} is {fmt} (an NPZ's targets are its y). "
+                          f"Received: target={','.join(targets)!r}")
+    if len(targets) > 1 and task == "classification":
+        raise ConfigError(f"classification takes one label column; several targets are regression. Received: "
+                          f"target={','.join(targets)!r}, task='classification'")
+    if task == "regression" and fmt not in ("csv", "npz"):
+        raise ConfigError(f"regression needs numeric targets: a CSV with --target COLUMN or an NPZ with numeric "
+                          f"y; {path} is {fmt} (class labels only)")
+    if fmt == "csv" and (task == "regression" or len(targets) > 1):
+        return read_csv_targets(path, targets or (label_column,)), True
+    table, test_table, test_path = _read(path, fmt, targets[0] if targets else label_column)
+    regression = task == "regression" or (
+        task is None and table.labels is not None and (fmt == "npz" or targets) and continuous(table.labels))
+    if fmt == "npz" and not regression and table.labels is not None and table.labels.ndim == 2:
+        raise InputError(f"{path}: y is 2-D {table.labels.shape}: several targets are regression, not classes")
+    if regression and fmt == "npz":
+        names = _target_names(fmt, targets, table)
+        table = _regression_table(path, fmt, table, names)
+        if test_table is not None:
+            test_table = _regression_table(path, fmt, test_table, names) if test_table.labels is not None \
+                else test_table
+    elif regression:
+        table = _regression_table(path, fmt, table, _target_names(fmt, targets, table))
+    return (table, test_table, test_path), regression
+
+
+def _assemble_regression(name: str, source: str, train: Table, train_path: Path, test: Table | None,
+                         test_path: Path | None, validation, seed: int, names: tuple[str, ...]) -> Dataset:
+    """Regression splits: validation rows drawn uniformly (there are no classes to stratify by)."""
+    if test is not None and test.X.shape[1] != train.X.shape[1]:
+        raise InputError(f"{test_path}: {test.X.shape[1]} features per row, but the training "
+                         f"data {train_path} has {train.X.shape[1]}")
+    if len(train.X) < 2:
+        raise InputError(f"{train_path}: {len(train.X)} training row(s): regression needs at least two")
+    y = train.labels
+    count = validation_count(FILE_VALIDATION if validation is None else validation, len(train.X))
+    tr, va = carve(None, len(train.X), count, seed)
+    te = Split(test.X, test.labels) if test is not None else None
+    return Dataset(name, Split(train.X[tr], y[tr]), Split(train.X[va], y[va]) if count else None, te, (),
+                   train.image_shape, source, targets=names)
+
+
 def load(source: str | os.PathLike, *, format: str | None = None, label_column: str = "label",
          validation: int | float | None = None, seed: int = 0,
-         test: str | os.PathLike | None = None, require_labels: bool = True) -> Dataset:
+         test: str | os.PathLike | None = None, require_labels: bool = True,
+         target: Sequence[str] = (), task: str | None = None) -> Dataset:
     """Load a named dataset (``mnist``, ``fashion-mnist``, ``fer2013``) or a file.
 
     Files are recognised by content: IDX (a file or a directory in MNIST's
@@ -240,18 +307,31 @@ def load(source: str | os.PathLike, *, format: str | None = None, label_column: 
     ``require_labels`` (what training needs) refuses a file without labels
     (Kaggle's ``test.csv``) or whose labels hold a single class; describing
     or projecting a file (``descend data info``, PCA) needs neither.
+
+    ``target`` names a CSV's target column(s) (instead of ``label_column``);
+    ``task`` is ``classification``, ``regression`` or None, decided by
+    :data:`~descend.data.targets.TASK_RULE`.  Regression targets are float
+    ``(rows, targets)`` and the dataset's ``targets`` holds their names.
     """
     if format is not None and format not in FORMATS:
         raise ConfigError(f"`format` must be one of {', '.join(FORMATS)}. "
                           f"Received: format={format!r}")
+    target = tuple(target or ())
     if isinstance(source, str) and source in REGISTRY and test is None:
+        if task == "regression" or target:
+            raise ConfigError(f"dataset {source!r} has class labels only; regression needs a CSV with "
+                              "--target COLUMN or an NPZ with numeric y")
         return _load_named(source, validation, seed)
     path = Path(source).expanduser()
     if not path.exists():
         known = "" if os.sep in str(source) else f" (known datasets: {', '.join(REGISTRY)})"
         raise InputError(f"{source}: file not found{known}")
     fmt = format or sniff(path)
+    if target or task is not None:
+        return _load_task(path, fmt, label_column, target, task, validation, seed, test)
     table, test_table, test_path = _read(path, fmt, label_column)
+    if fmt == "npz" and table.labels is not None and continuous(table.labels):
+        return _load_task(path, fmt, label_column, (), "regression", validation, seed, test)
     if require_labels:
         _require_labels(path, fmt, table)
     if test is not None:
@@ -269,3 +349,51 @@ def load(source: str | os.PathLike, *, format: str | None = None, label_column: 
     if require_labels:
         _require_two_classes(path, ds)
     return ds
+
+
+def _load_task(path: Path, fmt: str, label_column: str, target: tuple[str, ...], task: str | None, validation,
+               seed: int, test) -> Dataset:
+    """:func:`load` of a file with an explicit task or target columns."""
+    read, regression = _read_task(path, fmt, label_column, target, task)
+    if not regression:
+        table, test_table, test_path = read
+        label = target[0] if target else label_column
+        _require_labels(path, fmt, table)
+        if test is not None:
+            test_path = Path(test).expanduser()
+            if not test_path.exists():
+                raise InputError(f"{test}: file not found")
+            test_table = _read(test_path, format_of(test_path, fmt), label)[0]
+        sources = str(path) + (f", {test_path}" if test_path is not None and test_path != path else "")
+        if fmt == "fer2013":
+            ds = _fer_dataset(_stem(path), sources, table, validation, seed, test_table)
+        else:
+            ds = _assemble(_stem(path), sources, table, path, test_table, test_path, validation, FILE_VALIDATION,
+                           seed)
+        _require_two_classes(path, ds)
+        return ds
+    if isinstance(read, Table):  # a CSV read with its target columns
+        table, test_table, test_path = read, None, None
+    else:
+        table, test_table, test_path = read
+    names = _target_names(fmt, target, table) if fmt == "npz" else (target or (label_column,))
+    if test is not None:
+        test_path = Path(test).expanduser()
+        if not test_path.exists():
+            raise InputError(f"{test}: file not found")
+        test_fmt = format_of(test_path, fmt)
+        if test_fmt == "csv":
+            test_table = read_csv_targets(test_path, names)
+        else:
+            (test_table, _, _), _ = _read_task(test_path, test_fmt, label_column, (), "regression")
+    sources = str(path) + (f", {test_path}" if test_path is not None and test_path != path else "")
+    return _assemble_regression(_stem(path), sources, table, path, test_table, test_path, validation, seed,
+                                tuple(names))
+
+
+def format_of(path: Path, fallback: str) -> str:
+    """A test file's format: sniffed, the training file's when it cannot be told."""
+    try:
+        return sniff(path)
+    except InputError:
+        return fallback

@@ -40,15 +40,17 @@ def _features(path: Path, X: np.ndarray, key: str) -> tuple[np.ndarray, tuple[in
 
 
 def _labels(path: Path, y: np.ndarray, key: str, n: int) -> np.ndarray:
-    if y.ndim != 1:
-        raise InputError(f"{path}: {key} must be 1-D (one label per row), got shape {y.shape}")
+    if y.ndim != 1 and not (y.ndim == 2 and y.dtype.kind in "biuf"):
+        raise InputError(f"{path}: {key} must be 1-D (one label per row) or 2-D numbers (regression targets, "
+                         f"one column per output), got shape {y.shape}")
     if y.shape[0] != n:
         raise InputError(f"{path}: {key} has {y.shape[0]} labels but X has {n} rows")
     if y.dtype.kind not in "biufU":
         raise InputError(f"{path}: {key} must hold numbers or text, got dtype {y.dtype}")
     if y.dtype.kind == "f" and not np.isfinite(y).all():
-        row = int(np.flatnonzero(~np.isfinite(y))[0])
-        raise InputError(f"{path}: {key} row {row + 1}: label {nonfinite(y[row])} is not a "
+        row = int(np.flatnonzero(~np.isfinite(y.reshape(len(y), -1)).all(axis=1))[0])
+        bad = y.reshape(len(y), -1)[row][~np.isfinite(y.reshape(len(y), -1)[row])][0]
+        raise InputError(f"{path}: {key} row {row + 1}: label {nonfinite(bad)} is not a "
                          f"finite number")
     return y
 

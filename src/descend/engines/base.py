@@ -56,6 +56,9 @@ class Engine:
         return self.ops.asarray(np.asarray(x, dtype=dtype or self.dtype))
 
     def put_labels(self, y):
+        """Class ids as integers; regression targets (floats, rows x outputs) in the engine's dtype."""
+        if float_targets(y):
+            return self.asarray(y)
         return self.ops.asarray(np.asarray(y, dtype=np.int64))
 
     def to_numpy(self, x) -> np.ndarray:
@@ -132,6 +135,11 @@ def _replace_lr_scale(node, scale):
     if isinstance(node, (tuple, list)):
         return type(node)(_replace_lr_scale(n, scale) for n in node)
     return node
+
+
+def float_targets(y) -> bool:
+    """Whether ``y`` holds regression targets (floats) rather than class ids."""
+    return isinstance(y, np.ndarray) and y.dtype.kind == "f"
 
 
 def blas_threads(threads: int | None):

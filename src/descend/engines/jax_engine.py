@@ -52,7 +52,7 @@ import sys
 
 import numpy as np
 
-from descend.engines.base import Engine, Trainer, TrainState
+from descend.engines.base import Engine, Trainer, TrainState, float_targets
 from descend.errors import ConfigError
 from descend.io.tree import flatten
 from descend.model import loss_fn, predict_logits
@@ -305,6 +305,8 @@ class JaxEngine(Engine):
         return self.jax.device_put(np.asarray(x, dtype=dtype or self.dtype), self.jax_device)
 
     def put_labels(self, y):
+        if float_targets(y):
+            return self.asarray(y)
         return self.jax.device_put(np.asarray(y, dtype=np.int32), self.jax_device)
 
     def put_tree(self, tree):

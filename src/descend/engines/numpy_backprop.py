@@ -231,11 +231,17 @@ def _softmax_cross_entropy(logits, y, label_smoothing=0.0):
     return loss, delta
 
 
+def _mean_squared_error(pred, t):
+    """``(mean of (pred - t)**2 over batch and outputs, its gradient with respect to pred)``."""
+    d = pred - t
+    return float(np.mean(d * d)), d * (2.0 / d.size)
+
+
 def value_and_grad(spec, params, model_state, x, y, *, l1=0.0, l2=0.0, label_smoothing=0.0, train=True, rng=None):
     """``(loss, grads, new_state)`` of the training objective for one batch of rows ``x``.
 
     Loss = mean softmax cross-entropy (against labels smoothed by
-    ``label_smoothing``) + l2/2*sum(W^2) + l1*sum(|W|) over the
+    ``label_smoothing``; regression: mean squared error) + l2/2*sum(W^2) + l1*sum(|W|) over the
     weight tensors, gradients of that mean.  Dropout masks come from ``rng``
     (a NumPy Generator, used in training), drawn layer by layer exactly as
     ``spec.forward`` draws them.
@@ -255,7 +261,8 @@ def value_and_grad(spec, params, model_state, x, y, *, l1=0.0, l2=0.0, label_smo
             new_state.update({f"{name}.{k}": v for k, v in s.items()})
         caches.append(cache)
 
-    loss, delta = _softmax_cross_entropy(h, y, label_smoothing)
+    loss, delta = (_mean_squared_error(h, y) if spec.task == "regression"
+                   else _softmax_cross_entropy(h, y, label_smoothing))
     grads = {}
     first = next((i for i, (_, _, _, names, _) in enumerate(plan) if names), len(plan))
     for i in reversed(range(first, len(plan))):

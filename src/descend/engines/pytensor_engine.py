@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from descend.engines.base import Engine, Trainer, TrainState, blas_threads
+from descend.engines.base import Engine, Trainer, TrainState, blas_threads, float_targets
 from descend.errors import ConfigError
 from descend.io.tree import flatten, unflatten
 from descend.model import loss_fn, predict_logits
@@ -64,7 +64,9 @@ class PytensorTrainer(Trainer):
         leaves, self._opt_def = flatten(opt_state)
         self.o = [pytensor.shared(np.asarray(v), name=f"opt{i}") for i, v in enumerate(leaves)]
         self.X = pytensor.shared(np.zeros((1, 1), dtype=self.engine.dtype), name="X")
-        self.y = pytensor.shared(np.zeros(1, dtype=np.int64), name="y")
+        regression = self.spec.task == "regression"
+        self.y = pytensor.shared(np.zeros((1, 1), dtype=self.engine.dtype) if regression
+                                 else np.zeros(1, dtype=np.int64), name="y")
         self.rng = pt.random.shared_rng(np.random.default_rng(0), name="dropout_rng")
         key = RngChain(self.rng)
 
@@ -122,7 +124,7 @@ class PytensorTrainer(Trainer):
             self._load(ts)
         if self._data is not (X, y):
             self.X.set_value(X, borrow=True)
-            self.y.set_value(np.asarray(y, dtype=np.int64), borrow=True)
+            self.y.set_value(self.engine.put_labels(y), borrow=True)
             self._data = (X, y)
         self.rng.set_value(np.random.default_rng([seed, global_step]))
         with blas_threads(self.engine.threads):
@@ -170,6 +172,8 @@ class PytensorEngine(Engine):
         return np.ascontiguousarray(x, dtype=dtype or self.dtype)
 
     def put_labels(self, y):
+        if float_targets(y):
+            return self.asarray(y)
         return np.asarray(y, dtype=np.int64)
 
     def put_tree(self, tree):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from descend.engines.base import Engine, Trainer, TrainState
+from descend.engines.base import Engine, Trainer, TrainState, float_targets
 from descend.errors import ConfigError
 from descend.model import loss_fn, predict_logits
 from descend.model.augment import augment_rows
@@ -107,6 +107,8 @@ class TensorflowEngine(Engine):
             return tf.constant(np.asarray(x, dtype=dtype or self.dtype))
 
     def put_labels(self, y):
+        if float_targets(y):
+            return self.asarray(y)
         tf = _tf()
         with tf.device(self.tf_device):
             return tf.constant(np.asarray(y, dtype=np.int32))

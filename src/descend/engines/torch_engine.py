@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from descend.backend import get_ops
-from descend.engines.base import Engine, Trainer, TrainState
+from descend.engines.base import Engine, Trainer, TrainState, float_targets
 from descend.errors import ConfigError
 from descend.io.tree import map as tree_map
 from descend.model import loss_fn, predict_logits
@@ -157,6 +157,8 @@ class TorchEngine(Engine):
         return self._put(np.asarray(x, dtype=dtype or self.dtype))
 
     def put_labels(self, y):
+        if float_targets(y) or (isinstance(y, torch.Tensor) and y.is_floating_point()):
+            return self.asarray(y)
         if isinstance(y, torch.Tensor):
             return y.to(device=self.torch_device, dtype=torch.int64)
         return self._put(np.asarray(y, dtype=np.int64))

@@ -109,6 +109,9 @@ def network_steps(spec: Network, params: Mapping[str, np.ndarray], state: Mappin
 
     A network on images starts with an ``image`` step: the rows reshaped to its input shape.
     """
+    if spec.task != "classification":
+        raise ConfigError(f"descend export writes classifiers only; exporting a {spec.task} model is not "
+                          f"supported yet")
     steps = [Step("image", "image", option=tuple(spec.input_shape))] if spec.image_input else []
     for name, layer in zip(spec.names, spec.layers):
         if isinstance(layer, Dropout):

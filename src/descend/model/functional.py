@@ -3,7 +3,8 @@
 The same functions run eagerly on NumPy and PyTorch, traced on JAX and
 TensorFlow and symbolically on PyTensor, so every engine computes exactly
 this math.  Loss: mean softmax cross-entropy over the batch, computed with
-log-sum-exp (optionally against smoothed labels), plus ``l2/2 * sum(W**2) + l1 * sum(|W|)`` over weight tensors only
+log-sum-exp (classification, optionally against smoothed labels), or the mean over batch and outputs of
+``(pred - t)**2`` (regression), plus ``l2/2 * sum(W**2) + l1 * sum(|W|)`` over weight tensors only
 (dense and conv kernels; not biases, not batch norm).
 """
 
@@ -63,6 +64,19 @@ def softmax_cross_entropy(ops, logits, y, label_smoothing: float = 0.0):
     return ops.mean(lse - (1.0 - e) * ops.take_labels(z, y) - e * ops.mean(z, axis=1))
 
 
+def mean_squared_error(ops, pred, t):
+    """Mean of ``(pred - t)**2`` over the batch and the outputs."""
+    d = pred - t
+    return ops.mean(d * d)
+
+
+def data_loss(ops, spec: Network, outputs, y, label_smoothing=0.0):
+    """The task's loss of the network's outputs: cross-entropy of class ids, or squared error of targets."""
+    if spec.task == "regression":
+        return mean_squared_error(ops, outputs, y)
+    return softmax_cross_entropy(ops, outputs, y, label_smoothing)
+
+
 def penalty(ops, spec: Network, params, *, l1: float = 0.0, l2: float = 0.0):
     """``l2/2 * sum(W**2) + l1 * sum(|W|)`` over weight tensors (not biases)."""
     total = 0.0
@@ -78,7 +92,7 @@ def penalty(ops, spec: Network, params, *, l1: float = 0.0, l2: float = 0.0):
 def loss_fn(ops, spec: Network, params, state, x, y, *, l1=0.0, l2=0.0, label_smoothing=0.0, train=True, key=None):
     """Training objective and what came with it: ``(loss, (new_state, logits))``."""
     logits, new_state = spec.forward(ops, params, state, x, train=train, key=key)
-    loss = softmax_cross_entropy(ops, logits, y, label_smoothing) + penalty(ops, spec, params, l1=l1, l2=l2)
+    loss = data_loss(ops, spec, logits, y, label_smoothing) + penalty(ops, spec, params, l1=l1, l2=l2)
     return loss, (new_state, logits)
 
 

@@ -31,7 +31,8 @@ from descend.backend.windows import conv_out
 from descend.errors import ConfigError, require
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
-INITS = ("he", "glorot")
+INITS = ("he", "glorot", "normal")
+NORMAL_STD = 0.1  # the lecture notes' N(0, 0.1^2) for weights and biases alike
 PADDINGS = ("same", "valid")
 BN_MOMENTUM = 0.9
 BN_EPS = 1e-5
@@ -52,6 +53,8 @@ def init_for(activation: str) -> str:
 def _weights(rng, init: str, shape, fan_in: int, fan_out: int, dtype):
     if init == "he":
         w = rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)
+    elif init == "normal":
+        w = rng.standard_normal(shape) * NORMAL_STD
     else:
         limit = math.sqrt(6.0 / (fan_in + fan_out))
         w = rng.uniform(-limit, limit, size=shape)
@@ -144,7 +147,8 @@ class Dense(Layer):
         (fan_in,), (fan_out,) = in_shape, self.out_shape(tuple(in_shape))
         params = {"W": _weights(rng, self.init_name, (fan_in, fan_out), fan_in, fan_out, dtype)}
         if self.bias:
-            params["b"] = np.zeros(fan_out, dtype=dtype)
+            params["b"] = (_weights(rng, "normal", (fan_out,), fan_in, fan_out, dtype) if self.init_name == "normal"
+                           else np.zeros(fan_out, dtype=dtype))
         return params, {}, (fan_out,)
 
     def macs(self, in_shape):
@@ -192,7 +196,8 @@ class Conv2D(Layer):
         shape = (k, k, c_in, self.filters)
         params = {"W": _weights(rng, self.init_name, shape, k * k * c_in, k * k * self.filters, dtype)}
         if self.bias:
-            params["b"] = np.zeros(self.filters, dtype=dtype)
+            params["b"] = (_weights(rng, "normal", (self.filters,), 1, 1, dtype) if self.init_name == "normal"
+                           else np.zeros(self.filters, dtype=dtype))
         return params, {}, out
 
     def macs(self, in_shape):

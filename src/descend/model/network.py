@@ -42,7 +42,7 @@ from descend.model.layers import (
     layer_from_dict,
 )
 
-TASKS = ("classification",)
+TASKS = ("classification", "regression")  # regression: a linear output of the target's width, mean squared error
 
 
 @dataclass(frozen=True)
@@ -189,6 +189,8 @@ class Network:
         candidate = {"hidden": [d.units for d in dense[:-1]], "activation": acts[0] if acts else activation_of(dense[0]),
                      "dropout_keep": [d.keep for d in self.layers if isinstance(d, Dropout)],
                      "batchnorm": any(isinstance(layer, BatchNorm) for layer in self.layers)}
+        if dense[0].init_name != init_for(candidate["activation"]):
+            candidate["init"] = dense[0].init_name
         try:
             same = MLP(**candidate, input_shape=self.input_shape, task=self.task) == self
         except (ConfigError, TypeError):
@@ -223,6 +225,8 @@ class Network:
         mlp = self.mlp_fields
         if mlp is not None:
             d = {"type": "MLP", **mlp}
+            if self.task != "classification":  # classification files stay as they were written
+                d["task"] = self.task
             if self.input_shape is not None:
                 d["input_shape"] = list(self.input_shape)
             return d
@@ -235,7 +239,7 @@ class Network:
         if kind == "MLP":
             return MLP(hidden=tuple(d.get("hidden", ())), activation=d.get("activation", "relu"),
                        dropout_keep=tuple(d.get("dropout_keep", ())), batchnorm=bool(d.get("batchnorm", False)),
-                       input_shape=d.get("input_shape"), task=d.get("task", "classification"))
+                       init=d.get("init"), input_shape=d.get("input_shape"), task=d.get("task", "classification"))
         if kind != "Network":
             raise ConfigError(f"`spec type` must be 'MLP' or 'Network'. Received: spec type={kind!r}")
         return cls(d.get("input_shape"), tuple(layer_from_dict(x) for x in d.get("layers", ())),
@@ -249,7 +253,7 @@ def activation_of(dense: Dense) -> str:
 
 
 def MLP(hidden=(300,), activation: str = "relu", dropout_keep=(), batchnorm: bool = False, *,
-        input_shape=None, task: str = "classification") -> Network:  # noqa: N802 - reads as the class it was
+        init: str | None = None, input_shape=None, task: str = "classification") -> Network:  # noqa: N802 - reads as the class it was
     """A fully connected network: ``n_in -> hidden... -> n_outputs`` logits.
 
     Layer ``i`` is ``dropout(keep[i]) -> dense_i -> [batch norm] -> activation``
@@ -258,7 +262,10 @@ def MLP(hidden=(300,), activation: str = "relu", dropout_keep=(), batchnorm: boo
     layer's output (empty: no dropout).  Batch norm replaces the hidden dense
     layers' biases.  Initialisation follows ``activation`` in every layer,
     the output layer included (He for ReLU, Glorot for tanh and sigmoid);
-    ``hidden=()`` is multinomial logistic regression.  Parameter names are
+    ``init="normal"`` draws every weight and bias from N(0, 0.1^2) instead.
+    ``hidden=()`` is multinomial logistic regression.  With
+    ``task="regression"`` the output layer is linear, one unit per target,
+    trained on the mean squared error.  Parameter names are
     ``dense{i}.W``, ``dense{i}.b`` and ``bn{i}.gamma`` / ``bn{i}.beta``.
     """
     hidden = tuple(int(h) for h in hidden)
@@ -268,7 +275,7 @@ def MLP(hidden=(300,), activation: str = "relu", dropout_keep=(), batchnorm: boo
     require(len(dropout_keep) in (0, len(hidden) + 1), "dropout_keep",
             f"{len(hidden) + 1} keep probabilities (input, then each hidden layer)", dropout_keep)
     require(all(0.0 < p <= 1.0 for p in dropout_keep), "dropout_keep", "probabilities in (0, 1]", dropout_keep)
-    init_name = init_for(activation)
+    init_name = init_for(activation) if init is None else init
     layers: list[Layer] = []
     for i, units in enumerate((*hidden, None)):
         if dropout_keep:

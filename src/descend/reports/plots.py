@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from ..io.atomic import atomic_path
 
-__all__ = ["blank_figure", "new_figure", "plot_confusion", "plot_history", "save_figure"]
+__all__ = ["blank_figure", "new_figure", "plot_confusion", "plot_history", "plot_regression_history", "save_figure"]
 
 _DPI = 110
 
@@ -112,6 +112,28 @@ def plot_history(history: Sequence[dict], path_cost, path_error) -> tuple[Path, 
     _finish(ax, "Classification error", "error (%)")
     error = save_figure(fig, path_error)
     return cost, error
+
+
+def plot_regression_history(history: Sequence[dict], path_cost, path_rmse) -> tuple[Path, Path]:
+    """A regression run's curves: mean squared error (standardized targets) and validation RMSE (targets' units)."""
+    fig, ax = new_figure()
+    for key, label in (("train_cost", "train (mean squared error + penalties, mean over the steps)"),
+                       ("valid_cost", "validation (mean squared error)")):
+        xs, ys = _series(history, key)
+        if xs:
+            ax.plot(xs, ys, label=label, marker="." if len(xs) < 30 else None)
+    ax.set_yscale("log") if any(_series(history, "train_cost")[1]) else None
+    _finish(ax, "Cost (standardized targets)", "mean squared error")
+    cost = save_figure(fig, path_cost)
+    fig, ax = new_figure()
+    xs, ys = _series(history, "valid_rmse")
+    if xs:
+        (line,) = ax.plot(xs, ys, label="validation", marker="." if len(xs) < 30 else None)
+        i = int(np.argmin(ys))
+        ax.plot([xs[i]], [ys[i]], "o", ms=9, mfc="none", mew=2, color=line.get_color(),
+                label=f"best validation {ys[i]:.4g} (epoch {xs[i]:g})")
+    _finish(ax, "Root mean squared error", "RMSE (targets' units)")
+    return cost, save_figure(fig, path_rmse)
 
 
 def plot_confusion(cm, classes: Sequence[str] | None, path) -> Path:

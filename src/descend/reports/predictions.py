@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..io.atomic import atomic_write_text
 from .submission import csv_class_names
 
-__all__ = ["write_predictions"]
+__all__ = ["write_predictions", "write_values"]
 
 
 def write_predictions(path: str | os.PathLike, labels, probabilities, class_names: Sequence) -> Path:
@@ -36,3 +36,16 @@ def write_predictions(path: str | os.PathLike, labels, probabilities, class_name
         out.write(f"{i},{names[label]}," + ",".join(f"{p:.{digits}g}" for p in row) + "\n")
     return atomic_write_text(path, out.getvalue())
 
+
+
+def write_values(path: str | os.PathLike, values, targets: Sequence[str]) -> Path:
+    """A regression model's predictions: ``row,<target>...`` with ``row`` 1-based, 17 significant digits."""
+    names = csv_class_names(targets, "predictions file")
+    v = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    if v.shape[1] != len(names):
+        raise InputError(f"predictions: {len(names)} targets but values of shape {v.shape}")
+    out = io.StringIO()
+    out.write(",".join(["row", *names]) + "\n")
+    for i, row in enumerate(v.tolist(), start=1):
+        out.write(f"{i}," + ",".join(f"{x:.17g}" for x in row) + "\n")
+    return atomic_write_text(path, out.getvalue())

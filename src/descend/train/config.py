@@ -16,7 +16,13 @@ from descend.model.augment import Augmentation
 from descend.optim import OPTIMIZERS, ScheduleSpec
 
 EARLY_STOPPING = ("none", "patience", "geometric")
-MONITORS = ("valid_error", "valid_cost")
+MONITORS = ("valid_error", "valid_cost", "valid_rmse")
+TASKS = ("classification", "regression")
+# What each monitor watches per task: valid_error (the default) is the task's error measure, RMSE for regression.
+TASK_MONITORS = {"classification": {"valid_error": "valid_error", "valid_cost": "valid_cost"},
+                 "regression": {"valid_error": "valid_rmse", "valid_rmse": "valid_rmse", "valid_cost": "valid_cost"}}
+# Options that only mean something for class labels: their value under regression must be the one listed.
+CLASSIFICATION_ONLY = {"balance": "none"}
 NORMALIZATIONS = ("scale", "standardize", "none")
 BALANCING = ("none", "oversample")
 
@@ -83,6 +89,8 @@ class TrainConfig:
     name: str | None = None
     recipe: str | None = None
     optimizer_options: dict = field(default_factory=dict)
+    task: str | None = None
+    target: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -136,6 +144,14 @@ class TrainConfig:
             require(self.validation >= 0, "validation", ">= 0 (a fraction < 1, a row count, or 0 for none)",
                     self.validation)
         ScheduleSpec.parse(self.schedule, self.schedule_unit)  # validates
+        object.__setattr__(self, "target", tuple(str(t) for t in self.target))
+        require(self.task is None or self.task in TASKS, "task", f"one of {TASKS} (or None: decided by the data)",
+                self.task)
+        if self.task is not None:
+            check_task_options(self, self.task)
+
+    def task_monitor(self, task: str) -> str:
+        return monitor_for(self.monitor, task)
 
     @property
     def schedule_spec(self) -> ScheduleSpec:
@@ -143,6 +159,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        d["target"] = list(self.target)
         d["hidden"] = list(self.hidden)
         d["dropout_keep"] = list(self.dropout_keep)
         return d
@@ -153,7 +170,27 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"config has unknown keys {unknown}")
-        return cls(**{**d, "hidden": tuple(d.get("hidden", ())), "dropout_keep": tuple(d.get("dropout_keep", ()))})
+        return cls(**{**d, "hidden": tuple(d.get("hidden", ())), "dropout_keep": tuple(d.get("dropout_keep", ())),
+                      "target": tuple(d.get("target", ()))})
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+def monitor_for(monitor: str, task: str) -> str:
+    """The history column ``monitor`` watches for ``task`` (see :data:`TASK_MONITORS`)."""
+    known = TASK_MONITORS[task]
+    if monitor not in known:
+        raise ConfigError(f"`monitor` {monitor!r} is for regression; a {task} run monitors one of "
+                          f"{tuple(known)}. Received: monitor={monitor!r}")
+    return known[monitor]
+
+
+def check_task_options(cfg, task: str) -> None:
+    """One line for an option ``task`` cannot honour (a classification-only option under regression...)."""
+    monitor_for(cfg.monitor, task)
+    if task == "regression":
+        for name, value in CLASSIFICATION_ONLY.items():
+            if getattr(cfg, name) != value:
+                raise ConfigError(f"`{name}` applies to class labels only; a regression run needs {name}="
+                                  f"{value!r}. Received: {name}={getattr(cfg, name)!r}")

@@ -35,7 +35,7 @@ from descend.io.tree import flatten_with_paths, unflatten_from_paths
 from descend.model import softmax_cross_entropy
 from descend.model.augment import Augmentation
 from descend.optim import ReduceOnPlateau, ScheduleSpec, chain, make_optimizer, max_norm
-from descend.train.config import EARLY_STOPPING, MONITORS
+from descend.train.config import EARLY_STOPPING, MONITORS, monitor_for
 from descend.train.early_stopping import EarlyStopping
 from descend.train.inference import inference_rows
 from descend.train.progress import Progress
@@ -259,10 +259,27 @@ def evaluate(engine, spec, params, model_state, X, y) -> tuple[float, float]:
     return cost_and_error(engine.logits(spec, params, model_state, X, batch_size=inference_rows(spec)), y)
 
 
+def output_metrics(spec, outputs: np.ndarray, y: np.ndarray, target_std=None) -> dict[str, float]:
+    """The task's metrics of NumPy outputs: ``cost`` and ``error`` (classification), or ``cost`` (standardized
+    mean squared error), ``rmse``, ``mae`` (in the targets' units, via ``target_std``) and ``r2`` (regression)."""
+    if spec.task == "regression":
+        from descend.data.targets import regression_metrics
+
+        return regression_metrics(outputs, y, target_std)
+    cost, error = cost_and_error(outputs, y)
+    return {"cost": cost, "error": error}
+
+
+def evaluate_metrics(engine, spec, params, model_state, X, y, target_std=None) -> dict[str, float]:
+    """:func:`output_metrics` of the network in inference mode on device rows ``X``."""
+    outputs = engine.logits(spec, params, model_state, X, batch_size=inference_rows(spec))
+    return output_metrics(spec, outputs, y, target_std)
+
+
 def fit(engine, spec, options: FitOptions, X_train, y_train, X_valid=None, y_valid=None, *,
         params: dict | None = None, model_state: dict | None = None, start: FitState | None = None,
         trainer=None, checkpoint: Path | None = None, resume: bool = False, progress: Progress | None = None,
-        callbacks=(), image_shape=None) -> FitResult:
+        callbacks=(), target_std=None, image_shape=None) -> FitResult:
     """Train for ``options.epochs`` epochs on the engine's device arrays; return the best (or final) weights.
 
     Training starts from ``params``/``model_state`` (NumPy), or from ``start``
@@ -272,7 +289,9 @@ def fit(engine, spec, options: FitOptions, X_train, y_train, X_valid=None, y_val
     rebuilding, and recompiling, one across calls.  ``image_shape`` is the
     training rows' image shape (what ``options.augment`` needs).  A diverging loss raises
     :class:`~descend.errors.DivergenceError` whose ``result`` holds the state
-    before the steps that diverged.
+    before the steps that diverged.  A regression network's ``y`` are
+    standardized targets; ``target_std`` (per target) puts the validation
+    RMSE and MAE back in the targets' units.
     """
     if start is None:
         if params is None:
@@ -287,6 +306,7 @@ def fit(engine, spec, options: FitOptions, X_train, y_train, X_valid=None, y_val
     has_valid = X_valid is not None and len(y_valid) > 0
     stopper = EarlyStopping(options.early_stopping if has_valid else "none", options.patience,
                             options.patience_increase, options.improvement_threshold)
+    monitor = monitor_for(options.monitor, spec.task)
     plateau = options.schedule_spec.plateau()
     if plateau is not None and start.plateau is not None:
         plateau = ReduceOnPlateau.from_dict(start.plateau)
@@ -386,9 +406,9 @@ def fit(engine, spec, options: FitOptions, X_train, y_train, X_valid=None, y_val
                                           plateau.scale if plateau else 1.0)}
             loss_sum, loss_count = 0.0, 0
             if has_valid:
-                row["valid_cost"], row["valid_error"] = evaluate(engine, spec, ts.params, ts.model_state,
-                                                                 X_valid, y_valid)
-                improved, stopped = stopper.observe(row[options.monitor])
+                measured = evaluate_metrics(engine, spec, ts.params, ts.model_state, X_valid, y_valid, target_std)
+                row.update({f"valid_{k}": v for k, v in measured.items()})
+                improved, stopped = stopper.observe(row[monitor])
                 if improved and options.restore_best:
                     host = trainer.to_numpy(ts)
                     best = {"params": {k: np.array(v) for k, v in host.params.items()},
@@ -396,7 +416,7 @@ def fit(engine, spec, options: FitOptions, X_train, y_train, X_valid=None, y_val
                 if improved:
                     best_step = step0 + done
             if plateau is not None:
-                plateau.observe(row.get(options.monitor, row["train_cost"]))
+                plateau.observe(row.get(monitor, row["train_cost"]))
                 ts = trainer.with_lr_scale(ts, plateau.scale)
             elapsed += time.perf_counter() - started
             row["time"] = elapsed

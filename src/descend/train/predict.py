@@ -32,6 +32,33 @@ class LoadedModel:
     n_features: int
     normalizer: Normalizer
     metadata: dict
+    target_scaler: object = None  # regression: the training targets' standardization, undone at prediction
+
+    @property
+    def task(self) -> str:
+        return self.spec.task
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(self.metadata.get("targets", ()))
+
+    def _inputs(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            shape = "x".join(map(str, X.shape))
+            raise InputError(f"input has shape {shape}; the model expects rows of {self.n_features} features")
+        return self.normalizer.transform(X).astype(self.params["dense0.W"].dtype)
+
+    def predict_values(self, X: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
+        """A regression model's predictions for raw rows ``X``, in the targets' units: (rows, targets)."""
+        if self.task != "regression":
+            raise ConfigError("this model classifies; its predictions are labels and probabilities, not values")
+        x = self._inputs(X)
+        batch_size = batch_size or inference_rows(self.spec)
+        out = [predict_logits(numpy_ops, self.spec, self.params, self.state, x[i:i + batch_size])
+               for i in range(0, len(x), batch_size)]
+        z = np.concatenate(out) if out else np.zeros((0, len(self.targets)))
+        return self.target_scaler.inverse(z)
 
     def predict_proba(self, X: np.ndarray, *, mc_samples: int = 0, seed: int = 0,
                       batch_size: int | None = None) -> np.ndarray:
@@ -40,11 +67,10 @@ class LoadedModel:
         ``mc_samples=K > 0`` averages K Monte-Carlo dropout passes instead of
         the deterministic weight-scaling rule (a model without dropout ignores it).
         """
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features:
-            shape = "x".join(map(str, X.shape))
-            raise InputError(f"input has shape {shape}; the model expects rows of {self.n_features} features")
-        x = self.normalizer.transform(X).astype(self.params["dense0.W"].dtype)
+        if self.task == "regression":
+            raise ConfigError("this model is a regression model: it predicts values (predict_values), "
+                              "not class probabilities")
+        x = self._inputs(X)
         if mc_samples and self.spec.uses_dropout:
             return mc_dropout_proba(self.spec, self.params, self.state, x, samples=mc_samples, seed=seed)
         batch_size = batch_size or inference_rows(self.spec)
@@ -69,9 +95,14 @@ def _loaded_model(mf, path) -> LoadedModel:
         norm_arrays = {k[len("normalization."):]: v for k, v in mf.extra.items() if k.startswith("normalization.")}
         normalizer = Normalizer.from_dict(meta["normalization"], norm_arrays)
         classes, n_features = tuple(meta["classes"]), int(meta["n_features"])
+        scaler = None
+        if spec.task == "regression":
+            from descend.data.targets import TargetScaler
+
+            scaler = TargetScaler.from_arrays({k: mf.extra[f"targets.{k}"] for k in ("mean", "std")})
     except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"{path}: not a descend classifier model file ({exc})") from None
-    return LoadedModel(spec, mf.params, mf.state, classes, n_features, normalizer, meta)
+        raise InputError(f"{path}: not a descend model file ({exc})") from None
+    return LoadedModel(spec, mf.params, mf.state, classes, n_features, normalizer, meta, scaler)
 
 
 def read_inputs(path: str | Path, *, format: str | None = None, classes=None):
@@ -101,6 +132,28 @@ def read_inputs(path: str | Path, *, format: str | None = None, classes=None):
     return table.X, labels
 
 
+def read_regression_inputs(path: str | Path, targets: tuple[str, ...], *, format: str | None = None):
+    """Rows to predict with a regression model, and their targets when the file has every target column
+    (a CSV) or a y (an NPZ)."""
+    from descend.data.csvfiles import read_csv_features, read_csv_targets, read_header
+    from descend.data.loaders import sniff
+    from descend.data.npz import read_npz
+    from descend.data.targets import as_targets
+
+    path = Path(path)
+    kind = format or sniff(path)
+    if kind == "npz":
+        table, _ = read_npz(path)
+        return table.X, as_targets(path, table.labels, targets)
+    if kind != "csv":
+        raise InputError(f"{path}: a regression model predicts from a CSV or NPZ file, not {kind!r}")
+    header = read_header(path)
+    if all(t in header for t in targets):
+        table = read_csv_targets(path, targets)
+        return table.X, table.labels
+    return read_csv_features(path, drop=targets).X, None
+
+
 def load_classifier(path: str | Path):
     """A :class:`LoadedModel` or an :class:`~descend.train.ensemble_model.Ensemble`, whichever ``path`` holds.
 
@@ -123,7 +176,9 @@ class PredictResult:
     submission: Path | None
     members: int | None = None  # an ensemble's size; None for a single model
     vote: str | None = None
-    output: Path | None = None  # the predictions file (row, label, p_<class>...)
+    output: Path | None = None  # the predictions file (row, label, p_<class>...; regression: row, <target>...)
+    values: np.ndarray | None = None  # a regression model's (or ensemble's) predictions, in the targets' units
+    rmse: float | None = None  # against the file's targets, when it has them
 
 
 def predict_file(model_path, input_path, *, format: str | None = None, submission=None,
@@ -143,6 +198,9 @@ def predict_file(model_path, input_path, *, format: str | None = None, submissio
         raise ConfigError(f"`vote` must be one of {VOTES}. Received: vote={vote!r}")
     model = load_classifier(model_path)
     ensemble = isinstance(model, Ensemble)
+    if getattr(model, "task", "classification") == "regression":
+        return _predict_values(model, model_path, input_path, format=format, submission=submission,
+                               mc_samples=mc_samples, vote=vote, output=output, ensemble=ensemble)
     if vote is not None and not ensemble:
         raise ConfigError(f"`vote` applies to ensemble files; {Path(model_path).name} holds a single model. "
                           f"Received: vote={vote!r}")
@@ -162,3 +220,26 @@ def predict_file(model_path, input_path, *, format: str | None = None, submissio
     table = write_predictions(output, labels, proba, model.classes) if output else None
     return PredictResult(labels, proba, error, written, len(model.members) if ensemble else None,
                          vote if ensemble else None, table)
+
+
+def _predict_values(model, model_path, input_path, *, format, submission, mc_samples, vote, output, ensemble):
+    """:func:`predict_file` for a regression model or ensemble: values, their RMSE against the file's targets."""
+    from descend.reports.predictions import write_values
+
+    name = Path(model_path).name
+    if submission:
+        raise ConfigError(f"`submission` writes a Kaggle digits submission (class labels); {name} is a regression "
+                          f"model. Use --output for its values. Received: submission={str(submission)!r}")
+    for option, value in (("vote", vote), ("mc_samples", mc_samples)):
+        if value:
+            raise ConfigError(f"`{option}` applies to class probabilities; {name} is a regression model. "
+                              f"Received: {option}={value!r}")
+    X, y = read_regression_inputs(input_path, model.targets, format=format)
+    if X.shape[1] != model.n_features:
+        raise InputError(f"{input_path}: rows have {X.shape[1]} features; the "
+                         f"{'ensemble' if ensemble else 'model'} {name} expects {model.n_features}")
+    values = model.predict_values(X)
+    rmse = float(np.sqrt(np.mean((values - y) ** 2))) if y is not None else None
+    table = write_values(output, values, model.targets) if output else None
+    return PredictResult(np.zeros(0, np.int64), np.zeros((0, 0)), None, None,
+                         len(model.members) if ensemble else None, None, table, values, rmse)

@@ -18,7 +18,10 @@ def _eta(seconds: float) -> str:
 def format_row(row: dict, epochs: int, total_steps: int, samples_per_s: float, eta_s: float) -> str:
     parts = [f"epoch {row['epoch']:.2f}/{epochs}", f"step {row['step']:,}/{total_steps:,}",
              f"train_cost {row['train_cost']:.4f}"]
-    if row.get("valid_cost") is not None:
+    if row.get("valid_rmse") is not None:
+        parts += [f"valid_cost {row['valid_cost']:.4f}", f"valid_rmse {row['valid_rmse']:.4g}",
+                  f"valid_r2 {row['valid_r2']:.4f}"]
+    elif row.get("valid_cost") is not None:
         parts += [f"valid_cost {row['valid_cost']:.4f}", f"valid_error {100 * row['valid_error']:.2f}%"]
     parts += [f"lr {row['lr']:.3g}", f"{samples_per_s:,.0f} samples/s", f"ETA {_eta(eta_s)}"]
     return "  ".join(parts)

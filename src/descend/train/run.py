@@ -55,13 +55,15 @@ def run_training(cfg: TrainConfig, *, out: str | Path | None = None, root: str |
         cfg = TrainConfig.from_dict(read_json(run_dir / "config.json")["config"])
     data = prepare_data(cfg)
     ds = data.dataset
+    if data.task == "regression" and cfg.task is None:
+        cfg = cfg.replace(task="regression")  # config.json names the task the data called for
     found = None
     if auto_lr and resume_dir is None:
         from descend.train.lr_find import lr_range_test
 
         found = lr_range_test(cfg, data=data, stream=stream if progress else None)
         cfg = cfg.replace(lr=found.suggestion)
-    run = setup_run(cfg, data.n_in, data.n_out, data.n_train, image_shape=data.image_shape)
+    run = setup_run(cfg, data.n_in, data.n_out, data.n_train, image_shape=data.image_shape, task=data.task)
     engine, spec = run.engine, run.spec
     if resume_dir is None:
         run_dir = Path(out) if out else make_run_dir(root, cfg.name or _run_name(cfg))
@@ -99,10 +101,14 @@ def run_training(cfg: TrainConfig, *, out: str | Path | None = None, root: str |
     bar = progress_bar(options, n_train, stream=stream, enabled=progress)
     result = fit(engine, spec, options, X_train, y_train, X_valid, y_valid, params=run.params,
                  model_state=run.model_state, checkpoint=run_dir / "checkpoint.safetensors",
-                 resume=resume_dir is not None, progress=bar, image_shape=data.image_shape)
+                 resume=resume_dir is not None, progress=bar, target_std=data.target_std, image_shape=data.image_shape)
     metrics = write_run_outputs(run_dir, cfg, run, data, result)
     summary = f"descend: done in {result.elapsed:.1f} s; " + (
-        "no validation rows" if y_valid is None else f"best validation error {_pct(metrics.get('valid_error'))}")
+        "no validation rows" if y_valid is None else
+        f"validation RMSE {metrics['valid_rmse']:.4g}, R^2 {metrics['valid_r2']:.4f}" if data.task == "regression"
+        else f"best validation error {_pct(metrics.get('valid_error'))}")
+    if metrics.get("test_rmse") is not None:
+        summary += f"; test RMSE {metrics['test_rmse']:.4g}, R^2 {metrics['test_r2']:.4f} on {metrics['test_size']:,} rows"
     if metrics.get("test_error") is not None:
         summary += f"; test error {_pct(metrics['test_error'])} on {metrics['test_size']:,} test images"
     print(summary + f"; wrote {run_dir}", file=stream, flush=True)
@@ -116,7 +122,7 @@ def write_run_outputs(run_dir: Path, cfg: TrainConfig, run, data, result: FitRes
     ``extra_metrics`` are recorded with the metrics (model file and ``metrics.json``), and with
     ``config_in_metrics`` the config too (so a rerun can tell the run is already done); returns the metrics.
     """
-    write_history_csv(run_dir / "history.csv", result.history)
+    write_history_csv(run_dir / "history.csv", result.history, run.spec.task)
     metrics, test_predictions = final_metrics(run.engine, run.spec, result, data)
     metrics.update(extra_metrics or {})
     save_run_model(run_dir / "model.safetensors", cfg, run.spec, run.engine, result, data, metrics)

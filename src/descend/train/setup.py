@@ -14,6 +14,7 @@ scikit-learn estimator go through here, in two steps:
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import sys
 from dataclasses import dataclass
@@ -77,6 +78,16 @@ class PreparedData:
     y_test: np.ndarray | None = None
     dataset: object = None
     image_shape: tuple[int, ...] | None = None
+    target_scaler: object = None  # regression: the training targets' standardization (y_* are standardized)
+
+    @property
+    def task(self) -> str:
+        return "classification" if self.target_scaler is None else "regression"
+
+    @property
+    def target_std(self):
+        """Per-target standard deviations that turn standardized errors back into the targets' units."""
+        return None if self.target_scaler is None else self.target_scaler.std
 
     @property
     def n_in(self) -> int:
@@ -101,16 +112,32 @@ def load_dataset(cfg: TrainConfig):
         kwargs["format"] = cfg.format
     if cfg.validation is not None:
         kwargs["validation"] = int(cfg.validation) if cfg.validation >= 1 else cfg.validation
+    if cfg.target or cfg.task is not None:
+        kwargs.update(target=cfg.target, task=cfg.task)
     return load(cfg.dataset, **kwargs)
 
 
 def prepare_rows(cfg: TrainConfig, X, y, n_out: int, X_valid=None, y_valid=None, X_test=None, y_test=None,
-                 dataset=None, image_shape=None) -> PreparedData:
+                 dataset=None, image_shape=None, task: str = "classification") -> PreparedData:
     """Fit the normalization on training rows ``X`` (before any oversampling), oversample, normalize all splits.
 
     ``image_shape`` ((height, width) or (height, width, channels)) is what
-    convolution layers see each row as.
+    convolution layers see each row as.  With ``task="regression"`` ``y`` are
+    float targets (rows x targets), standardized with the training rows'
+    statistics (kept in ``target_scaler``).
     """
+    if task == "regression":
+        from descend.data.targets import TargetScaler
+        from descend.train.config import check_task_options
+
+        check_task_options(cfg, task)
+        scaler = TargetScaler.fit(y)
+        z = lambda t: None if t is None else scaler.transform(np.reshape(t, (len(t), -1)), cfg.dtype)  # noqa: E731
+        data = prepare_rows(cfg, X, np.zeros(len(y), np.int64), n_out, X_valid,
+                            None if y_valid is None else np.zeros(len(y_valid), np.int64), X_test,
+                            None if y_test is None else np.zeros(len(y_test), np.int64), dataset, image_shape)
+        return dataclasses.replace(data, y_train=z(y), y_valid=z(y_valid) if data.y_valid is not None else None,
+                                   y_test=z(y_test), target_scaler=scaler)
     normalizer = fit_normalizer(cfg.normalize, cfg.pca, X)
     rows = oversample(y, cfg.seed) if cfg.balance == "oversample" else slice(None)
     has_valid = y_valid is not None and len(y_valid) > 0
@@ -128,10 +155,13 @@ def prepare_data(cfg: TrainConfig, dataset=None) -> PreparedData:
         raise ConfigError(f"dataset {cfg.dataset!r} has no training labels")
     valid = ds.validation if _labelled(ds.validation) else None
     test = ds.test if _labelled(ds.test) else None
-    return prepare_rows(cfg, ds.train.X, ds.train.y, len(ds.classes),
+    task = getattr(ds, "task", "classification")
+    if cfg.task is not None and cfg.task != task:
+        raise ConfigError(f"`task` is {cfg.task!r} but dataset {cfg.dataset!r} holds {task} labels")
+    return prepare_rows(cfg, ds.train.X, ds.train.y, ds.n_outputs if task == "regression" else len(ds.classes),
                         valid.X if valid else None, valid.y if valid else None,
                         test.X if test else None, test.y if test else None, dataset=ds,
-                        image_shape=ds.image_shape)
+                        image_shape=ds.image_shape, task=task)
 
 
 # --- network, engine, initial state -----------------------------------------------------------------
@@ -145,7 +175,7 @@ def image_input_shape(image_shape) -> tuple[int, int, int] | None:
     return (*shape, 1) if len(shape) == 2 else shape
 
 
-def network_spec(cfg: TrainConfig, n_in: int | None = None, image_shape=None):
+def network_spec(cfg: TrainConfig, n_in: int | None = None, image_shape=None, task: str | None = None):
     """The network ``cfg`` describes, for rows of ``n_in`` features seen as ``image_shape`` when they are images.
 
     The multilayer-perceptron shorthand (``hidden``...) takes every size from
@@ -153,9 +183,10 @@ def network_spec(cfg: TrainConfig, n_in: int | None = None, image_shape=None):
     input's shape now: the image shape for convolution and pooling, else the
     feature count.
     """
+    task = task or cfg.task or "classification"
     if cfg.layers is None:
         return MLP(hidden=cfg.hidden, activation=cfg.activation, dropout_keep=cfg.dropout_keep,
-                   batchnorm=cfg.batchnorm)
+                   batchnorm=cfg.batchnorm, task=task)
     from descend.model.parse import parse_layers, spatial_layers
 
     shape = image_input_shape(image_shape)
@@ -173,14 +204,15 @@ def network_spec(cfg: TrainConfig, n_in: int | None = None, image_shape=None):
         if n_in is None:
             raise ConfigError("`layers` needs the number of input features")
         shape = (int(n_in),)
-    return parse_layers(cfg.layers, shape, activation=cfg.activation)
+    net = parse_layers(cfg.layers, shape, activation=cfg.activation)
+    return net if task == net.task else dataclasses.replace(net, task=task)
 
 
-def build_network(cfg: TrainConfig, n_in: int, n_out: int, image_shape=None):
+def build_network(cfg: TrainConfig, n_in: int, n_out: int, image_shape=None, task: str | None = None):
     """``(spec, params, model_state)``: the network for ``n_in`` inputs (seen as ``image_shape`` by convolutions)
     and ``n_out`` classes, and its initial NumPy weights and state from ``cfg.seed`` in ``cfg.dtype``: the one
     place a network is built."""
-    spec = network_spec(cfg, n_in, image_shape)
+    spec = network_spec(cfg, n_in, image_shape, task)
     params = init_params(spec, n_in, n_out, key=cfg.seed, dtype=cfg.dtype)
     return spec, params, init_state(spec, n_in, n_out, dtype=cfg.dtype)
 
@@ -189,7 +221,8 @@ def network_label(cfg: TrainConfig, spec) -> str:
     """How the progress line names the network: the ``layers`` text, or the hidden sizes and activation."""
     if cfg.layers is not None:
         return f"layers {cfg.layers}"
-    return f"{spec.hidden or 'logistic regression'} {cfg.activation}"
+    bare = "linear regression" if spec.task == "regression" else "logistic regression"
+    return f"{spec.hidden or bare} {cfg.activation}"
 
 
 def macs_per_row(spec, n_in: int, n_out: int) -> int:
@@ -228,14 +261,15 @@ class RunSetup:
 
 
 def setup_run(cfg: TrainConfig, n_in: int, n_out: int, n_train: int, *, threads: int | None = None,
-              engine=None, image_shape=None) -> RunSetup:
+              engine=None, image_shape=None, task: str | None = None) -> RunSetup:
     """Network, engine and initial state for training ``cfg`` on ``n_train`` rows of ``n_in`` inputs.
 
     ``image_shape`` is what convolution layers see each row as;
     ``threads`` overrides the thread rule; an ``engine`` already built (say,
-    reused across the folds of a search) is used as is.
+    reused across the folds of a search) is used as is.  ``task`` (the data's:
+    :attr:`PreparedData.task`) overrides ``cfg.task``.
     """
-    spec, params, model_state = build_network(cfg, n_in, n_out, image_shape)
+    spec, params, model_state = build_network(cfg, n_in, n_out, image_shape, task)
     if cfg.augment:
         from descend.model.augment import Augmentation
 
