@@ -105,3 +105,22 @@ def test_submission_with_a_regression_model_is_an_error(table, tmp_path, capsys)
     code, err = _cli(capsys, "predict", str(tmp_path / "run" / "model.safetensors"), str(path), "--submission",
                      str(tmp_path / "s.csv"))
     assert code == 2 and len(err) == 1 and "regression model" in err[0]
+
+
+@pytest.mark.parametrize("command, extra", [("ensemble", ["--members", "2"]), ("search", ["--space", "lr=0.1,0.01"])])
+def test_classifier_only_commands_refuse_regression_data_in_one_line(table, tmp_path, capsys, command, extra):
+    path, _, _ = table
+    out = tmp_path / "out"
+    code, err = _cli(capsys, command, str(path), "--target", "y", "--epochs", "1", "--out", str(out), *extra)
+    assert code == 2 and len(err) == 1 and "classifiers only" in err[0] and "regression" in err[0]
+    assert not out.exists()
+
+
+def test_export_refuses_a_regression_model_in_one_line(table, tmp_path, capsys):
+    path, _, _ = table
+    run_training(TrainConfig(dataset=str(path), target=("y",), hidden=(4,), epochs=1, engine="numpy"),
+                 out=tmp_path / "run", progress=False)
+    capsys.readouterr()
+    code, err = _cli(capsys, "export", str(tmp_path / "run" / "model.safetensors"), "--output", str(tmp_path / "m.onnx"))
+    assert code == 2 and len(err) == 1 and "classifiers only" in err[0]
+    assert not (tmp_path / "m.onnx").exists()

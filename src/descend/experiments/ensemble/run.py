@@ -90,12 +90,13 @@ def run_ensemble(cfg: EnsembleConfig, *, out=None, root="runs", progress: bool =
     """
     import descend
     from descend.io.rundir import make_run_dir, write_json
-    from descend.train.setup import prepare_data
+    from descend.train.setup import prepare_data, require_classification
 
     stream = stream or sys.stderr
     log = (lambda line: print(line, file=stream, flush=True)) if progress else (lambda line: None)
     tcfg = cfg.train
     data = prepare_data(tcfg)
+    require_classification(data, "ensemble")
     ds, normalizer = data.dataset, data.normalizer
     X, y = data.X_train, data.y_train
     X_valid, y_valid = data.X_valid, data.y_valid

@@ -363,6 +363,9 @@ def run_search(sc: SearchConfig | None = None, *, workers: int | None = None, da
     space = sc.parse_space()
     work = tickets(sc, space)
     ds = search_dataset(sc.base)
+    from descend.train.setup import require_classification
+
+    require_classification(ds, "search")
     stratified_folds(ds.train.y, sc.folds, sc.base.seed)  # validates K against the rows
 
     # What can fail on the user's input -- the Dask scheduler, a database server -- is reached before

@@ -91,6 +91,8 @@ def search_dataset(cfg):
     kwargs = {"seed": cfg.seed, "validation": 0}
     if cfg.format:
         kwargs["format"] = cfg.format
+    if cfg.target or cfg.task is not None:
+        kwargs.update(target=cfg.target, task=cfg.task)
     ds = load(cfg.dataset, **kwargs)
     if ds.train.y is None:
         raise ConfigError(f"dataset {cfg.dataset!r} has no training labels to search with")
