@@ -64,10 +64,10 @@ def batch_order(batch: int, steps: int) -> np.ndarray:
 
 
 def trajectory(engine_name, spec, optimizer, *, batch=16, dtype="float64", l1=0.0, l2=0.0, steps=STEPS,
-               plateau=None, device="auto", logits_batch=10000, data=(X, Y), n_out=K):
+               plateau=None, device="auto", logits_batch=10000, data=(X, Y), n_out=K, label_smoothing=0.0):
     """``(losses, final TrainState as NumPy, inference logits)`` of ``steps`` steps on one engine."""
     engine = get_engine(engine_name, device="cpu" if engine_name == "numpy" else device, dtype=dtype)
-    trainer = engine.trainer(spec, optimizer, l1=l1, l2=l2)
+    trainer = engine.trainer(spec, optimizer, l1=l1, l2=l2, label_smoothing=label_smoothing)
     rows, labels = data
     d = rows.shape[1]
     ts = trainer.init(init_params(spec, d, n_out, key=SEED, dtype=dtype), init_state(spec, d, n_out, dtype=dtype))
@@ -215,6 +215,15 @@ def test_clip_norm_with_momentum(engine):
     _, got = assert_same(engine, SPEC, make)
     _, unclipped, _ = trajectory("numpy", SPEC, make_optimizer("momentum", 0.1))
     assert not np.allclose(got.params["dense0.W"], unclipped.params["dense0.W"]), "the clip had no effect"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_label_smoothing(engine, dtype):
+    make = lambda: make_optimizer("adam", 0.01)  # noqa: E731
+    losses, got = assert_same(engine, SPEC, make, dtype=dtype, label_smoothing=0.2)
+    plain_losses, plain, _ = trajectory("numpy", SPEC, make(), dtype=dtype, steps=len(losses))
+    assert abs(losses[0] - plain_losses[0]) > 1e-3, "the smoothing had no effect on the loss"
+    assert not np.allclose(got.params["dense0.W"], plain.params["dense0.W"]), "the smoothing had no effect"
 
 
 def test_logits_in_chunks(engine):

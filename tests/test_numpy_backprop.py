@@ -141,3 +141,26 @@ def test_dropout_draws_masks_only_in_training():
     assert a != b
     inference = value_and_grad(net, params, state, x, y, train=False)[0]
     assert inference == pytest.approx(float(loss_fn(numpy_ops, net, params, state, x, y, train=False)[0]), rel=1e-12)
+
+
+@pytest.mark.parametrize("smoothing", [0.1, 0.5])
+def test_label_smoothing_gradient_matches_finite_differences(smoothing):
+    """Cross-entropy against (1-e)*onehot + e/K: the loss by its definition, and its gradient."""
+    net, params, state, x, y = problem(NETWORKS["conv same"])
+
+    def objective(p):
+        return float(value_and_grad(net, p, state, x, y, label_smoothing=smoothing)[0])
+
+    loss, grads, _ = value_and_grad(net, params, state, x, y, label_smoothing=smoothing)
+    z, _ = net.forward(numpy_ops, params, state, x, train=True)
+    logp = z - z.max(1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(1, keepdims=True))
+    target = (1 - smoothing) * np.eye(z.shape[1])[y] + smoothing / z.shape[1]
+    assert loss == pytest.approx(float(-(target * logp).sum(1).mean()), rel=1e-12)
+    assert loss == pytest.approx(float(loss_fn(numpy_ops, net, params, state, x, y, label_smoothing=smoothing)[0]),
+                                 rel=1e-12)
+    for name, p in params.items():
+        for i in np.random.default_rng(2).choice(p.size, size=min(p.size, 12), replace=False):
+            idx = np.unravel_index(i, p.shape)
+            expected = numeric_gradient(objective, params, name, idx)
+            assert grads[name][idx] == pytest.approx(expected, rel=1e-5, abs=1e-8), f"{name}{idx}"
