@@ -118,7 +118,8 @@ def add_network_options(g, *, epochs_help: str = "passes over the training rows"
     g.add_argument("--batch-size", type=_batch, default=D.batch_size, help="mini-batch size; 1 = stochastic, 'full' = full batch")
     g.add_argument("--epochs", type=int, default=D.epochs, help=epochs_help)
     g.add_argument("--schedule", default=D.schedule,
-                   help="constant | step:FACTOR:EVERY | exponential:K | inverse:K | plateau[:FACTOR[:PATIENCE]]")
+                   help="constant | step:FACTOR:EVERY | exponential:K | inverse:K | cosine[:WARMUP[:LR_MIN]] | "
+                        "plateau[:FACTOR[:PATIENCE]]")
     g.add_argument("--schedule-unit", choices=("epoch", "step"), default=D.schedule_unit, help="what t counts in the schedule")
     g.add_argument("--l1", type=float, default=D.l1, help="L1 penalty on weight matrices")
     g.add_argument("--l2", type=float, default=D.l2, help="L2 penalty (l2/2 * sum W^2) on weight matrices")
