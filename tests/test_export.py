@@ -309,7 +309,7 @@ def test_not_a_descend_model_is_one_line_exit_2(models, mnist, tmp_path, capsys)
     onnx_file = _exported(models["plain"], tmp_path / "exported.onnx")
     capsys.readouterr()
     for bad, words in ((junk, "not a valid safetensors file"), (plain, "no descend metadata"),
-                       (pca, "not a descend classifier model file"),
+                       (pca, "not a descend model file"),
                        (mnist[0], "not a valid safetensors file"), (onnx_file, "not a valid safetensors file"),
                        (tmp_path / "missing.safetensors", "no such file")):
         out = tmp_path / "out.onnx"
