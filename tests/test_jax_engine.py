@@ -308,7 +308,8 @@ def test_an_xla_without_the_cpu_options_compiles_with_its_defaults(monkeypatch):
     assert jax_engine._compiler_options(engine) is None
     X, y = _data()
     spec = MLP(hidden=(16,))
-    trainer = jax_engine._build_run(engine, spec, make_optimizer("sgd", 0.1), 0.0, 0.0, False)
+    trainer = jax_engine._build_run(engine, spec, make_optimizer("sgd", 0.1), l1=0.0, l2=0.0, augment=None,
+                                    label_smoothing=0.0, donate=False)
     params = engine.put_tree(init_params(spec, D, K, key=0))
     idx = engine.jax.device_put(np.arange(16, dtype=np.int32).reshape(1, 16))
     out = trainer(params, {}, make_optimizer("sgd", 0.1).init(params), engine.asarray(X), engine.put_labels(y), idx,
