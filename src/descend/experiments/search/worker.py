@@ -85,15 +85,10 @@ class CVContext:
 
 def search_dataset(cfg):
     """The dataset with every training row in ``train`` (no validation carved) and the test set apart."""
-    from descend.data import load
     from descend.errors import ConfigError
+    from descend.train.setup import load_dataset
 
-    kwargs = {"seed": cfg.seed, "validation": 0}
-    if cfg.format:
-        kwargs["format"] = cfg.format
-    if cfg.target or cfg.task is not None:
-        kwargs.update(target=cfg.target, task=cfg.task)
-    ds = load(cfg.dataset, **kwargs)
+    ds = load_dataset(cfg.replace(validation=0))
     if ds.train.y is None:
         raise ConfigError(f"dataset {cfg.dataset!r} has no training labels to search with")
     return ds
