@@ -43,7 +43,7 @@ class TrainConfig:
     / ``batchnorm`` shorthand of a multilayer perceptron.  ``augment`` (the
     ``--augment`` text, e.g. ``shift:2,rotate:10``) transforms training rows,
     which must be images, inside each step; it is kept in canonical form.
-    / ``batchnorm`` shorthand of a multilayer perceptron.  ``clip_norm=C``
+    ``clip_norm=C``
     scales each step's gradient (all parameters together) to global L2 norm at
     most ``C`` before the optimizer's rule sees it (0 = off).
     ``label_smoothing=E`` trains on the targets ``(1-E)*onehot + E/K``; the
