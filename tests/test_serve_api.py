@@ -170,7 +170,7 @@ def test_health(client, served):
 
 def test_model_metadata(client, served):
     body = client.get("/model").json()
-    assert body["classes"] == list(CLASSES)
+    assert body["task"] == "classification" and body["classes"] == list(CLASSES) and body["targets"] is None
     assert body["n_features"] == 784 and body["image_shape"] == [28, 28]
     assert body["spec"]["hidden"] == [16] and body["spec"]["activation"] == "relu"
     assert body["dataset"]["name"] == "data"
@@ -391,6 +391,60 @@ def test_a_feature_model_takes_any_finite_values_and_no_images(feature_model):
         _check_error(c.post("/predict", files={"images": ("a.png", png_bytes(np.zeros((2, 2))))}), 422, "not images")
         schema = c.get("/openapi.json").json()["paths"]["/predict"]["post"]["requestBody"]["content"]
         assert "multipart/form-data" not in schema
+
+
+@pytest.fixture(scope="module")
+def regression_model(tmp_path_factory) -> tuple[Path, Path]:
+    """(model file, CSV) of a regression model of y = 3 x1 - 2 x2 + noise on a CSV without image shape."""
+    import descend.train.run as run_module
+
+    folder = tmp_path_factory.mktemp("regression-model")
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((120, 2))
+    y = 3 * X[:, 0] - 2 * X[:, 1] + 0.1 * rng.standard_normal(120) + 10
+    csv = folder / "r.csv"
+    csv.write_text("x1,x2,y\n" + "".join(f"{a},{b},{t}\n" for (a, b), t in zip(X, y)))
+    cfg = TrainConfig(dataset=str(csv), target=("y",), hidden=(8,), optimizer="adam", lr=0.02, batch_size=16,
+                      epochs=15, schedule="constant", engine="numpy", early_stopping="none")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(run_module, "write_reports", lambda *a, **k: None)
+        run = run_training(cfg, out=folder / "run", progress=False)
+    return run.run_dir / "model.safetensors", csv
+
+
+def test_a_regression_model_answers_values_in_the_targets_units(regression_model, tmp_path):
+    from descend.train.predict import predict_file
+
+    path, csv = regression_model
+    predicted = predict_file(path, csv, output=tmp_path / "p.csv")
+    rows = np.loadtxt(csv, delimiter=",", skiprows=1)
+    with ServerThread(create_app(path, reload_interval=0)) as base, httpx.Client(base_url=base, timeout=30) as c:
+        info = c.get("/model").json()
+        assert info["task"] == "regression" and info["targets"] == ["y"] and info["classes"] == []
+        assert info["image_shape"] is None and info["input"]["kind"] == "features" and info["n_features"] == 2
+        assert info["layers"][-1]["output"] == [1]
+        r = c.post("/predict", json={"images": rows[:10, :2].tolist()})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["targets"] == ["y"] and "probabilities" not in body and "labels" not in body
+        np.testing.assert_allclose(body["values"], predicted.values[:10], rtol=1e-6)
+        assert [p["y"] for p in body["predictions"]] == [v[0] for v in body["values"]]
+        # values in the targets' units: close to y (mean 10), not standardized outputs
+        assert np.mean(np.abs(np.array(body["values"])[:, 0] - rows[:10, 2])) < 0.5 * rows[:, 2].std()
+        _check_error(c.post("/predict", json={"images": [[1, 2, 3]]}), 422, "3 values; the model expects 2")
+        _check_error(c.post("/predict", files={"images": ("a.png", png_bytes(np.zeros((2, 2))))}), 422, "not images")
+        page = c.get("/")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert "<canvas" not in page.text and "<script" not in page.text
+        assert "POST /predict" in page.text and "regression" in page.text and "&#x27;y&#x27;" in page.text
+
+
+def test_a_feature_classifier_gets_no_drawing_page(feature_model):
+    with ServerThread(create_app(feature_model, reload_interval=0)) as base, httpx.Client(base_url=base) as c:
+        assert c.get("/model").json()["task"] == "classification"
+        page = c.get("/")
+        assert page.status_code == 200 and "<canvas" not in page.text and "<script" not in page.text
+        assert "rows of 4 features" in page.text and "openapi.json" in page.text
 
 
 # ---------------------------------------------------------------- the preprocessing itself

@@ -7,10 +7,12 @@ Endpoints (the OpenAPI schema is at ``/openapi.json``):
   ``width`` values; raw pixel values 0..255, white ink on black as in MNIST) or
   as ``multipart/form-data`` PNG/JPEG uploads in the field ``images``
   (preprocessed as the web page does; see :mod:`descend.serve.preprocess`).
-  Returns the class probabilities and labels.
-- ``GET /model``: the model's metadata (spec, classes, data, metrics, file).
+  Returns the class probabilities and labels, or for a regression model the
+  predicted values in the targets' own units, named by target.
+- ``GET /model``: the model's metadata (task, spec, classes or target names, data, metrics, file).
 - ``GET /health``: liveness, the model generation being served, reload errors.
-- ``GET /``: the web page (draw a digit, or upload a face for FER2013 models).
+- ``GET /``: for image models the web page (draw a digit, or upload a face for
+  FER2013 models); for models of plain feature rows, a short page describing the API.
 
 The model file is a descend ``.safetensors`` model, run by descend, or a
 ``.onnx`` file written by ``descend export``, run by onnxruntime: both are
@@ -98,7 +100,19 @@ class ServedModel(Protocol):
     @property
     def spec(self) -> MLP: ...
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...  # classifiers
+
+    def predict_values(self, X: np.ndarray) -> np.ndarray: ...  # regression models: (rows, targets)
+
+
+def model_task(model) -> str:
+    """``classification`` or ``regression``: what the served model predicts (ONNX files are classifiers)."""
+    return getattr(model, "task", "classification")
+
+
+def model_outputs(model) -> tuple[str, ...]:
+    """The names of the model's outputs: its classes, or a regression model's targets."""
+    return tuple(model.targets) if model_task(model) == "regression" else tuple(model.classes)
 
 
 def _read_model(path: Path) -> ServedModel:
@@ -150,9 +164,14 @@ def _load(path: Path, generation: int) -> Served:
     else:  # pragma: no cover - a file rewritten continuously
         raise InputError(f"{path}: keeps changing while being read")
     try:
-        proba = model.predict_proba(np.zeros((1, model.n_features)))
-        if proba.shape != (1, len(model.classes)):
-            raise ValueError(f"{proba.shape[1]} outputs for {len(model.classes)} classes")
+        if model_task(model) == "regression":
+            values = model.predict_values(np.zeros((1, model.n_features)))
+            if values.shape != (1, len(model.targets)):
+                raise ValueError(f"{values.shape[1]} outputs for {len(model.targets)} targets")
+        else:
+            proba = model.predict_proba(np.zeros((1, model.n_features)))
+            if proba.shape != (1, len(model.classes)):
+                raise ValueError(f"{proba.shape[1]} outputs for {len(model.classes)} classes")
     except DescendError:
         raise
     except Exception as exc:
@@ -406,6 +425,14 @@ class PredictResponse(BaseModel):
         None, description="uploads only: the input rows the network saw (0..255, white ink on black)")
 
 
+class ValuesResponse(BaseModel):
+    targets: list[str] = Field(description="target names, in the order of each row of `values`")
+    values: list[list[float]] = Field(description="one row per input row: the predicted values, in the targets' "
+                                                  "own units")
+    predictions: list[dict[str, float]] = Field(description="the same values, one object per row keyed by target")
+    model: ModelRef
+
+
 class ReloadInfo(BaseModel):
     enabled: bool
     interval_s: float
@@ -423,7 +450,9 @@ class HealthResponse(BaseModel):
 class ModelInfo(BaseModel):
     model_config = ConfigDict(extra="allow")
 
+    task: Literal["classification", "regression"]
     classes: list[str]
+    targets: list[str] | None = Field(None, description="a regression model's target names (its outputs)")
     n_features: int
     image_shape: list[int] | None
     input: dict[str, Any] = Field(description="what /predict accepts for this model")
@@ -447,7 +476,7 @@ def layer_rows(model) -> list[dict]:
     n_in = (math.prod(spec.input_shape) if spec.input_shape else
             getattr(normalizer, "n_outputs", None) or model.n_features)
     try:
-        return [{**r, "output": list(r["output"])} for r in spec.resolve(n_in, len(model.classes)).summary()]
+        return [{**r, "output": list(r["output"])} for r in spec.resolve(n_in, len(model_outputs(model))).summary()]
     except DescendError:
         return [{"name": name, "layer": layer.describe()} for name, layer in zip(spec.names, spec.layers)]
 
@@ -481,7 +510,7 @@ def create_app(model_path: str | os.PathLike, *, max_batch: int = DEFAULT_MAX_BA
 
     app = FastAPI(title="descend serve", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None,  # the Swagger/ReDoc pages load scripts from a CDN
-                  description="Class probabilities from a descend model file. Pixel values are raw 0..255 "
+                  description="Class probabilities (or a regression model's values) from a descend model file. Pixel values are raw 0..255 "
                               "intensities (white ink on black, as MNIST), like the training data.")
     app.state.holder = holder
     app.state.max_batch = max_batch
@@ -530,8 +559,10 @@ def create_app(model_path: str | os.PathLike, *, max_batch: int = DEFAULT_MAX_BA
                    "encoding": "raw feature values, as in the training file"}
         inp["max_batch"] = max_batch
         inp["max_request_bytes"] = max_request_bytes
+        regression = model_task(m) == "regression"
         body = {
-            "classes": list(m.classes), "n_features": m.n_features, "image_shape": list(shape) if shape else None,
+            "task": model_task(m), "classes": [] if regression else list(m.classes),
+            "targets": list(m.targets) if regression else None, "n_features": m.n_features, "image_shape": list(shape) if shape else None,
             "input": inp, "spec": m.spec.to_dict(), "layers": layer_rows(m), "dataset": meta.get("dataset"),
             "training": meta.get("training"), "metrics": meta.get("metrics"),
             "normalization": meta.get("normalization"), "versions": served.versions,
@@ -540,8 +571,9 @@ def create_app(model_path: str | os.PathLike, *, max_batch: int = DEFAULT_MAX_BA
         }
         return _jsonable(body)
 
-    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True,
-              summary="Class probabilities for a batch of images", responses=errors)
+    @app.post("/predict", response_model=PredictResponse | ValuesResponse, response_model_exclude_none=True,
+              summary="Class probabilities (a regression model: values) for a batch of images or rows",
+              responses=errors)
     async def predict(request: Request, preprocess: Literal["auto", "mnist", "resize", "none"] = Query(
             "auto", description="for uploads: how an image becomes the model input (JSON input is used as is)")):
         served = holder.current  # this request uses this generation to the end, whatever reloads meanwhile
@@ -564,6 +596,11 @@ def create_app(model_path: str | os.PathLike, *, max_batch: int = DEFAULT_MAX_BA
             except ValueError as exc:  # JSONDecodeError, and ints of more than 4300 digits
                 raise ApiError(400, f"malformed JSON: {exc}") from None
             X = parse_json_images(payload, served, max_batch)
+        if model_task(served.model) == "regression":
+            values = await run_in_threadpool(served.model.predict_values, X)
+            targets = list(served.model.targets)
+            return {"targets": targets, "values": values.tolist(),
+                    "predictions": [dict(zip(targets, map(float, row))) for row in values], "model": served.ref()}
         proba = await run_in_threadpool(served.model.predict_proba, X)
         idx = np.argmax(proba, axis=1)
         classes = list(served.model.classes)
@@ -588,12 +625,37 @@ def create_app(model_path: str | os.PathLike, *, max_batch: int = DEFAULT_MAX_BA
 
     @app.get("/", include_in_schema=False)
     def index() -> HTMLResponse:
-        html = (STATIC / "index.html").read_text(encoding="utf-8")
+        served = holder.current
+        # The drawing / upload page shows class probabilities of an image; other models get a page about the API.
+        page = served.image_shape and model_task(served.model) == "classification"
+        html = (STATIC / "index.html").read_text(encoding="utf-8") if page else _api_page(served, holder.path.name)
         return HTMLResponse(html, headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache",
                                            "X-Content-Type-Options": "nosniff"})
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     return app
+
+
+def _api_page(served: Served, name: str) -> str:
+    """``/`` for a model that is not an image classifier: what it predicts and how to call the API (no scripts)."""
+    from html import escape
+
+    m = served.model
+    n = m.n_features
+    rows = f"{served.image_shape[0]}x{served.image_shape[1]} images" if served.image_shape else f"rows of {n} features"
+    if model_task(m) == "regression":
+        what = f"regression: the values of {', '.join(map(repr, m.targets))}, in the targets' own units"
+    else:
+        what = f"classification into {len(m.classes)} classes ({', '.join(map(str, m.classes))})"
+    example = json.dumps({"images": [[0.0] * min(n, 4) + (["..."] if n > 4 else [])]}).replace('"..."', "...")
+    return ('<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>descend serve</title>'
+            '<link rel="icon" href="data:,"><link rel="stylesheet" href="static/style.css"></head><body>\n'
+            f"<header><h1>descend</h1><p>{escape(name)}: {escape(rows)} &rarr; {escape(what)}</p></header>\n"
+            "<main><p>This model has no drawing page (it is not an image classifier). Call the API:</p>"
+            f"<p><code>POST /predict</code> with JSON <code>{escape(example)}</code> (each entry {n} raw values, "
+            "as in the training file).</p>\n"
+            '<p><a href="model">GET /model</a> · <a href="health">GET /health</a> · '
+            '<a href="openapi.json">openapi.json</a></p></main>\n</body></html>\n')
 
 
 def _request_body(served: Served, max_batch: int) -> dict:
@@ -654,7 +716,8 @@ def serve(model_path: str | os.PathLike, *, host: str = "127.0.0.1", port: int =
     m = served.model
     shape = served.image_shape
     what = f"{shape[0]}x{shape[1]} images" if shape else f"rows of {m.n_features} features"
-    announce(f"descend: serving {Path(model_path).name} ({what} -> {len(m.classes)} classes) "
+    outputs = (f"values of {', '.join(m.targets)}" if model_task(m) == "regression" else f"{len(m.classes)} classes")
+    announce(f"descend: serving {Path(model_path).name} ({what} -> {outputs}) "
              f"on http://{shown}:{bound_port}/ ; POST /predict, GET /model, /health, /openapi.json; Ctrl-C to stop")
     if bound_host not in ("127.0.0.1", "::1", "localhost"):
         announce(f"descend: warning: listening on {bound_host}, reachable from other machines; "
