@@ -107,7 +107,7 @@ def test_submission_with_a_regression_model_is_an_error(table, tmp_path, capsys)
     assert code == 2 and len(err) == 1 and "regression model" in err[0]
 
 
-@pytest.mark.parametrize("command, extra", [("ensemble", ["--members", "2"]), ("search", ["--space", "lr=0.1,0.01"])])
+@pytest.mark.parametrize("command, extra", [("ensemble", ["--members", "2"])])
 def test_classifier_only_commands_refuse_regression_data_in_one_line(table, tmp_path, capsys, command, extra):
     path, _, _ = table
     out = tmp_path / "out"

@@ -269,8 +269,9 @@ def test_stratified_folds_partition_balance_and_identity():
 
 
 def test_search_data_is_the_training_rows_only(tiny):
-    X, y, classes, _ = training_rows(TrainConfig(dataset=str(tiny)))
+    X, y, classes, _, task, n_out = training_rows(TrainConfig(dataset=str(tiny)))
     assert X.shape == (300, 20) and len(y) == 300 and classes == ("0", "1", "2")  # no X_test rows, no carving
+    assert task == "classification" and n_out == 3
 
 
 # --- grid, random -------------------------------------------------------------------------------------------
@@ -601,3 +602,57 @@ def test_pca_dimension_is_a_searchable_parameter_and_the_retrain_uses_it(tiny, t
     best = TrainConfig.from_dict(result.best["config"]).pca
     assert best in (None, 3, 8)
     assert model.normalizer.n_outputs == (best or model.n_features)
+
+
+# --- regression ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def linear_csv(tmp_path_factory) -> Path:
+    """y = 10 (3 x1 - 2 x2 + noise) + 50 in a CSV of 90 rows: no test split, regression targets."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((90, 2))
+    y = 10 * (3 * X[:, 0] - 2 * X[:, 1] + 0.3 * rng.standard_normal(90)) + 50
+    path = tmp_path_factory.mktemp("search-regression") / "linear.csv"
+    path.write_text("x1,x2,y\n" + "".join(f"{a!r},{b!r},{t!r}\n" for (a, b), t in zip(X.tolist(), y.tolist())))
+    return path
+
+
+def test_regression_search_minimizes_the_mean_valid_rmse_over_folds(linear_csv, tmp_path):
+    from descend.experiments.search.kfold import shuffled_folds
+    from descend.train import run_training
+
+    sc = _config(linear_csv, "lr=0.001,0.1", method="grid", folds=2, pruner="none", retrain=True,
+                 base={"target": ("y",), "optimizer": "sgd", "epochs": 4})
+    result = run_search(sc, workers=1, out=tmp_path / "reg", progress=False)
+    assert result.config.metric == "valid_rmse"  # valid_error is the task's error measure: RMSE here
+    rows = {r["lr"]: r for r in result.trials}
+    assert set(rows) == {0.001, 0.1} and all(r["state"] == "COMPLETE" for r in rows.values())
+    for r in rows.values():
+        assert r["score"] == pytest.approx((r["fold_1"] + r["fold_2"]) / 2)
+    assert rows[0.1]["score"] < rows[0.001]["score"]
+    assert result.best["params"]["lr"] == 0.1 and result.best["metric"] == "valid_rmse"
+    # each fold's score is the held-out RMSE in the targets' units: the same training run by `descend train`
+    # on the fold's rows, scored on its held-out rows as a test set, gives the same number
+    table = np.loadtxt(linear_csv, delimiter=",", skiprows=1)
+    train = shuffled_folds(len(table), 2, 0) != 0
+    np.savez(tmp_path / "fold0.npz", X=table[train, :2], y=table[train, 2], X_test=table[~train, :2],
+             y_test=table[~train, 2])
+    alone = run_training(TrainConfig(**{**FAST, "dataset": str(tmp_path / "fold0.npz"), "optimizer": "sgd",
+                                        "epochs": 4, "lr": 0.1, "validation": 0}), out=tmp_path / "fold0",
+                         progress=False)
+    assert alone.metrics["test_rmse"] == pytest.approx(rows[0.1]["fold_1"], rel=1e-5)
+    assert rows[0.1]["score"] < table[:, 2].std()  # in the targets' units (y spans tens), better than the mean
+    header = (result.run_dir / "trials.csv").read_text().splitlines()[0].split(",")
+    assert "valid_rmse" in header and "valid_error" not in header
+    assert "valid_rmse" in (result.run_dir / "report.html").read_text()
+    assert result.final["train_rows"] == 90  # retrained on every training row (the CSV has no test rows)
+    assert (result.run_dir / "final" / "model.safetensors").is_file()
+
+
+def test_a_metric_the_task_has_not_is_one_line(tiny, tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["search", str(tiny), "--engine", "numpy", "--space", "lr=0.1,0.2", "--method", "grid",
+                 "--metric", "valid_rmse", "--out", str(out)]) == 2
+    line = _one_line_error(capsys)
+    assert "`metric` 'valid_rmse' does not apply to classification data" in line
+    assert "Received: metric='valid_rmse'" in line
+    assert not out.exists()

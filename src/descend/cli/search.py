@@ -45,8 +45,11 @@ def register(sub) -> None:
                         "random steps in a ball around the best so far; tpe: Optuna's TPE")
     g.add_argument("--trials", type=int, default=None,
                    help=f"trials of random / hillclimb / tpe search (default: {DEFAULT_TRIALS}; grid runs every cell)")
-    g.add_argument("--folds", type=int, default=3, help="K of the stratified K-fold cross-validation in each trial")
-    g.add_argument("--metric", choices=METRICS, default="valid_error", help="score minimised: mean over the folds")
+    g.add_argument("--folds", type=int, default=3,
+                   help="K of the K-fold cross-validation in each trial (stratified by class when classifying)")
+    g.add_argument("--metric", choices=METRICS, default="valid_error",
+                   help="score minimised: mean over the folds (valid_error is the task's error measure: the error "
+                        "rate, or the RMSE of regression targets; valid_rmse is for regression only)")
     g.add_argument("--pruner", choices=PRUNERS, default="median",
                    help="stop a trial after a fold when its running mean is worse than the median of earlier trials")
     g.add_argument("--radius", type=float, default=0.15,

@@ -1,4 +1,5 @@
-"""Stratified K-fold cross-validation folds, the same for every trial of a search.
+"""K-fold cross-validation folds (stratified by class; shuffled for regression targets), the same for every
+trial of a search.
 
 The folds are a pure function of the labels, K and the seed: every trial (on
 any worker, on any machine, after a resume) trains and scores on exactly the
@@ -24,17 +25,35 @@ def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
     """
     y = np.asarray(y)
     n = len(y)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
-        raise ConfigError(f"`folds` must be an integer >= 2. Received: folds={k!r}")
-    if n < 2 * k:
-        raise ConfigError(f"`folds` must leave at least 2 rows per fold: {n} training rows allow at most "
-                          f"{n // 2} folds. Received: folds={k}")
+    _check_k(n, k)
     rng = np.random.default_rng([int(seed), 0xF01D])
     classes = np.unique(y)
     order = np.concatenate([rng.permutation(np.flatnonzero(y == c)) for c in classes])
     folds = np.empty(n, dtype=np.int64)
     folds[order] = np.arange(n) % k
     return folds
+
+
+def _check_k(n: int, k) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+        raise ConfigError(f"`folds` must be an integer >= 2. Received: folds={k!r}")
+    if n < 2 * k:
+        raise ConfigError(f"`folds` must leave at least 2 rows per fold: {n} training rows allow at most "
+                          f"{n // 2} folds. Received: folds={k}")
+
+
+def shuffled_folds(n: int, k: int, seed: int) -> np.ndarray:
+    """Fold id (0..k-1) of each of ``n`` rows, shuffled with the seed and dealt round-robin: the folds of
+    regression targets, which have no classes to stratify by."""
+    _check_k(n, k)
+    folds = np.empty(n, dtype=np.int64)
+    folds[np.random.default_rng([int(seed), 0xF01D]).permutation(n)] = np.arange(n) % k
+    return folds
+
+
+def make_folds(y: np.ndarray, k: int, seed: int, task: str = "classification") -> np.ndarray:
+    """Stratified folds of class labels; shuffled folds of regression targets."""
+    return shuffled_folds(len(y), k, seed) if task == "regression" else stratified_folds(y, k, seed)
 
 
 def fold_rows(folds: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarray]:

@@ -44,7 +44,7 @@ import numpy as np
 
 import descend
 from descend.errors import ConfigError, DescendError, require
-from descend.experiments.search.kfold import stratified_folds
+from descend.experiments.search.kfold import make_folds
 from descend.experiments.search.report import best_row, trial_rows, write_search_report, write_trials_csv
 from descend.experiments.search.space import Space, parse_space
 from descend.experiments.search.worker import run_worker, search_dataset
@@ -56,7 +56,10 @@ from descend.placement import Placement, WorkerLost, open_pool
 from descend.train.config import TrainConfig
 
 METHODS = ("grid", "random", "hillclimb", "tpe")
-METRICS = ("valid_error", "valid_cost")
+METRICS = ("valid_error", "valid_cost", "valid_rmse")
+# What each --metric minimizes per task: valid_error (the default) is the task's error measure, RMSE for regression.
+TASK_METRICS = {"classification": {"valid_error": "valid_error", "valid_cost": "valid_cost"},
+                "regression": {"valid_error": "valid_rmse", "valid_rmse": "valid_rmse", "valid_cost": "valid_cost"}}
 PRUNERS = ("median", "none")
 DEFAULT_TRIALS = 20
 POLL_SECONDS = 1.0
@@ -105,6 +108,15 @@ class SearchConfig:
         if self.storage is not None and "://" not in self.storage:
             raise ConfigError(f"`storage` must be a database URL such as sqlite:///study.db or "
                               f"postgresql+psycopg2://user@host/db. Received: storage={self.storage!r}")
+
+    def for_task(self, task: str) -> SearchConfig:
+        """This search with ``metric`` resolved for ``task`` (see :data:`TASK_METRICS`); a metric the task has
+        not is one line naming it."""
+        known = TASK_METRICS[task]
+        if self.metric not in known:
+            raise ConfigError(f"`metric` {self.metric!r} does not apply to {task} data, which is searched on one of "
+                              f"{tuple(known)}. Received: metric={self.metric!r}")
+        return self if known[self.metric] == self.metric else dataclasses.replace(self, metric=known[self.metric])
 
     def parse_space(self) -> Space:
         return parse_space(self.space, self.base)
@@ -363,10 +375,9 @@ def run_search(sc: SearchConfig | None = None, *, workers: int | None = None, da
     space = sc.parse_space()
     work = tickets(sc, space)
     ds = search_dataset(sc.base)
-    from descend.train.setup import require_classification
-
-    require_classification(ds, "search")
-    stratified_folds(ds.train.y, sc.folds, sc.base.seed)  # validates K against the rows
+    task = getattr(ds, "task", "classification")
+    sc = sc.for_task(task)
+    make_folds(ds.train.y, sc.folds, sc.base.seed, task)  # validates K against the rows
 
     # What can fail on the user's input -- the Dask scheduler, a database server -- is reached before
     # anything is written, so that a bad --dask or --storage leaves no half-made run directory.
@@ -535,6 +546,9 @@ def _finish(run_dir: Path, sc: SearchConfig, space: Space, study, ds, search_sec
     if progress and final is not None and final.get("test_error") is not None:
         print(f"descend: test error {100 * final['test_error']:.2f}% on {final['test_size']:,} test images "
               f"(evaluated once); wrote {run_dir}", file=stream, flush=True)
+    elif progress and final is not None and final.get("test_rmse") is not None:
+        print(f"descend: test RMSE {final['test_rmse']:.4g}, R^2 {final['test_r2']:.4f} on {final['test_size']:,} "
+              f"test rows (evaluated once); wrote {run_dir}", file=stream, flush=True)
     elif progress:
         print(f"descend: wrote {run_dir}", file=stream, flush=True)
     return SearchResult(run_dir, sc, best, final, rows, search_seconds, trials_run)
@@ -552,15 +566,16 @@ def _retrain(final_dir: Path, cfg: TrainConfig, ds, progress: bool, stream) -> d
             return previous  # a resumed search whose retrain already ran: the test set is not used again
     final_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(cfg, ds)
-    run = setup_run(cfg, data.n_in, data.n_out, int(len(ds.train.y)), image_shape=data.image_shape)
+    run = setup_run(cfg, data.n_in, data.n_out, int(len(ds.train.y)), image_shape=data.image_shape, task=data.task)
     engine = run.engine
     options = fit_options(cfg)
     bar = progress_bar(options, data.n_train, stream=stream, enabled=progress)
     write_json(final_dir / "config.json", provenance(cfg, engine))
     result = fit(engine, run.spec, options, engine.asarray(data.X_train), engine.put_labels(data.y_train), None, None,
-                 params=run.params, model_state=run.model_state, progress=bar, image_shape=data.image_shape)
+                 params=run.params, model_state=run.model_state, progress=bar, target_std=data.target_std,
+                 image_shape=data.image_shape)
     return write_run_outputs(final_dir, cfg, run, data, result, extra_metrics={"train_rows": len(ds.train.y)},
                              config_in_metrics=True)
 
 
-__all__ = ["METHODS", "METRICS", "PRUNERS", "SearchConfig", "SearchResult", "parse_space", "run_search", "tickets"]
+__all__ = ["METHODS", "METRICS", "TASK_METRICS", "PRUNERS", "SearchConfig", "SearchResult", "parse_space", "run_search", "tickets"]

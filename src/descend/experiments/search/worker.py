@@ -27,7 +27,7 @@ class CVContext:
     """What a worker keeps between trials: the training rows, the folds, the engines."""
 
     def __init__(self, spec: dict):
-        from descend.experiments.search.kfold import fold_digest, stratified_folds
+        from descend.experiments.search.kfold import fold_digest, make_folds
         from descend.experiments.search.space import parse_space
         from descend.train.config import TrainConfig
 
@@ -37,9 +37,9 @@ class CVContext:
         self.k = int(spec["folds"])
         self.metric = spec["metric"]
         self.threads = int(spec.get("threads") or 1)
-        self.X, self.y, self.classes, self.image_shape = training_rows(self.base)
+        self.X, self.y, self.classes, self.image_shape, self.task, self.n_out = training_rows(self.base)
         self.n_classes = len(self.classes)
-        self.folds = stratified_folds(self.y, self.k, self.base.seed)
+        self.folds = make_folds(self.y, self.k, self.base.seed, self.task)
         self.digest = fold_digest(self.folds)
         self._engines: dict = {}
         self.hook = _load_hook()
@@ -54,7 +54,8 @@ class CVContext:
         return self._engines[key]
 
     def fold_score(self, cfg, fold: int, trial=None) -> dict:
-        """Train ``cfg`` on the fold's training rows; cost and error on its held-out rows."""
+        """Train ``cfg`` on the fold's training rows; cost and error (regression: cost, RMSE, MAE, R^2) on its
+        held-out rows."""
         import numpy as np
 
         from descend.experiments.search.kfold import fold_rows
@@ -67,6 +68,8 @@ class CVContext:
             if value is not None:
                 return {"score": float(value), "seconds": time.perf_counter() - started, "steps": 0}
         train, held = fold_rows(self.folds, fold)
+        if self.task == "regression":
+            return self._regression_fold_score(cfg, train, held, started)
         data = prepare_rows(cfg, self.X[train], self.y[train], self.n_classes, self.X[held], self.y[held],
                             image_shape=self.image_shape)
         run = setup_run(cfg, data.n_in, data.n_out, data.n_train, engine=self.engine(cfg), image_shape=data.image_shape)
@@ -82,6 +85,31 @@ class CVContext:
         return {"score": float(score), "valid_cost": float(cost), "valid_error": float(error),
                 "seconds": time.perf_counter() - started, "steps": int(result.steps)}
 
+    def _regression_fold_score(self, cfg, train, held, started: float) -> dict:
+        """:meth:`fold_score` of regression targets: standardized with the fold's training rows, scored in the
+        targets' units."""
+        import numpy as np
+
+        from descend.train.loop import evaluate_metrics, fit, fit_options
+        from descend.train.setup import prepare_rows, setup_run
+
+        data = prepare_rows(cfg, self.X[train], self.y[train], self.n_out, self.X[held], self.y[held],
+                            image_shape=self.image_shape, task="regression")
+        run = setup_run(cfg, data.n_in, data.n_out, data.n_train, engine=self.engine(cfg),
+                        image_shape=data.image_shape, task="regression")
+        engine, spec = run.engine, run.spec
+        X_held, y_held = engine.asarray(data.X_valid), data.y_valid
+        result = fit(engine, spec, fit_options(cfg), engine.asarray(data.X_train), engine.put_labels(data.y_train),
+                     X_held, y_held, params=run.params, model_state=run.model_state, target_std=data.target_std,
+                     image_shape=data.image_shape)
+        m = evaluate_metrics(engine, spec, engine.put_tree(result.params), engine.put_tree(result.model_state),
+                             X_held, y_held, data.target_std)
+        score = m["rmse"] if self.metric == "valid_rmse" else m["cost"]
+        if not np.isfinite(score):
+            score = float("inf")
+        return {"score": float(score), **{f"valid_{k}": float(v) for k, v in m.items()},
+                "seconds": time.perf_counter() - started, "steps": int(result.steps)}
+
 
 def search_dataset(cfg):
     """The dataset with every training row in ``train`` (no validation carved) and the test set apart."""
@@ -95,9 +123,12 @@ def search_dataset(cfg):
 
 
 def training_rows(cfg):
-    """(X, y, classes, image shape) of the dataset's training rows: what a worker searches on (never the test set)."""
+    """(X, y, classes, image shape, task, outputs) of the dataset's training rows: what a worker searches on
+    (never the test set)."""
     ds = search_dataset(cfg)
-    return ds.train.X, ds.train.y, tuple(ds.classes), ds.image_shape
+    task = getattr(ds, "task", "classification")
+    n_out = ds.n_outputs if task == "regression" else len(ds.classes)
+    return ds.train.X, ds.train.y, tuple(ds.classes), ds.image_shape, task, n_out
 
 
 def _load_hook():
