@@ -318,3 +318,81 @@ def test_cli_dask_trains_the_members_of_the_local_run(data, tmp_path, capsys, da
     assert metrics["dask"] == address
     assert main([*args, "--dask", "tcp://bad:::", "--out", str(tmp_path / "bad")]) == 2
     assert "`dask` must be a scheduler address" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+# ---------------------------------------------------------------------------- regression
+
+
+@pytest.fixture(scope="module")
+def linear(tmp_path_factory):
+    """y = 10 (3 x1 - 2 x2 + noise) + 50 (x3 is noise): 150 training rows and 60 test rows, float targets."""
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((210, 3))
+    y = 10 * (3 * X[:, 0] - 2 * X[:, 1] + 0.5 * rng.standard_normal(210)) + 50
+    path = tmp_path_factory.mktemp("ens-reg") / "linear.npz"
+    np.savez(path, X=X[:150], y=y[:150], X_test=X[150:], y_test=y[150:])
+    return path, X[150:], y[150:]
+
+
+def _forward(member, normalizer, X):
+    """A one-hidden-layer ReLU member's raw output, by hand."""
+    x = normalizer.transform(X)[:, member.features].astype(np.float64)
+    p = member.params
+    h = np.maximum(x @ p["dense0.W"] + p["dense0.b"], 0)
+    return h @ p["dense1.W"] + p["dense1.b"]
+
+
+def test_regression_ensemble_averages_members_values_and_reports_rmse(linear, tmp_path, capsys):
+    path, X_test, y_test = linear
+    cfg = EnsembleConfig(train=_train(path, hidden=(8,), epochs=6, batch_size=16, optimizer="adam", lr=0.01),
+                         members=3, rows=0.8, bootstrap=True, workers=1)
+    run = run_ensemble(cfg, out=tmp_path / "reg", progress=False)
+    m = run.metrics
+    assert m["eval_split"] == "test" and m["eval_rows"] == 60 and m["targets"] == ["y"]
+    loaded = load_classifier(run.run_dir / "ensemble.safetensors")
+    assert isinstance(loaded, Ensemble) and loaded.task == "regression" and loaded.targets == ("y",)
+    # each member's values, computed by hand from the saved weights and the targets' stored standardization
+    scaler = loaded.target_scaler
+    values = np.stack([_forward(member, loaded.normalizer, X_test) * scaler.std + scaler.mean
+                       for member in loaded.members])[:, :, 0]
+    member_rmse = np.sqrt(np.mean((values - y_test) ** 2, axis=1))
+    mean = values.mean(axis=0)
+    ensemble_rmse = np.sqrt(np.mean((mean - y_test) ** 2))
+    assert m["ensemble_rmse"] == pytest.approx(ensemble_rmse, rel=1e-5)
+    assert m["ensemble_mae"] == pytest.approx(np.mean(np.abs(mean - y_test)), rel=1e-5)
+    ss = np.sum((y_test - y_test.mean()) ** 2)
+    assert m["ensemble_r2"] == pytest.approx(1 - np.sum((mean - y_test) ** 2) / ss, rel=1e-5)
+    np.testing.assert_allclose([r["test_rmse"] for r in run.members], member_rmse, rtol=1e-5)
+    assert m["mean_member_rmse"] == pytest.approx(member_rmse.mean(), rel=1e-5)
+    assert m["best_member_rmse"] == pytest.approx(member_rmse.min(), rel=1e-5)
+    assert m["ensemble_rmse"] < y_test.std()  # in the targets' units (y spans tens), better than the mean
+    curves = json.loads((run.run_dir / "metrics.json").read_text())["rmse_by_size"]
+    assert curves["size"] == [1, 2, 3] and curves["rmse"][-1] == pytest.approx(m["ensemble_rmse"])
+    assert curves["rmse"][0] == pytest.approx(member_rmse[0], rel=1e-5)
+    header = (run.run_dir / "members.csv").read_text().splitlines()[0].split(",")
+    assert {"valid_rmse", "test_rmse", "test_mae", "test_r2", "best_valid_rmse"} <= set(header)
+    assert "test_error" not in header
+    html = (run.run_dir / "report.html").read_text()
+    assert "RMSE vs ensemble size" in html and "R^2" in html and "hard vote" not in html
+    # the saved ensemble predicts values with `descend predict`
+    csv = tmp_path / "test.csv"
+    csv.write_text("x1,x2,x3,y\n" + "".join(f"{a!r},{b!r},{c!r},{t!r}\n"
+                                           for (a, b, c), t in zip(X_test.tolist(), y_test.tolist())))
+    capsys.readouterr()
+    assert main(["predict", str(run.run_dir / "ensemble.safetensors"), str(csv), "--output",
+                 str(tmp_path / "p.csv")]) == 0
+    assert "ensemble of 3 (mean of its members' values)" in capsys.readouterr().err
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "row,y" and len(lines) == 61
+    np.testing.assert_allclose([float(line.split(",")[1]) for line in lines[1:]], mean, rtol=1e-5, atol=1e-4)
+    assert predict_file(run.run_dir / "ensemble.safetensors", csv).rmse == pytest.approx(ensemble_rmse, rel=1e-5)
+
+
+def test_hard_vote_on_regression_data_is_one_line(linear, tmp_path, capsys):
+    path, _, _ = linear
+    out = tmp_path / "never"
+    assert main(["ensemble", str(path), "--members", "2", "--vote", "hard", "--epochs", "1", "--engine", "numpy",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "`vote` 'hard'" in err[0] and "Received: vote='hard'" in err[0]
+    assert not out.exists()

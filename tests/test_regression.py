@@ -107,13 +107,15 @@ def test_submission_with_a_regression_model_is_an_error(table, tmp_path, capsys)
     assert code == 2 and len(err) == 1 and "regression model" in err[0]
 
 
-@pytest.mark.parametrize("command, extra", [("ensemble", ["--members", "2"])])
-def test_classifier_only_commands_refuse_regression_data_in_one_line(table, tmp_path, capsys, command, extra):
+def test_export_refuses_a_regression_ensemble_in_one_line(table, tmp_path, capsys):
     path, _, _ = table
-    out = tmp_path / "out"
-    code, err = _cli(capsys, command, str(path), "--target", "y", "--epochs", "1", "--out", str(out), *extra)
-    assert code == 2 and len(err) == 1 and "classifiers only" in err[0] and "regression" in err[0]
-    assert not out.exists()
+    out = tmp_path / "ens"
+    code, err = _cli(capsys, "ensemble", str(path), "--target", "y", "--members", "2", "--epochs", "1",
+                     "--hidden", "4", "--engine", "numpy", "--workers", "1", "--quiet", "--out", str(out))
+    assert code == 0, err
+    code, err = _cli(capsys, "export", str(out / "ensemble.safetensors"), "--output", str(tmp_path / "e.onnx"))
+    assert code == 2 and len(err) == 1 and "classifiers only" in err[0]
+    assert not (tmp_path / "e.onnx").exists()
 
 
 def test_export_refuses_a_regression_model_in_one_line(table, tmp_path, capsys):

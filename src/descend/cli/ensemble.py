@@ -23,7 +23,7 @@ def register(sub) -> None:
         description="Train --members networks on DATASET, each on its own sample of the training rows "
                     "(--rows, with replacement under --bootstrap) and its own random subset of the input columns "
                     "(--features), in --workers parallel processes; combine them by soft (mean probability) or "
-                    "hard (majority) vote. Writes runs/<date>-<name>/ with ensemble.safetensors (all members in one "
+                    "hard (majority) vote; members of regression data (--target) average their values, and the report gives RMSE, MAE and R^2. Writes runs/<date>-<name>/ with ensemble.safetensors (all members in one "
                     "file), members.csv, metrics.json and report.html (ensemble vs best and mean member, error vs "
                     "ensemble size, and with dropout: weight scaling vs Monte-Carlo averaging).",
         formatter_class=HelpFormatter)
@@ -36,7 +36,7 @@ def register(sub) -> None:
                    help="fraction of the input columns each member sees (a random subset per member)")
     g.add_argument("--vote", choices=VOTES, default=E.vote,
                    help="how the saved ensemble combines members: soft = mean probability, hard = majority "
-                        "(the report shows both)")
+                        "(the report shows both); a regression ensemble averages its members' values (soft only)")
     g.add_argument("--workers", type=int, default=E.workers,
                    help="parallel worker processes (0 = one per core); with --dask, the most members in flight "
                         "(0 = all)")

@@ -41,7 +41,8 @@ def run(args) -> int:
                           mc_samples=args.mc_samples, vote=args.vote, output=args.output)
     line = f"descend: predicted {len(result.labels if result.values is None else result.values):,} rows"
     if result.members is not None:
-        line += f" with an ensemble of {result.members} ({result.vote} vote)"
+        line += f" with an ensemble of {result.members} " + (
+            "(mean of its members' values)" if result.vote is None else f"({result.vote} vote)")
     if result.rmse is not None:
         line += f"; RMSE {result.rmse:.4g} against the file's targets"
     if result.error is not None:

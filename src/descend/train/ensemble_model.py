@@ -1,4 +1,5 @@
-"""A trained ensemble as read from (and written to) one safetensors file: members, soft and hard voting.
+"""A trained ensemble as read from (and written to) one safetensors file: members, soft and hard voting
+(a regression ensemble: the mean of its members' values).
 
 All members are saved in ONE file (``member{i}/...`` tensors, each member's
 column indices as an integer tensor, spec / classes / normalisation in the
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from descend.backend import numpy_ops
-from descend.errors import InputError, require
+from descend.errors import ConfigError, InputError, require
 from descend.model import MLP, predict_logits
 from descend.train.inference import inference_rows, mc_dropout_proba, softmax
 
@@ -63,7 +64,10 @@ class Ensemble:
     """Trained members, the shared normalisation and the class names.
 
     Inputs are raw rows (as in the dataset file): the normaliser fitted on the
-    training rows is applied, then each member reads its own columns.
+    training rows is applied, then each member reads its own columns.  A
+    regression ensemble (``spec.task == "regression"``) has the targets'
+    standardization in ``target_scaler`` and their names in
+    ``metadata["targets"]``; it predicts the mean of its members' values.
     """
 
     spec: MLP
@@ -73,6 +77,15 @@ class Ensemble:
     normalizer: object
     vote: str = "soft"
     metadata: dict = field(default_factory=dict)
+    target_scaler: object = None
+
+    @property
+    def task(self) -> str:
+        return self.spec.task
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(self.metadata.get("targets", ()))
 
     def _normalized(self, X) -> np.ndarray:
         X = np.asarray(X)
@@ -89,6 +102,9 @@ class Ensemble:
         the mean of K Monte-Carlo dropout passes (masks seeded by ``seed`` and
         the member's own seed, so members draw different masks).
         """
+        if self.task == "regression":
+            raise ConfigError("this ensemble is a regression ensemble: it predicts values (predict_values), "
+                              "not class probabilities")
         x = np.asarray(X, dtype=np.float32) if normalized else self._normalized(X)
         out = np.empty((len(self.members), len(x), len(self.classes)))
         mc = mc_samples > 0 and self.spec.uses_dropout
@@ -103,6 +119,25 @@ class Ensemble:
                 else:
                     out[i, s:s + batch_size] = softmax(predict_logits(numpy_ops, self.spec, m.params, m.state, xb))
         return out
+
+    def member_values(self, X, *, normalized: bool = False, batch_size: int | None = None) -> np.ndarray:
+        """A regression ensemble's ``(members, rows, targets)`` predictions, in the targets' units."""
+        if self.task != "regression":
+            raise ConfigError("this ensemble classifies; its predictions are labels and probabilities, not values")
+        x = np.asarray(X, dtype=np.float32) if normalized else self._normalized(X)
+        out = np.empty((len(self.members), len(x), len(self.targets)))
+        batch_size = batch_size or inference_rows(self.spec)
+        for i, m in enumerate(self.members):
+            dtype = m.params["dense0.W"].dtype
+            for s in range(0, len(x), batch_size):
+                xb = x[s:s + batch_size][:, m.features].astype(dtype, copy=False)
+                out[i, s:s + batch_size] = self.target_scaler.inverse(
+                    predict_logits(numpy_ops, self.spec, m.params, m.state, xb))
+        return out
+
+    def predict_values(self, X, *, normalized: bool = False) -> np.ndarray:
+        """A regression ensemble's ``(rows, targets)`` predictions: the mean of its members' values."""
+        return self.member_values(X, normalized=normalized).mean(axis=0)
 
     def predict_proba(self, X, *, vote: str | None = None, normalized: bool = False, mc_samples: int = 0,
                       seed: int = 0) -> np.ndarray:
@@ -125,6 +160,8 @@ class Ensemble:
             extra[f"member{i}/features"] = np.asarray(m.features, dtype=np.int64)
         norm_meta, norm_arrays = self.normalizer.to_dict()
         extra.update({f"normalization.{k}": v for k, v in norm_arrays.items()})
+        if self.target_scaler is not None:
+            extra.update({f"targets.{k}": v for k, v in self.target_scaler.arrays().items()})
         meta = dict(self.metadata)
         meta.update({
             "kind": FORMAT,
@@ -159,6 +196,13 @@ class Ensemble:
             normalizer = Normalizer.from_dict(meta["normalization"], norm_arrays)
             seeds = list(info.get("seeds") or [0] * n_members)
             member_info = list(info.get("member_info") or [{}] * n_members)
+            scaler = None
+            if spec.task == "regression":
+                from descend.data.targets import TargetScaler
+
+                scaler = TargetScaler.from_arrays({k: mf.extra[f"targets.{k}"] for k in ("mean", "std")})
+                if len(meta["targets"]) != len(scaler.mean):
+                    raise ValueError(f"{len(meta['targets'])} target names for {len(scaler.mean)} targets")
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{path}: corrupt ensemble metadata ({exc})") from None
         members = []
@@ -176,7 +220,7 @@ class Ensemble:
                 raise InputError(f"{path}: member {i}: weights do not match its {features.size} features")
             members.append(Member(params, state, features, int(seeds[i]), dict(member_info[i] or {})))
         vote = info.get("vote", "soft")
-        return cls(spec, members, classes, n_features, normalizer, vote if vote in VOTES else "soft", meta)
+        return cls(spec, members, classes, n_features, normalizer, vote if vote in VOTES else "soft", meta, scaler)
 
 
 def load_ensemble(path) -> Ensemble:

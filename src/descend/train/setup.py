@@ -148,15 +148,6 @@ def prepare_rows(cfg: TrainConfig, X, y, n_out: int, X_valid=None, y_valid=None,
         None if cfg.pca else image_input_shape(image_shape))
 
 
-def require_classification(dataset, command: str) -> None:
-    """A one-line ConfigError when ``dataset`` (a loaded dataset or PreparedData) is a regression problem,
-    for the commands that only train classifiers so far."""
-    task = getattr(dataset, "task", "classification")
-    if task != "classification":
-        raise ConfigError(f"`descend {command}` trains classifiers only; {task} data is not supported by it yet "
-                          f"(use `descend train`). Received: task={task!r}")
-
-
 def prepare_data(cfg: TrainConfig, dataset=None) -> PreparedData:
     """Load ``cfg``'s dataset (unless ``dataset`` is given), then :func:`prepare_rows` on its splits."""
     ds = dataset if dataset is not None else load_dataset(cfg)

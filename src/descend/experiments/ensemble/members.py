@@ -102,14 +102,14 @@ def plan_members(cfg: EnsembleConfig, n_rows: int, n_features: int) -> list[Memb
 # ---------------------------------------------------------------------------- training
 
 
-def _member_spec(cfg: TrainConfig, n_in: int, image_shape=None):
+def _member_spec(cfg: TrainConfig, n_in: int, image_shape=None, task: str | None = None):
     from descend.train.setup import network_spec
 
-    return network_spec(cfg, n_in, image_shape)
+    return network_spec(cfg, n_in, image_shape, task)
 
 
 def _train_one(cfg: TrainConfig, plan: MemberPlan, X, y, X_valid, y_valid, n_classes: int,
-               threads: int | None, image_shape=None) -> dict:
+               threads: int | None, image_shape=None, task: str | None = None, target_std=None) -> dict:
     """Train one member on its rows and columns; NumPy results (picklable for the parent)."""
     from descend.train.loop import fit, fit_options
     from descend.train.setup import setup_run
@@ -117,12 +117,14 @@ def _train_one(cfg: TrainConfig, plan: MemberPlan, X, y, X_valid, y_valid, n_cla
     member_cfg = cfg.replace(seed=plan.seed)
     cols = plan.features
     Xm = np.asarray(X[plan.rows][:, cols])
-    run = setup_run(member_cfg, len(cols), n_classes, len(plan.rows), threads=threads, image_shape=image_shape)
+    run = setup_run(member_cfg, len(cols), n_classes, len(plan.rows), threads=threads, image_shape=image_shape,
+                    task=task)
     engine = run.engine
     Xv = engine.asarray(np.asarray(X_valid[:, cols])) if X_valid is not None else None
     started = time.perf_counter()
     result = fit(engine, run.spec, fit_options(member_cfg), engine.asarray(Xm), engine.put_labels(y[plan.rows]),
-                 Xv, y_valid, params=run.params, model_state=run.model_state, image_shape=image_shape)
+                 Xv, y_valid, params=run.params, model_state=run.model_state, target_std=target_std,
+                 image_shape=image_shape)
     return {"index": plan.index, "params": {k: np.asarray(v) for k, v in result.params.items()},
             "state": {k: np.asarray(v) for k, v in result.model_state.items()},
             "epochs": result.steps / max(result.steps_per_epoch, 1), "steps": result.steps,
@@ -136,14 +138,16 @@ class MemberTask:
 
     train: TrainConfig
     plan: MemberPlan
-    n_classes: int
+    n_classes: int  # a regression ensemble's: the number of targets
     threads: int | None
     image_shape: tuple | None = None
+    task: str | None = None
+    target_std: object = None  # regression: per-target standard deviations (validation RMSE in the targets' units)
 
 
 def _worker_task(task: MemberTask, data: dict) -> dict:
     return _train_one(task.train, task.plan, data["X"], data["y"], data["X_valid"], data["y_valid"], task.n_classes,
-                      task.threads, task.image_shape)
+                      task.threads, task.image_shape, task.task, task.target_std)
 
 
 def member_placement(cfg: EnsembleConfig, n_members: int, dask: str | None = None) -> Placement:
@@ -167,8 +171,10 @@ def member_data(X, y, X_valid=None, y_valid=None) -> dict:
 
 
 def train_members(cfg: EnsembleConfig, plans: list[MemberPlan], X, y, X_valid=None, y_valid=None, *,
-                  n_classes: int, log=None, dask: str | None = None, pool=None, image_shape=None) -> list[dict]:
-    """Train every planned member on normalised ``X`` (float32) and class ids ``y``; results by index.
+                  n_classes: int, log=None, dask: str | None = None, pool=None, image_shape=None,
+                  task: str | None = None, target_std=None) -> list[dict]:
+    """Train every planned member on normalised ``X`` (float32) and class ids ``y`` (``task="regression"``:
+    standardized targets, ``n_classes`` their number, ``target_std`` their scale); results by index.
 
     With one worker the members train in this process one after another;
     otherwise in ``spawn``-ed worker processes that memory-map the data, or on
@@ -179,12 +185,14 @@ def train_members(cfg: EnsembleConfig, plans: list[MemberPlan], X, y, X_valid=No
     log = log or (lambda line: None)
     placement = member_placement(cfg, len(plans), dask)
     threads = placement.threads if placement.dask or placement.workers > 1 else cfg.train.threads
-    tasks = [MemberTask(cfg.train, plan, n_classes, threads, image_shape) for plan in plans]
+    tasks = [MemberTask(cfg.train, plan, n_classes, threads, image_shape, task, target_std) for plan in plans]
     results: dict[int, dict] = {}
 
     def done(task, r):
         results[r["index"]] = r
-        extra = f", best validation {100 * r['best_valid']:.2f}%" if r.get("best_valid") is not None else ""
+        best = r.get("best_valid")
+        extra = ("" if best is None else f", best validation RMSE {best:.4g}" if task == "regression"
+                 else f", best validation {100 * best:.2f}%")
         log(f"descend: member {r['index'] + 1}/{cfg.members} trained in {r['seconds']:.1f} s "
             f"({r['epochs']:g} epochs{extra}); {len(results)}/{len(plans)} done")
 
