@@ -431,6 +431,8 @@ class ValuesResponse(BaseModel):
                                                   "own units")
     predictions: list[dict[str, float]] = Field(description="the same values, one object per row keyed by target")
     model: ModelRef
+    preprocess: str | None = Field(None, description="uploads only: the preprocessing applied")
+    inputs: list[list[float]] | None = Field(None, description="uploads only: the input rows the network saw")
 
 
 class ReloadInfo(BaseModel):
@@ -599,13 +601,14 @@ def create_app(model_path: str | os.PathLike, *, max_batch: int = DEFAULT_MAX_BA
         if model_task(served.model) == "regression":
             values = await run_in_threadpool(served.model.predict_values, X)
             targets = list(served.model.targets)
-            return {"targets": targets, "values": values.tolist(),
-                    "predictions": [dict(zip(targets, map(float, row))) for row in values], "model": served.ref()}
-        proba = await run_in_threadpool(served.model.predict_proba, X)
-        idx = np.argmax(proba, axis=1)
-        classes = list(served.model.classes)
-        out = {"classes": classes, "labels": [classes[i] for i in idx], "indices": idx.tolist(),
-               "probabilities": proba.tolist(), "model": served.ref()}
+            out = {"targets": targets, "values": values.tolist(),
+                   "predictions": [dict(zip(targets, map(float, row))) for row in values], "model": served.ref()}
+        else:
+            proba = await run_in_threadpool(served.model.predict_proba, X)
+            idx = np.argmax(proba, axis=1)
+            classes = list(served.model.classes)
+            out = {"classes": classes, "labels": [classes[i] for i in idx], "indices": idx.tolist(),
+                   "probabilities": proba.tolist(), "model": served.ref()}
         if used is not None:
             out["preprocess"] = used
             out["inputs"] = np.round(X, 4).tolist()
