@@ -346,9 +346,14 @@ def test_regression_ensemble_averages_members_values_and_reports_rmse(linear, tm
     path, X_test, y_test = linear
     cfg = EnsembleConfig(train=_train(path, hidden=(8,), epochs=6, batch_size=16, optimizer="adam", lr=0.01),
                          members=3, rows=0.8, bootstrap=True, workers=1)
-    run = run_ensemble(cfg, out=tmp_path / "reg", progress=False)
+    import io
+
+    lines = io.StringIO()
+    run = run_ensemble(cfg, out=tmp_path / "reg", progress=True, stream=lines)
     m = run.metrics
     assert m["eval_split"] == "test" and m["eval_rows"] == 60 and m["targets"] == ["y"]
+    log = lines.getvalue()
+    assert "best validation RMSE" in log and f"test RMSE: ensemble {m['ensemble_rmse']:.4g}" in log
     loaded = load_classifier(run.run_dir / "ensemble.safetensors")
     assert isinstance(loaded, Ensemble) and loaded.task == "regression" and loaded.targets == ("y",)
     # each member's values, computed by hand from the saved weights and the targets' stored standardization

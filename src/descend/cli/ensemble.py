@@ -23,7 +23,9 @@ def register(sub) -> None:
         description="Train --members networks on DATASET, each on its own sample of the training rows "
                     "(--rows, with replacement under --bootstrap) and its own random subset of the input columns "
                     "(--features), in --workers parallel processes; combine them by soft (mean probability) or "
-                    "hard (majority) vote; members of regression data (--target) average their values, and the report gives RMSE, MAE and R^2. Writes runs/<date>-<name>/ with ensemble.safetensors (all members in one "
+                    "hard (majority) vote; members of regression data (--target) average their values, and "
+                    "the report gives RMSE, MAE and R^2. Writes runs/<date>-<name>/ with ensemble.safetensors "
+                    "(all members in one "
                     "file), members.csv, metrics.json and report.html (ensemble vs best and mean member, error vs "
                     "ensemble size, and with dropout: weight scaling vs Monte-Carlo averaging).",
         formatter_class=HelpFormatter)

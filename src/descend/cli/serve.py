@@ -14,7 +14,8 @@ def register(sub) -> None:
         description="Serve MODEL over HTTP: POST /predict (JSON pixel arrays 0..255 or PNG uploads), "
                     "GET /model, GET /health, the OpenAPI schema at /openapi.json, and at / a page to draw "
                     "a digit (or upload a face for FER2013 models; models of feature rows get a page describing "
-                    "the API). A regression model answers with its predicted values, named by target. MODEL.onnx (written by descend export) is "
+                    "the API). A regression model answers with its predicted values, named by target. "
+                    "MODEL.onnx (written by descend export) is "
                     "run by onnxruntime behind the same API. The model file is reloaded when it changes on disk.",
         formatter_class=HelpFormatter)
     p.add_argument("model", help="model.safetensors written by descend train, or MODEL.onnx written by descend export")

@@ -512,8 +512,9 @@ def create_app(model_path: str | os.PathLike, *, max_batch: int = DEFAULT_MAX_BA
 
     app = FastAPI(title="descend serve", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None,  # the Swagger/ReDoc pages load scripts from a CDN
-                  description="Class probabilities (or a regression model's values) from a descend model file. Pixel values are raw 0..255 "
-                              "intensities (white ink on black, as MNIST), like the training data.")
+                  description="Class probabilities (or a regression model's values) from a descend model file. "
+                              "Pixel values are raw 0..255 intensities (white ink on black, as MNIST), like the "
+                              "training data.")
     app.state.holder = holder
     app.state.max_batch = max_batch
     app.state.max_request_bytes = max_request_bytes
@@ -564,7 +565,8 @@ def create_app(model_path: str | os.PathLike, *, max_batch: int = DEFAULT_MAX_BA
         regression = model_task(m) == "regression"
         body = {
             "task": model_task(m), "classes": [] if regression else list(m.classes),
-            "targets": list(m.targets) if regression else None, "n_features": m.n_features, "image_shape": list(shape) if shape else None,
+            "targets": list(m.targets) if regression else None, "n_features": m.n_features,
+            "image_shape": list(shape) if shape else None,
             "input": inp, "spec": m.spec.to_dict(), "layers": layer_rows(m), "dataset": meta.get("dataset"),
             "training": meta.get("training"), "metrics": meta.get("metrics"),
             "normalization": meta.get("normalization"), "versions": served.versions,

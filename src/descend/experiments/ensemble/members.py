@@ -188,7 +188,7 @@ def train_members(cfg: EnsembleConfig, plans: list[MemberPlan], X, y, X_valid=No
     tasks = [MemberTask(cfg.train, plan, n_classes, threads, image_shape, task, target_std) for plan in plans]
     results: dict[int, dict] = {}
 
-    def done(task, r):
+    def done(_member, r):
         results[r["index"]] = r
         best = r.get("best_valid")
         extra = ("" if best is None else f", best validation RMSE {best:.4g}" if task == "regression"

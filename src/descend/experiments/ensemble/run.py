@@ -470,7 +470,8 @@ def write_regression_report(run_dir: Path, cfg: EnsembleConfig, metrics: dict, r
         if "member_chosen_on_validation" in metrics:
             chosen = rows[metrics["member_chosen_on_validation"]]
             table.append(line("member chosen on validation", metrics["member_chosen_on_validation_rmse"],
-                              chosen["test_mae"], chosen["test_r2"], f"member {metrics['member_chosen_on_validation']}"))
+                              chosen["test_mae"], chosen["test_r2"],
+                              f"member {metrics['member_chosen_on_validation']}"))
         table.append(line("mean single member", mean, metrics["mean_member_mae"], metrics["mean_member_r2"],
                           f"std {metrics['std_member_rmse']:.4g}"))
         table.append(line("worst single member", metrics["worst_member_rmse"]))

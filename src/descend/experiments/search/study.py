@@ -578,4 +578,5 @@ def _retrain(final_dir: Path, cfg: TrainConfig, ds, progress: bool, stream) -> d
                              config_in_metrics=True)
 
 
-__all__ = ["METHODS", "METRICS", "TASK_METRICS", "PRUNERS", "SearchConfig", "SearchResult", "parse_space", "run_search", "tickets"]
+__all__ = ["METHODS", "METRICS", "PRUNERS", "TASK_METRICS", "SearchConfig", "SearchResult", "parse_space",
+           "run_search", "tickets"]
