@@ -319,9 +319,11 @@ def load(source: str | os.PathLike, *, format: str | None = None, label_column: 
                           f"Received: format={format!r}")
     target = tuple(target or ())
     if isinstance(source, str) and source in BUILTIN and test is None:
-        if task == "classification" or target not in ((), ("y",)):
-            raise ConfigError(f"dataset {source!r} is a regression problem with one target, y. "
-                              f"Received: task={task!r}, target={','.join(target)!r}")
+        if task == "classification":
+            raise ConfigError(f"`task` must be 'regression' for dataset {source!r} (one target, y). "
+                              f"Received: task={task!r}")
+        if target not in ((), ("y",)):
+            raise ConfigError(f"`target` must be y for dataset {source!r}. Received: target={','.join(target)!r}")
         return load_builtin(source, validation, seed)
     if isinstance(source, str) and source in REGISTRY and test is None:
         if task == "regression" or target:

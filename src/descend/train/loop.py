@@ -393,11 +393,21 @@ def fit(engine, spec, options: FitOptions, X_train, y_train, X_valid=None, y_val
     try:
         while done < total and not stopped:
             epoch, within = divmod(done, steps_per_epoch)
-            if epoch != order_epoch:
-                order_epoch, order = epoch, batch_order(options, epoch0 + epoch, n_train)
-                for cb in callbacks:
-                    cb.on_epoch_order(epoch0 + epoch, order)
-            count = min(eval_every - done % eval_every, steps_per_epoch - within, total - done)
+            if options.sampling == "replacement":
+                # Independent batches: a span may cross epochs, so a compiled engine runs it in one call.
+                count = min(eval_every - done % eval_every, total - done)
+                last = (done + count - 1) // steps_per_epoch
+                orders = [batch_order(options, epoch0 + e, n_train) for e in range(epoch, last + 1)]
+                for e, o in zip(range(epoch, last + 1), orders):
+                    for cb in callbacks:
+                        cb.on_epoch_order(epoch0 + e, o)
+                order = orders[0] if len(orders) == 1 else np.concatenate(orders)
+            else:
+                if epoch != order_epoch:
+                    order_epoch, order = epoch, batch_order(options, epoch0 + epoch, n_train)
+                    for cb in callbacks:
+                        cb.on_epoch_order(epoch0 + epoch, order)
+                count = min(eval_every - done % eval_every, steps_per_epoch - within, total - done)
             started = time.perf_counter()
             new_ts, losses = trainer.run(ts, X_train, y_train, order, batch_size, within, count, step0 + done,
                                          options.seed)

@@ -52,7 +52,8 @@ def _host_data(cfg: TrainConfig):
     """The prepared (normalised NumPy) data, cached per (dataset, split seed, preprocessing): every
     configuration of a seed reuses it.  Also the raw training rows of a one-feature regression (its fitted
     curve is drawn over them), else None."""
-    key = (cfg.dataset, cfg.format, cfg.validation, cfg.seed, cfg.normalize, cfg.pca, cfg.balance)
+    key = (cfg.dataset, cfg.format, cfg.validation, cfg.seed, cfg.normalize, cfg.pca, cfg.balance, cfg.target,
+           cfg.task)
     if key in _DATA:
         _DATA[key] = _DATA.pop(key)  # most recently used last
     else:

@@ -3,7 +3,8 @@
 A *run spec* is one configuration written as ``"NAME key=value ..."``: the
 optimizer name first, then TrainConfig fields (``lr``, ``momentum``,
 ``batch_size``, ``schedule``, ``hidden``, ``layers``, ``l2``, ``dropout_keep``,
-``batchnorm``, ``augment``, ``clip_norm``, ``label_smoothing``, ``init``, ``sampling``...), optimizer options (``eps``, ``rho``, ``b1``, ``b2``,
+``batchnorm``, ``augment``, ``clip_norm``, ``label_smoothing``, ``init``, ``sampling``,
+``target``...), optimizer options (``eps``, ``rho``, ``b1``, ``b2``,
 ``initial_accumulator``, ``eps_in_sqrt``, ``lr_inside``, ``bias_correction``)
 and three compare keys: ``label``, ``convention`` and ``budget`` (seconds).
 A bare word is a true flag (``"nesterov batchnorm"``).  Values may be quoted
@@ -28,9 +29,9 @@ STUDY_VERSION = 1
 FLOAT_KEYS = ("lr", "momentum", "l1", "l2", "max_norm", "clip_norm", "label_smoothing", "validation")
 INT_KEYS = ("epochs", "eval_every", "patience", "threads")
 CHOICE_KEYS = ("schedule", "schedule_unit", "activation", "engine", "device", "dtype", "early_stopping", "monitor",
-               "normalize", "balance", "format", "init", "sampling")
+               "normalize", "balance", "format", "init", "sampling", "task")
 CONFIG_KEYS = ("optimizer", *FLOAT_KEYS, *INT_KEYS, "batch_size", "hidden", "layers", "dropout_keep", "batchnorm", "pca",
-               "augment", *CHOICE_KEYS)
+               "augment", "target", *CHOICE_KEYS)
 OPTION_FLOATS = ("eps", "rho", "b1", "b2", "initial_accumulator")
 OPTION_BOOLS = ("eps_in_sqrt", "lr_inside")
 COMPARE_KEYS = ("label", "convention", "budget")
@@ -128,6 +129,9 @@ def coerce(key: str, value):
         return text
     if key == "dropout_keep":
         return _sizes(key, value, _float)
+    if key == "target":
+        items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+        return tuple(str(v).strip() for v in items if str(v).strip())
     if key == "augment":
         from descend.model.augment import Augmentation
 
@@ -264,6 +268,9 @@ def build_run(values: dict, base: dict, *, dataset: str, convention: str, budget
         from descend.train.loop import build_optimizer
 
         build_optimizer(cfg, 10)  # the optimizer's own checks (ranges, combinations)
+        if cfg.validation == 0 and cfg.early_stopping != "none":
+            raise ConfigError(f"`early_stopping` chooses on validation rows, and validation=0 leaves none "
+                              f"(use early_stopping=none). Received: early_stopping={cfg.early_stopping!r}")
     except DescendError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except TypeError as exc:  # an option the optimizer function does not take
