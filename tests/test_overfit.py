@@ -220,3 +220,20 @@ def test_bad_options_are_one_line_exit_2(tmp_path, capsys, argv, message):
     else:
         assert not out.exists()
     assert err.startswith("descend: ") and message in err and "\n" not in err
+
+
+def test_a_run_stored_before_the_new_options_is_not_redone(tmp_path):
+    """A result.json written before ``init`` and ``sampling`` existed counts as finished on resume."""
+    study = build_study("overfit-points", runs=("adam lr=0.01",), seeds=1,
+                        base={"epochs": 3, "hidden": (4,), "engine": "numpy", "validation": 0.0})
+    out = tmp_path / "c"
+    first = run_compare(study, out, workers=1, log=_quiet)
+    path = next((out / "runs").glob("*/result.json"))
+    record = json.loads(path.read_text())
+    assert record["config"]["init"] is None and record["config"]["sampling"] == "shuffle"
+    record["config"] = {k: v for k, v in record["config"].items() if k not in ("init", "sampling")}
+    path.write_text(json.dumps(record))
+    assert first.skipped == 0 and run_compare(study, out, workers=1, log=_quiet).skipped == 1
+    record["config"]["lr"] = 0.02  # a different configuration is redone
+    path.write_text(json.dumps(record))
+    assert run_compare(study, out, workers=1, log=_quiet).skipped == 0

@@ -86,9 +86,20 @@ def _finished(task: RunTask) -> dict | None:
         record = read_json(path)
     except Exception:  # a damaged file is redone, never trusted
         return None
-    if record.get("config") != task.config or record.get("budget") != task.budget:
+    if record.get("budget") != task.budget or _config(record.get("config")) != task.config:
         return None
     return record
+
+
+def _config(stored) -> dict | None:
+    """A stored run's config with the options added since it was written at their defaults (a run is
+    not redone because the config learned a new option)."""
+    from descend.train.config import TrainConfig
+
+    try:
+        return TrainConfig.from_dict(stored).to_dict()
+    except Exception:  # a config this version cannot read is redone
+        return None
 
 
 # --- placement ----------------------------------------------------------------------------------
