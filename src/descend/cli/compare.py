@@ -8,21 +8,25 @@ import sys
 import textwrap
 
 from descend.cli.main import HelpFormatter, positive_int
-from descend.cli.train import _batch, _hidden, add_pca_option
+from descend.cli.train import _batch, _hidden, _targets, add_pca_option
 from descend.errors import ConfigError
 from descend.experiments.compare.build import build_study
 from descend.experiments.compare.spec import COMPARE_DEFAULTS, PRESETS
+from descend.data.targets import TASKS
 from descend.optim.conventions import CONVENTIONS, DESCRIPTIONS
 
 EPILOG = """run specs: "NAME key=value ...", NAME one of the optimizers, keys any of
-  lr momentum batch_size(or 'full') epochs schedule schedule_unit hidden layers activation l1 l2
-  dropout_keep batchnorm max_norm clip_norm label_smoothing eval_every engine dtype early_stopping patience
+  lr momentum batch_size(or 'full') sampling(shuffle|replacement) epochs schedule schedule_unit hidden layers
+  activation init(he|glorot|normal) l1 l2 dropout_keep batchnorm max_norm clip_norm label_smoothing eval_every
+  engine dtype early_stopping patience validation target task
   eps rho b1 b2 initial_accumulator eps_in_sqrt lr_inside bias_correction
   label convention budget
 examples:
   descend compare mnist --preset momentum --seeds 3
   descend compare mnist --run "sgd lr=0.1" --run "nesterov lr=0.01 momentum=0.9" --run "rmsprop+nesterov lr=1e-4"
   descend compare mnist --preset adaptive --convention torch --target-error 3%
+  descend compare --preset overfit --seeds 3
+  descend compare houses.csv --target price --run "adam lr=1e-3" --run "adam lr=1e-3 dropout_keep=1,0.8"
   descend compare mnist --run momentum --run nesterov --tune "lr=log(1e-4,1) momentum=0.8,0.9,0.99" --budget 16
   descend compare mnist --preset tuned-optimizers --budget 8 --seeds 2 --folds 3
   descend compare --config study.toml --workers 2
@@ -111,6 +115,9 @@ def register(sub) -> None:
     base.add_argument("--threads", type=positive_int, default=None,
                       help="compute threads of each run (default: the engine's choice; with --workers, one each)")
     base.add_argument("--validation", type=float, default=None, help="validation rows (fraction or count)")
+    base.add_argument("--target", type=_targets, default=None, metavar="COL[,COL...]",
+                      help="a CSV's target column(s): a regression, compared by RMSE instead of error rate")
+    base.add_argument("--task", choices=TASKS, default=None, help="what to learn (default: decided by the data)")
     add_pca_option(base, "a run spec may set its own, e.g. --run \"pca=50\"", default=None)
     p.add_argument("--title", default=None, help="report title")
     p.add_argument("--out", default=None, help="write here instead of runs/<date>-compare-<name>/ (reuses finished runs)")
@@ -124,7 +131,7 @@ def register(sub) -> None:
 
 
 BASE_OPTIONS = ("hidden", "layers", "activation", "epochs", "batch_size", "schedule", "eval_every", "engine", "device",
-                "dtype", "threads", "validation", "pca")
+                "dtype", "threads", "validation", "pca", "target", "task")
 
 
 def _tuned(args) -> bool:

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from descend.data.builtin import BUILTIN, load_builtin
 from descend.data.csvfiles import read_csv, read_csv_targets, read_fer2013, read_kaggle
 from descend.data.dataset import Dataset, Split, Table
 from descend.data.download import fetch
@@ -317,6 +318,13 @@ def load(source: str | os.PathLike, *, format: str | None = None, label_column: 
         raise ConfigError(f"`format` must be one of {', '.join(FORMATS)}. "
                           f"Received: format={format!r}")
     target = tuple(target or ())
+    if isinstance(source, str) and source in BUILTIN and test is None:
+        if task == "classification":
+            raise ConfigError(f"`task` must be 'regression' for dataset {source!r} (one target, y). "
+                              f"Received: task={task!r}")
+        if target not in ((), ("y",)):
+            raise ConfigError(f"`target` must be y for dataset {source!r}. Received: target={','.join(target)!r}")
+        return load_builtin(source, validation, seed)
     if isinstance(source, str) and source in REGISTRY and test is None:
         if task == "regression" or target:
             raise ConfigError(f"dataset {source!r} has class labels only; regression needs a CSV with "
@@ -324,7 +332,7 @@ def load(source: str | os.PathLike, *, format: str | None = None, label_column: 
         return _load_named(source, validation, seed)
     path = Path(source).expanduser()
     if not path.exists():
-        known = "" if os.sep in str(source) else f" (known datasets: {', '.join(REGISTRY)})"
+        known = "" if os.sep in str(source) else f" (known datasets: {', '.join((*REGISTRY, *BUILTIN))})"
         raise InputError(f"{source}: file not found{known}")
     fmt = format or sniff(path)
     if target or task is not None:

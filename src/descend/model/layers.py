@@ -146,9 +146,14 @@ class Dense(Layer):
     def init(self, rng, in_shape, dtype="float32"):
         (fan_in,), (fan_out,) = in_shape, self.out_shape(tuple(in_shape))
         params = {"W": _weights(rng, self.init_name, (fan_in, fan_out), fan_in, fan_out, dtype)}
-        if self.bias:
-            params["b"] = (_weights(rng, "normal", (fan_out,), fan_in, fan_out, dtype) if self.init_name == "normal"
-                           else np.zeros(fan_out, dtype=dtype))
+        if self.init_name == "normal":
+            # drawn even without a bias (batch norm replaces it), so the next layers' weights are the same
+            # with and without batch norm: a comparison of the two starts from the same weights
+            b = _weights(rng, "normal", (fan_out,), fan_in, fan_out, dtype)
+            if self.bias:
+                params["b"] = b
+        elif self.bias:
+            params["b"] = np.zeros(fan_out, dtype=dtype)
         return params, {}, (fan_out,)
 
     def macs(self, in_shape):

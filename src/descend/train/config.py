@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from descend.errors import ConfigError, require
 from descend.model.augment import Augmentation
+from descend.model.layers import INITS
 from descend.optim import OPTIMIZERS, ScheduleSpec
 
 EARLY_STOPPING = ("none", "patience", "geometric")
@@ -25,6 +26,9 @@ TASK_MONITORS = {"classification": {"valid_error": "valid_error", "valid_cost": 
 CLASSIFICATION_ONLY = {"balance": "none"}
 NORMALIZATIONS = ("scale", "standardize", "none")
 BALANCING = ("none", "oversample")
+# How a step's rows are drawn: "shuffle" walks a fresh permutation each epoch (every row once per epoch);
+# "replacement" draws every batch's rows independently, with replacement, so a batch may exceed the rows.
+SAMPLINGS = ("shuffle", "replacement")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,11 @@ class TrainConfig:
     ``label_smoothing=E`` trains on the targets ``(1-E)*onehot + E/K``; the
     validation and test costs stay the plain cross-entropy, so they compare
     across runs with and without it.
+    ``init`` (``he``, ``glorot`` or ``normal``: N(0, 0.1^2) for weights and
+    biases) replaces the initialisation that follows the activation (None).
+    ``sampling="replacement"`` draws each batch's rows with replacement
+    (``batch_size`` may then exceed the training rows; an epoch is
+    ``max(1, rows // batch_size)`` steps) instead of a permutation per epoch.
     """
 
     dataset: str = "mnist"
@@ -56,10 +65,12 @@ class TrainConfig:
     hidden: tuple[int, ...] = (500, 300)
     layers: str | None = None
     activation: str = "relu"
+    init: str | None = None
     optimizer: str = "nesterov"
     lr: float = 0.05
     momentum: float = 0.9
     batch_size: int = 100
+    sampling: str = "shuffle"
     epochs: int = 20
     schedule: str = "exponential:0.1"
     schedule_unit: str = "epoch"
@@ -127,6 +138,9 @@ class TrainConfig:
         require(self.lr > 0, "lr", "> 0", self.lr)
         require(0.0 <= self.momentum < 1.0, "momentum", "in [0, 1)", self.momentum)
         require(self.batch_size >= 0, "batch_size", ">= 0 (0 = full batch)", self.batch_size)
+        require(self.sampling in SAMPLINGS, "sampling", f"one of {SAMPLINGS}", self.sampling)
+        require(self.init is None or self.init in INITS, "init", f"one of {INITS} (or None: the activation's)",
+                self.init)
         require(self.epochs >= 1, "epochs", ">= 1", self.epochs)
         require(self.l1 >= 0, "l1", ">= 0", self.l1)
         require(self.l2 >= 0, "l2", ">= 0", self.l2)

@@ -35,7 +35,7 @@ from descend.io.tree import flatten_with_paths, unflatten_from_paths
 from descend.model import softmax_cross_entropy
 from descend.model.augment import Augmentation
 from descend.optim import ReduceOnPlateau, ScheduleSpec, chain, make_optimizer, max_norm
-from descend.train.config import EARLY_STOPPING, MONITORS, monitor_for
+from descend.train.config import EARLY_STOPPING, MONITORS, SAMPLINGS, monitor_for
 from descend.train.early_stopping import EarlyStopping
 from descend.train.inference import inference_rows
 from descend.train.progress import Progress
@@ -56,10 +56,13 @@ class FitOptions:
     model state of the best evaluation of ``monitor`` instead of the last.
     ``augment`` (``shift:2,flip,rotate:10``...) transforms the training batches
     inside each step; :func:`fit` then needs the rows' ``image_shape``.
+    ``sampling="replacement"`` draws every batch's rows with replacement
+    (see :func:`batch_order`) instead of a permutation per epoch.
     """
 
     epochs: int = 1
     batch_size: int = 100
+    sampling: str = "shuffle"
     equal_batches: bool = False
     seed: int = 0
     optimizer: str = "sgd"
@@ -85,6 +88,7 @@ class FitOptions:
     def __post_init__(self):
         require(self.epochs >= 1, "epochs", ">= 1", self.epochs)
         require(self.batch_size >= 0, "batch_size", ">= 0 (0 = full batch)", self.batch_size)
+        require(self.sampling in SAMPLINGS, "sampling", f"one of {SAMPLINGS}", self.sampling)
         require(self.eval_every >= 0, "eval_every", ">= 0 (0 = every epoch)", self.eval_every)
         require(self.early_stopping in EARLY_STOPPING, "early_stopping", f"one of {EARLY_STOPPING}",
                 self.early_stopping)
@@ -188,6 +192,10 @@ def equal_batch_layout(n: int, batch_size: int) -> tuple[int, int]:
 
 def batch_plan(options: FitOptions, n_train: int) -> tuple[int, int]:
     """``(batch_size, steps_per_epoch)`` of ``n_train`` rows."""
+    if getattr(options, "sampling", "shuffle") == "replacement":
+        # Rows drawn with replacement need not fit in the data: ten points still give batches of 50.
+        batch_size = options.batch_size or n_train
+        return batch_size, max(1, n_train // batch_size)
     if options.equal_batches:
         return equal_batch_layout(n_train, options.batch_size)
     batch_size = min(options.batch_size or n_train, n_train)
@@ -197,6 +205,16 @@ def batch_plan(options: FitOptions, n_train: int) -> tuple[int, int]:
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     """The sample order of one epoch: a pure function of (seed, epoch), so resume replays it."""
     return np.random.default_rng([seed, 0x5EED, epoch]).permutation(n)
+
+
+def batch_order(options, epoch: int, n: int) -> np.ndarray:
+    """The row indices one epoch's steps take, batch after batch: :func:`epoch_order` (a permutation), or with
+    ``sampling="replacement"`` ``steps x batch_size`` indices drawn uniformly with replacement; a pure
+    function of (seed, epoch) either way, so resume replays it."""
+    if getattr(options, "sampling", "shuffle") != "replacement":
+        return epoch_order(options.seed, epoch, n)
+    batch_size, steps = batch_plan(options, n)
+    return np.random.default_rng([options.seed, 0x5EED, 0x4E91, epoch]).integers(0, n, steps * batch_size)
 
 
 def _learning_rate(options, steps_per_epoch: int):
@@ -375,11 +393,21 @@ def fit(engine, spec, options: FitOptions, X_train, y_train, X_valid=None, y_val
     try:
         while done < total and not stopped:
             epoch, within = divmod(done, steps_per_epoch)
-            if epoch != order_epoch:
-                order_epoch, order = epoch, epoch_order(options.seed, epoch0 + epoch, n_train)
-                for cb in callbacks:
-                    cb.on_epoch_order(epoch0 + epoch, order)
-            count = min(eval_every - done % eval_every, steps_per_epoch - within, total - done)
+            if options.sampling == "replacement":
+                # Independent batches: a span may cross epochs, so a compiled engine runs it in one call.
+                count = min(eval_every - done % eval_every, total - done)
+                last = (done + count - 1) // steps_per_epoch
+                orders = [batch_order(options, epoch0 + e, n_train) for e in range(epoch, last + 1)]
+                for e, o in zip(range(epoch, last + 1), orders):
+                    for cb in callbacks:
+                        cb.on_epoch_order(epoch0 + e, o)
+                order = orders[0] if len(orders) == 1 else np.concatenate(orders)
+            else:
+                if epoch != order_epoch:
+                    order_epoch, order = epoch, batch_order(options, epoch0 + epoch, n_train)
+                    for cb in callbacks:
+                        cb.on_epoch_order(epoch0 + epoch, order)
+                count = min(eval_every - done % eval_every, steps_per_epoch - within, total - done)
             started = time.perf_counter()
             new_ts, losses = trainer.run(ts, X_train, y_train, order, batch_size, within, count, step0 + done,
                                          options.seed)

@@ -108,7 +108,7 @@ def lr_range_test(cfg: TrainConfig, *, data=None, lr_min: float = LR_MIN, lr_max
                   stream=None) -> LRFindResult:
     """Sweep the learning rate over ``steps`` steps of training ``cfg`` (on ``data``, a
     :class:`~descend.train.setup.PreparedData`, else ``cfg``'s dataset prepared as training does)."""
-    from descend.train.loop import batch_plan, epoch_order, fit_options, make_trainer
+    from descend.train.loop import batch_order, batch_plan, fit_options, make_trainer
     from descend.train.setup import prepare_data, setup_run
 
     _check_range(lr_min, lr_max, steps)
@@ -133,7 +133,7 @@ def lr_range_test(cfg: TrainConfig, *, data=None, lr_min: float = LR_MIN, lr_max
     done = 0
     while done < steps and stopped == "completed":
         epoch, within = divmod(done, steps_per_epoch)
-        order = epoch_order(cfg.seed, epoch, data.n_train)
+        order = batch_order(options, epoch, data.n_train)
         count = min(CHUNK, steps - done, steps_per_epoch - within)
         ts, chunk = trainer.run(ts, X, y, order, batch_size, within, count, done, cfg.seed)
         for loss in np.asarray(chunk, dtype=np.float64):

@@ -186,7 +186,7 @@ def network_spec(cfg: TrainConfig, n_in: int | None = None, image_shape=None, ta
     task = task or cfg.task or "classification"
     if cfg.layers is None:
         return MLP(hidden=cfg.hidden, activation=cfg.activation, dropout_keep=cfg.dropout_keep,
-                   batchnorm=cfg.batchnorm, task=task)
+                   batchnorm=cfg.batchnorm, init=cfg.init, task=task)
     from descend.model.parse import parse_layers, spatial_layers
 
     shape = image_input_shape(image_shape)
@@ -205,6 +205,10 @@ def network_spec(cfg: TrainConfig, n_in: int | None = None, image_shape=None, ta
             raise ConfigError("`layers` needs the number of input features")
         shape = (int(n_in),)
     net = parse_layers(cfg.layers, shape, activation=cfg.activation)
+    if cfg.init is not None:
+        net = dataclasses.replace(net, layers=tuple(
+            dataclasses.replace(layer, init_name=cfg.init) if hasattr(layer, "init_name") else layer
+            for layer in net.layers))
     return net if task == net.task else dataclasses.replace(net, task=task)
 
 

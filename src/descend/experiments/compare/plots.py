@@ -21,7 +21,8 @@ AXES = {
     "step": ("step", "optimizer steps"),
     "time": ("time", "wall-clock seconds (training + evaluation)"),
 }
-PANELS = (("valid_cost", "validation cost (cross-entropy)", 1.0), ("valid_error", "validation error (%)", 100.0))
+PANELS = (("valid_cost", "validation cost (cross-entropy)", 1.0, False),
+          ("valid_error", "validation error (%)", 100.0, True))
 
 
 def _curve(history, xkey, ykey, scale=1.0, positive_x=False):
@@ -66,14 +67,15 @@ def _wide(groups, xkey) -> bool:
 
 
 def plot_curves(groups, axis: str, path, *, title: str = "", target: float | None = None,
-                budget: float | None = None) -> Path:
-    """``groups``: ``[(label, [history, ...]), ...]``; two panels (validation cost and error) vs ``axis``."""
+                budget: float | None = None, panels=PANELS) -> Path:
+    """``groups``: ``[(label, [history, ...]), ...]``; two panels (by default validation cost and error) vs
+    ``axis``; ``panels`` holds (history column, axis label, scale, is a percentage) per panel."""
     xkey, xlabel = AXES[axis]
     log_x = axis in ("epoch", "step") and _wide(groups, xkey)
     fig = blank_figure(12, 4.6, dpi=100)
     axes = fig.subplots(1, 2)
     colours = [f"C{i % 10}" for i in range(len(groups))]
-    for ax, (ykey, ylabel, scale) in zip(axes, PANELS):
+    for ax, (ykey, ylabel, scale, percent) in zip(axes, panels):
         for (label, histories), colour in zip(groups, colours):
             b = band(histories, xkey, ykey, scale, positive_x=log_x)
             if b is None:
@@ -86,7 +88,7 @@ def plot_curves(groups, axis: str, path, *, title: str = "", target: float | Non
                 ax.fill_between(x, low, high, color=colour, alpha=0.18, lw=0)
         ax.set_yscale("log")
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
-        if ykey == "valid_error":
+        if percent:
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
             ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}%" if f"{v:.0e}"[0] in "235" else ""))
             if target is not None:
@@ -143,4 +145,30 @@ def plot_lr_sensitivity(tuning: list[dict], path, *, title: str = "") -> Path:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper right", fontsize=8)
     fig.suptitle(f"{title} — learning-rate sensitivity" if title else "learning-rate sensitivity")
+    return save_figure(fig, path)
+
+
+def plot_fits(fits, path, *, title: str = "") -> Path:
+    """A one-feature regression's fitted curves: one panel per configuration, one line per seed, and the
+    training points.  ``fits``: ``[(label, [record, ...]), ...]`` of records with a ``fitted_curve``."""
+    fits = [(label, recs) for label, recs in fits if recs]
+    n = len(fits)
+    fig = blank_figure(4.2 * n, 4.2, dpi=100)
+    axes = np.atleast_1d(fig.subplots(1, n, sharey=True, squeeze=False)[0])
+    for ax, (label, recs) in zip(axes, fits):
+        first = recs[0]["fitted_curve"]
+        px, py = np.asarray(first["points_x"]), np.asarray(first["points_y"])
+        for j, r in enumerate(recs):
+            curve = r["fitted_curve"]
+            ax.plot(curve["x"], curve["y"], color=f"C{j % 10}", lw=1.6, label=f"seed {r['seed']}")
+        ax.scatter(px, py, color="black", s=22, zorder=3, label="training points")
+        span = float(py.max() - py.min()) or 1.0
+        # a curve that shoots off between the points must not squash the points into a line
+        ax.set_ylim(float(py.min()) - 0.35 * span, float(py.max()) + 0.35 * span)
+        ax.set_title(label)
+        ax.set_xlabel("x")
+        ax.grid(True, alpha=0.35)
+        ax.legend(loc="lower left", fontsize=8)
+    axes[0].set_ylabel("y")
+    fig.suptitle(f"{title} — fitted curves" if title else "fitted curves")
     return save_figure(fig, path)

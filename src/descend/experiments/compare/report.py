@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from descend.experiments.compare.plots import plot_curves, plot_lr_sensitivity, plot_tuning_curves
+from descend.experiments.compare.plots import plot_curves, plot_fits, plot_lr_sensitivity, plot_tuning_curves
+from descend.experiments.compare.run import cost_column, metric_key
 from descend.experiments.compare.spec import PRESETS, Study
 from descend.io.atomic import atomic_write_csv, atomic_write_text
 from descend.reports.html import escape
@@ -29,30 +31,85 @@ def _stats(values) -> tuple[float | None, float | None]:
     return float(np.mean(values)), std
 
 
-def first_reaching(history, target: float):
-    """The first evaluation (after step 0) whose validation error is <= ``target``, or None."""
+@dataclass(frozen=True)
+class Measure:
+    """What a comparison ranks and plots: ``key`` (a history column such as ``valid_error`` or ``train_rmse``),
+    its cost column, and how both are named and written."""
+
+    task: str = "classification"
+    split: str = "valid"
+
+    @property
+    def key(self) -> str:
+        return metric_key(self.task, self.split)
+
+    @property
+    def cost(self) -> str:
+        return cost_column(self.task, self.split)
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
+
+    @property
+    def rows(self) -> str:
+        return "validation" if self.split == "valid" else "training"
+
+    @property
+    def name(self) -> str:
+        return f"{'valid' if self.split == 'valid' else 'train'} {'RMSE' if self.regression else 'error'}"
+
+    @property
+    def test_key(self) -> str:
+        return "test_rmse" if self.regression else "test_error"
+
+    def fmt(self, mean, std=None) -> str:
+        return _num(mean, std, "{:.4g}") if self.regression else _pct(mean, std)
+
+    def diff(self, value) -> str:
+        return f"{value:+.4g}" if self.regression else f"{100 * value:+.2f} pp"
+
+
+def measure_of(records) -> Measure:
+    """The measure of a comparison's records (all share one dataset and validation setting)."""
+    for r in (records.values() if isinstance(records, dict) else records):
+        if "metric" in r:
+            task, split = r.get("task", "classification"), r["metric"].split("_")[0]
+            return Measure(task, split)
+    return Measure()
+
+
+def first_reaching(history, target: float, key: str = "valid_error"):
+    """The first evaluation (after step 0) whose ``key`` (validation error) is <= ``target``, or None."""
     for row in history:
-        if row.get("step", 0) > 0 and row.get("valid_error") is not None and row["valid_error"] <= target:
+        if row.get("step", 0) > 0 and row.get(key) is not None and row[key] <= target:
             return row
     return None
 
 
 def summarize(study: Study, records: dict) -> list[dict]:
-    """One row per configuration: statistics over its seeds, and the paired comparison with the first."""
+    """One row per configuration: statistics over its seeds, and the paired comparison with the first.
+
+    Each row's ``metric`` names the measure (``valid_error``, or ``valid_rmse`` / ``train_rmse`` for
+    regression); its statistics are ``final_<metric>``, ``best_<metric>`` and the test set's.
+    """
     rows = []
-    base_final = {seed: r["metrics"].get("final_valid_error") for (i, seed), r in records.items()
+    measure = measure_of(records)
+    final_key = f"final_{measure.key}"
+    target = study.target_error if not measure.regression else None
+    base_final = {seed: r["metrics"].get(final_key) for (i, seed), r in records.items()
                   if i == 0 and r["status"] == "ok"}
     for i, run in enumerate(study.runs):
         recs = [records[(i, s)] for s in study.seeds if (i, s) in records]
         ok = [r for r in recs if r["status"] == "ok"]
         m = [r["metrics"] for r in ok]
-        row = {"label": run.label, "spec": run.spec, "done": len(recs), "seeds": len(study.seeds),
-               "diverged": sum(r["status"] == "diverged" for r in recs)}
-        for key in ("final_valid_error", "best_valid_error", "test_error", "best_epoch", "train_seconds",
-                    "steps", "epochs"):
+        row = {"label": run.label, "spec": run.spec, "metric": measure.key, "done": len(recs),
+               "seeds": len(study.seeds), "diverged": sum(r["status"] == "diverged" for r in recs)}
+        for key in (final_key, f"best_{measure.key}", f"final_{measure.cost}", measure.test_key, "best_epoch",
+                    "train_seconds", "steps", "epochs"):
             row[key], row[key + "_std"] = _stats(x.get(key) for x in m)
-        if study.target_error is not None:
-            hits = [first_reaching(r["history"], study.target_error) for r in ok]
+        if target is not None:
+            hits = [first_reaching(r["history"], target, measure.key) for r in ok]
             reached = [h for h in hits if h is not None]
             row["reached"] = len(reached)
             row["time_to_target"], row["time_to_target_std"] = _stats(h["time"] for h in reached)
@@ -63,7 +120,7 @@ def summarize(study: Study, records: dict) -> list[dict]:
                 row[key + "_median"] = float(np.median(values)) if values else None
                 row[key + "_min"], row[key + "_max"] = (min(values), max(values)) if values else (None, None)
         if i > 0:
-            pairs = [(r["metrics"].get("final_valid_error"), base_final[r["seed"]]) for r in ok
+            pairs = [(r["metrics"].get(final_key), base_final[r["seed"]]) for r in ok
                      if base_final.get(r["seed"]) is not None]
             diffs = [a - b for a, b in pairs if a is not None]
             row["vs_baseline"] = float(np.mean(diffs)) if diffs else None
@@ -129,20 +186,26 @@ def _num(mean, std=None, fmt="{:.1f}") -> str:
 
 def table_rows(study: Study, summary: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the summary table (shared by Markdown and HTML)."""
-    head = ["configuration", "runs", "final valid error", "best valid error", "best epoch", "test error",
-            "seconds", "steps"]
-    target = study.target_error
+    measure = _summary_measure(summary)
+    k = measure.key
+    head = ["configuration", "runs", f"final {measure.name}", f"best {measure.name}", "best epoch",
+            f"test {'RMSE' if measure.regression else 'error'}", "seconds", "steps"]
+    if measure.regression:
+        head.insert(4, f"final {measure.split} MSE")
+    target = _target(study, measure)
     if target is not None:
         head += [f"seconds to {100 * target:g}%", f"steps to {100 * target:g}%"]
     head.append("vs first (paired)")
     cells = []
     for i, r in enumerate(summary):
         runs = f"{r['done'] - r['diverged']}/{r['seeds']}" + (f" ({r['diverged']} diverged)" if r["diverged"] else "")
-        row = [r["label"], runs, _pct(r["final_valid_error"], r["final_valid_error_std"]),
-               _pct(r["best_valid_error"], r["best_valid_error_std"]),
+        row = [r["label"], runs, measure.fmt(r[f"final_{k}"], r[f"final_{k}_std"]),
+               measure.fmt(r[f"best_{k}"], r[f"best_{k}_std"]),
                _num(r["best_epoch"], r["best_epoch_std"], "{:.3g}"),
-               _pct(r["test_error"], r["test_error_std"]), _num(r["train_seconds"], r["train_seconds_std"], "{:.3g}"),
-               _num(r["steps"], None, "{:,.0f}")]
+               measure.fmt(r[measure.test_key], r[measure.test_key + "_std"]),
+               _num(r["train_seconds"], r["train_seconds_std"], "{:.3g}"), _num(r["steps"], None, "{:,.0f}")]
+        if measure.regression:
+            row.insert(4, _num(r[f"final_{measure.cost}"], r[f"final_{measure.cost}_std"], "{:.4g}"))
         if target is not None:
             n = r["done"] - r["diverged"]
             if r["reached"]:
@@ -156,7 +219,7 @@ def table_rows(study: Study, summary: list[dict]) -> tuple[list[str], list[list[
         elif r.get("vs_baseline") is None:
             row.append("—")
         else:
-            row.append(f"{100 * r['vs_baseline']:+.2f} pp, lower on {r['lower_than_baseline']}/{r['paired']} seeds")
+            row.append(f"{measure.diff(r['vs_baseline'])}, lower on {r['lower_than_baseline']}/{r['paired']} seeds")
         cells.append(row)
     return head, cells
 
@@ -164,7 +227,9 @@ def table_rows(study: Study, summary: list[dict]) -> tuple[list[str], list[list[
 def findings(study: Study, summary: list[dict]) -> list[str]:
     """Plain sentences: each configuration against the first, paired by seed; the time-to-target winner."""
     out = []
-    if not summary or summary[0]["final_valid_error"] is None:
+    measure = _summary_measure(summary)
+    final = f"final_{measure.key}"
+    if not summary or summary[0].get(final) is None:
         return out
     base = summary[0]
     for r in summary[1:]:
@@ -172,11 +237,18 @@ def findings(study: Study, summary: list[dict]) -> list[str]:
             continue
         verdict = "ahead of" if r["lower_than_baseline"] == r["paired"] and r["vs_baseline"] < 0 else (
             "behind" if r["lower_than_baseline"] == 0 and r["vs_baseline"] > 0 else "not clearly different from")
-        out.append(f"{r['label']} ends {verdict} {base['label']}: final validation error "
-                   f"{_pct(r['final_valid_error'])} vs {_pct(base['final_valid_error'])} "
-                   f"({100 * r['vs_baseline']:+.2f} percentage points; lower on {r['lower_than_baseline']} "
-                   f"of {r['paired']} seeds).")
-    if study.target_error is not None:
+        what = (f"{measure.rows} RMSE" if measure.regression else "validation error")
+        out.append(f"{r['label']} ends {verdict} {base['label']}: final {what} "
+                   f"{measure.fmt(r[final])} vs {measure.fmt(base[final])} "
+                   f"({measure.diff(r['vs_baseline']).replace('pp', 'percentage points')}; lower on "
+                   f"{r['lower_than_baseline']} of {r['paired']} seeds).")
+    if measure.regression and measure.split == "train":
+        out.append("There are no validation rows: the curves and the table measure the training rows, in "
+                   "inference mode (dropout off, batch norm on its running statistics); lower is closer to the "
+                   "points, not better generalization.")
+    if measure.regression and study.target_error is not None:
+        out.append("The target error rate applies to classification; it is ignored for this regression.")
+    if _target(study, measure) is not None:
         reached = [r for r in summary if r.get("reached")]
         if reached:
             fast = min(reached, key=lambda r: r["time_to_target"])
@@ -190,6 +262,17 @@ def findings(study: Study, summary: list[dict]) -> list[str]:
         out.append(f"Every run was stopped at the first evaluation after {study.budget:g} s of training "
                    f"(evaluations included), so the seconds-axis plot compares equal wall-clock budgets.")
     return out
+
+
+def _summary_measure(summary: list[dict]) -> Measure:
+    key = summary[0].get("metric", "valid_error") if summary else "valid_error"
+    split, what = key.split("_", 1)
+    return Measure("regression" if what == "rmse" else "classification", split)
+
+
+def _target(study: Study, measure: Measure) -> float | None:
+    """The target error rate where it means something: classification only."""
+    return None if measure.regression else study.target_error
 
 
 def target_rows(study: Study, summary: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -241,7 +324,7 @@ def markdown(study: Study, summary: list[dict], same: tuple[bool, list[str]], tu
     if tuning:
         lines += ["Tuned values (same trial budget per configuration, validation data only):", "",
                   *_md_table(*tuning_table(tuning)), ""]
-    if study.target_error is not None and any(r.get("reached") for r in summary):
+    if _target(study, _summary_measure(summary)) is not None and any(r.get("reached") for r in summary):
         lines += [*_md_table(*target_rows(study, summary)), ""]
     lines += [f"- {s}" for s in findings(study, summary)]
     ok, detail = same
@@ -257,6 +340,18 @@ RUN_COLUMNS = ("run_id", "label", "seed", "status", "engine", "epochs", "steps",
                "final_valid_error", "best_valid_error", "best_epoch", "test_error", "stopped_by_budget")
 
 
+def run_columns(measure: Measure) -> tuple[str, ...]:
+    """runs.csv's columns: :data:`RUN_COLUMNS` with the comparison's measure in place of the error rate."""
+    if measure == Measure():
+        return RUN_COLUMNS
+    swap = {"final_valid_error": f"final_{measure.key}", "best_valid_error": f"best_{measure.key}",
+            "test_error": measure.test_key}
+    out = [swap.get(c, c) for c in RUN_COLUMNS]
+    if measure.regression:
+        out.insert(out.index(f"best_{measure.key}"), f"final_{measure.cost}")
+    return tuple(out)
+
+
 def _csv(path: Path, columns, rows) -> None:
     atomic_write_csv(path, columns, rows)
 
@@ -270,8 +365,9 @@ def write_outputs(study: Study, records: dict, out_dir: Path,
     """
     summary = summarize(study, records)
     same = same_start(study, records)
+    measure = measure_of(records)
     ordered = [records[(i, s)] for s in study.seeds for i in range(len(study.runs)) if (i, s) in records]
-    _csv(out_dir / "runs.csv", RUN_COLUMNS,
+    _csv(out_dir / "runs.csv", run_columns(measure),
          [{**r["metrics"], **{k: r[k] for k in ("run_id", "label", "seed", "status", "engine")}} for r in ordered])
     columns = list(dict.fromkeys(k for row in summary for k in row))
     _csv(out_dir / "summary.csv", columns, summary)
@@ -279,10 +375,16 @@ def write_outputs(study: Study, records: dict, out_dir: Path,
     groups = [(run.label, [records[(i, s)]["history"] for s in study.seeds if (i, s) in records])
               for i, run in enumerate(study.runs)]
     images = {}
+    fits = [(run.label, [records[(i, s)] for s in study.seeds if (i, s) in records
+                         and records[(i, s)].get("fitted_curve")]) for i, run in enumerate(study.runs)]
+    if any(recs for _, recs in fits):
+        images["fitted curves: each configuration's prediction (one line per seed) and the training points"] = \
+            plot_fits(fits, out_dir / "fits.png", title=study.title)
+    panels = curve_panels(measure)
     for axis, caption in (("epoch", "versus epochs"), ("step", "versus optimizer steps"),
                           ("time", "versus wall-clock seconds")):
         images[caption] = plot_curves(groups, axis, out_dir / f"curves-{axis}.png", title=study.title,
-                                      target=study.target_error, budget=study.budget)
+                                      target=_target(study, measure), budget=study.budget, panels=panels)
     tuning_images = {}
     if tuning:
         _csv(out_dir / "tuning.csv", ("label", "ticket", "score", "status", "steps", "seconds", "params"),
@@ -295,6 +397,19 @@ def write_outputs(study: Study, records: dict, out_dir: Path,
                 plot_lr_sensitivity(tuning, out_dir / "lr-sensitivity.png", title=study.title)
     write_html(out_dir / "report.html", study, summary, same, ordered, images, tuning, tuning_images)
     return summary, same[1]
+
+
+def curve_panels(measure: Measure) -> tuple[tuple[str, str, float, bool], ...]:
+    """The curves' two panels: (history column, axis label, scale, is a percentage)."""
+    if not measure.regression:
+        if measure.split == "valid":
+            return (("valid_cost", "validation cost (cross-entropy)", 1.0, False),
+                    ("valid_error", "validation error (%)", 100.0, True))
+        return (("train_eval_cost", "training cost (cross-entropy, inference mode)", 1.0, False),
+                ("train_error", "training error (%, inference mode)", 100.0, True))
+    where = "validation" if measure.split == "valid" else "training"
+    return ((measure.cost, f"{where} MSE (targets' units, inference mode)", 1.0, False),
+            ("train_cost", "mini-batch training loss (standardized MSE)", 1.0, False))
 
 
 def _table(head, cells, numeric_from=1) -> str:
@@ -324,6 +439,7 @@ def write_html(path: Path, study: Study, summary, same, ordered, images, tuning=
     from descend.reports.html import CSS, image_figure
 
     head, cells = table_rows(study, summary)
+    measure = _summary_measure(summary)
     preset = PRESETS.get(study.preset) if study.preset else None
     about = [f"Dataset <b>{escape(study.dataset)}</b>; {len(study.runs)} configurations × {len(study.seeds)} seeds "
              f"({escape(', '.join(map(str, study.seeds)))}); convention {escape(study.convention)}."]
@@ -339,7 +455,7 @@ def write_html(path: Path, study: Study, summary, same, ordered, images, tuning=
              "<h2>Summary (mean ± std over seeds)</h2>", _table(head, cells),
              *(["<h2>Time and steps to the target (median, min–max over seeds)</h2>",
                 _table(*target_rows(study, summary))]
-               if study.target_error is not None and any(r.get("reached") for r in summary) else []),
+               if _target(study, measure) is not None and any(r.get("reached") for r in summary) else []),
              *(["<h2>Tuning (the same budget of trials per configuration, scored on validation data only)</h2>",
                 _table(*tuning_table(tuning), numeric_from=2), "<div>",
                 *(image_figure(c, p) for c, p in (tuning_images or {}).items()), "</div>"] if tuning else []),
@@ -352,12 +468,16 @@ def write_html(path: Path, study: Study, summary, same, ordered, images, tuning=
              _table(["label", "run spec", "convention", "optimizer options", "settings (non-default)", "budget"],
                     _differences(study), numeric_from=99),
              "<h2>Runs</h2>",
-             _table(["run", "seed", "status", "engine", "epochs", "steps", "seconds", "final valid error",
-                     "best valid error", "test error"],
+             _table(["run", "seed", "status", "engine", "epochs", "steps", "seconds", f"final {measure.name}",
+                     f"best {measure.name}", *([f"final {measure.split} MSE"] if measure.regression else []),
+                     f"test {'RMSE' if measure.regression else 'error'}"],
                     [[r["run_id"], r["seed"], r["status"], r["engine"], f"{r['metrics'].get('epochs', 0):.3g}",
                       f"{r['metrics'].get('steps', 0):,}", f"{r['metrics'].get('train_seconds', 0):.1f}",
-                      _pct(r["metrics"].get("final_valid_error")), _pct(r["metrics"].get("best_valid_error")),
-                      _pct(r["metrics"].get("test_error"))] for r in ordered], numeric_from=1)]
+                      measure.fmt(r["metrics"].get(f"final_{measure.key}")),
+                      measure.fmt(r["metrics"].get(f"best_{measure.key}")),
+                      *([_num(r["metrics"].get(f"final_{measure.cost}"), None, "{:.4g}")] if measure.regression
+                        else []),
+                      measure.fmt(r["metrics"].get(measure.test_key))] for r in ordered], numeric_from=1)]
     doc = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
            '<meta name="viewport" content="width=device-width,initial-scale=1">'
            f"<title>{escape(study.title)}</title><style>{CSS}</style></head><body>\n" + "\n".join(parts)

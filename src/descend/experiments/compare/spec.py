@@ -3,7 +3,8 @@
 A *run spec* is one configuration written as ``"NAME key=value ..."``: the
 optimizer name first, then TrainConfig fields (``lr``, ``momentum``,
 ``batch_size``, ``schedule``, ``hidden``, ``layers``, ``l2``, ``dropout_keep``,
-``batchnorm``, ``augment``, ``clip_norm``, ``label_smoothing``...), optimizer options (``eps``, ``rho``, ``b1``, ``b2``,
+``batchnorm``, ``augment``, ``clip_norm``, ``label_smoothing``, ``init``, ``sampling``,
+``target``...), optimizer options (``eps``, ``rho``, ``b1``, ``b2``,
 ``initial_accumulator``, ``eps_in_sqrt``, ``lr_inside``, ``bias_correction``)
 and three compare keys: ``label``, ``convention`` and ``budget`` (seconds).
 A bare word is a true flag (``"nesterov batchnorm"``).  Values may be quoted
@@ -28,9 +29,9 @@ STUDY_VERSION = 1
 FLOAT_KEYS = ("lr", "momentum", "l1", "l2", "max_norm", "clip_norm", "label_smoothing", "validation")
 INT_KEYS = ("epochs", "eval_every", "patience", "threads")
 CHOICE_KEYS = ("schedule", "schedule_unit", "activation", "engine", "device", "dtype", "early_stopping", "monitor",
-               "normalize", "balance", "format")
+               "normalize", "balance", "format", "init", "sampling", "task")
 CONFIG_KEYS = ("optimizer", *FLOAT_KEYS, *INT_KEYS, "batch_size", "hidden", "layers", "dropout_keep", "batchnorm", "pca",
-               "augment", *CHOICE_KEYS)
+               "augment", "target", *CHOICE_KEYS)
 OPTION_FLOATS = ("eps", "rho", "b1", "b2", "initial_accumulator")
 OPTION_BOOLS = ("eps_in_sqrt", "lr_inside")
 COMPARE_KEYS = ("label", "convention", "budget")
@@ -128,6 +129,9 @@ def coerce(key: str, value):
         return text
     if key == "dropout_keep":
         return _sizes(key, value, _float)
+    if key == "target":
+        items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+        return tuple(str(v).strip() for v in items if str(v).strip())
     if key == "augment":
         from descend.model.augment import Augmentation
 
@@ -264,6 +268,9 @@ def build_run(values: dict, base: dict, *, dataset: str, convention: str, budget
         from descend.train.loop import build_optimizer
 
         build_optimizer(cfg, 10)  # the optimizer's own checks (ranges, combinations)
+        if cfg.validation == 0 and cfg.early_stopping != "none":
+            raise ConfigError(f"`early_stopping` chooses on validation rows, and validation=0 leaves none "
+                              f"(use early_stopping=none). Received: early_stopping={cfg.early_stopping!r}")
     except DescendError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except TypeError as exc:  # an option the optimizer function does not take
@@ -283,7 +290,15 @@ class Preset:
     notes: str = ""
     tune: dict[str, str] = field(default_factory=dict)  # label -> that run's tuning space (tuned presets)
     tune_trials: int = 8
+    dataset: str | None = None  # the data it is about, when not the command line's (default mnist)
 
+
+#: The overfitting demonstration: ten points, a 1-30-100-100-30-1 sigmoid network with N(0, 0.1^2) weights and
+#: biases, Adam 1e-3 on batches of 50 rows drawn with replacement, 10,000 steps.  Raw x goes in; the targets are
+#: standardized like every regression's (the MSE and the curves are reported back in y's units).
+OVERFIT_BASE = {"hidden": (30, 100, 100, 30), "activation": "sigmoid", "init": "normal", "optimizer": "adam",
+                "lr": 1e-3, "batch_size": 50, "sampling": "replacement", "epochs": 10_000, "eval_every": 100,
+                "schedule": "constant", "validation": 0.0, "normalize": "none"}
 
 PRESETS: dict[str, Preset] = {
     "gd-variants": Preset(
@@ -366,6 +381,17 @@ PRESETS: dict[str, Preset] = {
               "step decay": "lr=log(1e-3,1) schedule=step:0.5:2,step:0.5:3,step:0.2:3",
               "exponential": "lr=log(1e-3,1) schedule=exponential:0.05,exponential:0.15,exponential:0.3",
               "inverse time": "lr=log(1e-3,1) schedule=inverse:0.1,inverse:0.3,inverse:1"}),
+    "overfit": Preset(
+        "Overfitting ten points (the lecture notes' demonstration): a 1-30-100-100-30-1 sigmoid network, weights "
+        "and biases from N(0, 0.1^2), Adam lr 1e-3, batches of 50 rows drawn with replacement, 10,000 steps; "
+        "plain vs dropout 0.2 after every hidden layer vs batch normalization before every hidden activation.",
+        OVERFIT_BASE,
+        (("plain", "adam"),
+         ("dropout 0.2", "adam dropout_keep=1,0.8,0.8,0.8,0.8"),
+         ("batch norm", "adam batchnorm")),
+        notes="No validation rows: the curves and the table measure the ten training points in inference mode, "
+              "and the fitted curves show each network's prediction between them.",
+        dataset="overfit-points"),
 }
 
 
@@ -466,7 +492,7 @@ def assemble_study(dataset: str | None = None, *, preset: str | None = None, run
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"`preset` must be one of {', '.join(PRESETS)}. Received: preset={preset!r}")
     p = PRESETS.get(preset) if preset else None
-    dataset = dataset or data.get("dataset") or "mnist"
+    dataset = dataset or data.get("dataset") or (p.dataset if p else None) or "mnist"
     convention = convention or data.get("convention") or "descend"
     coerce("convention", convention)
     merged = dict(p.base) if p else {}

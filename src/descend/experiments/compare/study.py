@@ -86,9 +86,20 @@ def _finished(task: RunTask) -> dict | None:
         record = read_json(path)
     except Exception:  # a damaged file is redone, never trusted
         return None
-    if record.get("config") != task.config or record.get("budget") != task.budget:
+    if record.get("budget") != task.budget or _config(record.get("config")) != task.config:
         return None
     return record
+
+
+def _config(stored) -> dict | None:
+    """A stored run's config with the options added since it was written at their defaults (a run is
+    not redone because the config learned a new option)."""
+    from descend.train.config import TrainConfig
+
+    try:
+        return TrainConfig.from_dict(stored).to_dict()
+    except Exception:  # a config this version cannot read is redone
+        return None
 
 
 # --- placement ----------------------------------------------------------------------------------
@@ -296,9 +307,15 @@ def _run_line(record: dict) -> str:
     head = f"{record['label']} (seed {record['seed']})"
     if record["status"] != "ok":
         return f"{head}: {record['message'].split(';')[0] or record['status']}"
-    text = f"{head}: valid error {100 * m['final_valid_error']:.2f}%"
-    if m.get("test_error") is not None:
-        text += f", test {100 * m['test_error']:.2f}%"
+    key = record.get("metric", "valid_error")
+    if key.endswith("_rmse"):
+        text = f"{head}: {key.replace('_', ' ').replace('rmse', 'RMSE')} {m.get('final_' + key, float('nan')):.4g}"
+        if m.get("test_rmse") is not None:
+            text += f", test {m['test_rmse']:.4g}"
+    else:
+        text = f"{head}: {key.replace('_', ' ')} {100 * m.get('final_' + key, float('nan')):.2f}%"
+        if m.get("test_error") is not None:
+            text += f", test {100 * m['test_error']:.2f}%"
     text += f" after {m['epochs']:.3g} epochs in {m['train_seconds']:.1f} s"
     if m.get("stopped_by_budget"):
         text += " (budget)"

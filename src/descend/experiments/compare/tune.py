@@ -178,6 +178,11 @@ def _score_validation(task: TuneTask, run: RunDef, ticket: int) -> dict:
     path = Path(task.trial_dir) / f"trial-{ticket:03d}" / "result.json"
     record = execute(RunTask(f"{task.run_id}-trial{ticket}", task.index, run.label, task.seed, cfg.to_dict(),
                              run.budget, str(path), task.threads))
+    if record.get("metric", "valid_error") != "valid_error":
+        from descend.errors import ConfigError
+
+        raise ConfigError(f"tuning scores the classification error of validation rows; dataset {cfg.dataset!r} "
+                          f"gives {record['metric']} ({record['task']}): compare it without tuning")
     m = record["metrics"]
     error = m.get("final_valid_error") if record["status"] == "ok" else None
     return {"score": error, "steps": int(m.get("steps", 0)), "seconds": float(m.get("train_seconds", 0.0)),
