@@ -11,8 +11,9 @@ __version__ = "0.1.0"
 __all__ = ["__version__"]  # the lazy names below stay out: `import *` must not need scikit-learn
 
 # Heavy or optional parts load on first use, so ``import descend`` stays light:
-# ``descend.MLPClassifier`` needs scikit-learn, ``descend.ensemble`` multiprocessing and plots.
+# ``descend.MLPClassifier`` / ``MLPRegressor`` need scikit-learn, ``descend.ensemble`` multiprocessing and plots.
 _LAZY = {"MLPClassifier": ("descend.estimator", "MLPClassifier"),
+         "MLPRegressor": ("descend.estimator", "MLPRegressor"),
          "ensemble": ("descend.experiments.ensemble", None)}
 
 

@@ -1,23 +1,27 @@
-"""``descend.MLPClassifier``: descend's training as a scikit-learn estimator.
+"""``descend.MLPClassifier`` and ``descend.MLPRegressor``: descend's training as scikit-learn estimators.
 
-It works wherever scikit-learn expects a classifier (``Pipeline``,
-``cross_val_score``, ``GridSearchCV``, ``clone``, pickling in the user's own
-process) and passes scikit-learn's own estimator checks.  Underneath it is the
-same run setup and fit loop as ``descend train`` (:func:`descend.train.fit`,
-one evaluation per epoch, scikit-learn's stopping rule as a callback); a warm
-start continues from the weights, optimizer state and step and epoch
-counters, so ``partial_fit`` is exactly one more epoch with the optimizer
-state (momentum, Adam moments, step count of a schedule) carried over.
+They work wherever scikit-learn expects a classifier or a regressor
+(``Pipeline``, ``cross_val_score``, ``GridSearchCV``, ``clone``, pickling in
+the user's own process) and pass scikit-learn's own estimator checks.
+Underneath both is the same run setup and fit loop as ``descend train``
+(:func:`descend.train.fit`, one evaluation per epoch, scikit-learn's stopping
+rule as a callback); a warm start continues from the weights, optimizer state
+and step and epoch counters, so ``partial_fit`` is exactly one more epoch with
+the optimizer state (momentum, Adam moments, step count of a schedule)
+carried over.  The two share one base class and differ only in their targets
+(class indices and cross-entropy; standardized values and mean squared error)
+and in what early stopping scores (accuracy; R²).
 
 Differences from ``descend train`` worth knowing:
 
 - Inputs are used as given: no 0-255 scaling or standardisation happens
   inside.  Put a ``StandardScaler`` (or any scaling you choose) in front, in a
-  ``Pipeline``.
-- Stopping follows scikit-learn's ``MLPClassifier``: after each epoch the
-  training loss (or, with ``early_stopping=True``, the accuracy on a held-out
-  ``validation_fraction``) must improve by ``tol`` at least once in every
-  ``n_iter_no_change`` epochs; with early stopping the best weights are kept.
+  ``Pipeline``.  (``MLPRegressor`` does standardize its *targets*.)
+- Stopping follows scikit-learn's ``MLPClassifier`` / ``MLPRegressor``: after
+  each epoch the training loss (or, with ``early_stopping=True``, the accuracy
+  or R² on a held-out ``validation_fraction``) must improve by ``tol`` at least
+  once in every ``n_iter_no_change`` epochs; with early stopping the best
+  weights are kept.
 - An epoch is split into ``ceil(n / batch_size)`` batches of equal size
   ``n // n_batches``: at most ``n_batches - 1`` rows sit out an epoch (others
   every epoch, the order being reshuffled), none for full-batch training.
@@ -36,13 +40,14 @@ import warnings
 import numpy as np
 
 try:
-    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.utils import check_random_state
     from sklearn.utils.multiclass import check_classification_targets, unique_labels
     from sklearn.utils.validation import check_is_fitted
 except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
-    raise ImportError('descend.MLPClassifier needs scikit-learn: pip install "descend[sklearn]"') from exc
+    raise ImportError('descend.MLPClassifier and descend.MLPRegressor need scikit-learn: '
+                      'pip install "descend[sklearn]"') from exc
 
 try:
     from sklearn.utils.validation import validate_data
@@ -51,6 +56,7 @@ except ImportError:  # scikit-learn < 1.6
         return estimator._validate_data(X, y, **kwargs)
 
 from descend.backend import numpy_ops
+from descend.data.targets import TargetScaler
 from descend.errors import DivergenceError, require
 from descend.model import predict_logits
 from descend.train.config import TrainConfig
@@ -58,7 +64,7 @@ from descend.train.inference import softmax
 from descend.train.loop import Callback, FitState, batch_plan, equal_batch_layout, fit, fit_options, make_trainer
 from descend.train.setup import build_network, make_engine, network_spec
 
-__all__ = ["MLPClassifier"]
+__all__ = ["MLPClassifier", "MLPRegressor"]
 
 PREDICT_CHUNK = 10_000
 
@@ -80,17 +86,17 @@ def batch_layout(n: int, batch_size: int) -> tuple[int, int]:
 
 
 class _NoChange(Callback):
-    """scikit-learn's stopping rule, and the per-epoch record of loss and held-out accuracy.
+    """scikit-learn's stopping rule, and the per-epoch record of loss and held-out score.
 
-    After each epoch the watched quantity (the training loss, or the held-out
-    accuracy with early stopping) must improve on its best by ``tol``; more
-    than ``n_iter_no_change`` epochs in a row without that stop training
-    (never in ``partial_fit``).
+    After each epoch the watched quantity (the training loss, or with early
+    stopping the held-out score that ``score`` reads off the history row) must
+    improve on its best by ``tol``; more than ``n_iter_no_change`` epochs in a
+    row without that stop training (never in ``partial_fit``).
     """
 
-    def __init__(self, tol: float, n_iter_no_change: int, n_valid: int | None, stops: bool, verbose: bool):
-        self.tol, self.n_iter_no_change, self.n_valid, self.stops, self.verbose = (
-            tol, n_iter_no_change, n_valid, stops, verbose)
+    def __init__(self, tol: float, n_iter_no_change: int, score, stops: bool, verbose: bool):
+        self.tol, self.n_iter_no_change, self.score, self.stops, self.verbose = (
+            tol, n_iter_no_change, score, stops, verbose)
         self.losses, self.scores = [], []
         self.best_loss, self.best_score, self.stale = math.inf, -math.inf, 0
         self.converged = False
@@ -98,9 +104,8 @@ class _NoChange(Callback):
     def on_evaluation(self, row) -> bool:
         loss = row["train_cost"]
         self.losses.append(loss)
-        if self.n_valid is not None:
-            # the exact accuracy: the error is a count of wrong rows over n_valid
-            score = (self.n_valid - round(row["valid_error"] * self.n_valid)) / self.n_valid
+        if self.score is not None:
+            score = self.score(row)
             self.scores.append(score)
             self.stale = self.stale + 1 if score < self.best_score + self.tol else 0
             self.best_score = max(self.best_score, score)
@@ -114,14 +119,12 @@ class _NoChange(Callback):
         return self.converged
 
 
-class MLPClassifier(ClassifierMixin, BaseEstimator):
-    """A multilayer perceptron classifier trained by descend, with the scikit-learn API.
-
+_PARAMETERS = """
     Parameters
     ----------
     hidden : tuple of int, default=(100,)
-        Hidden layer sizes; ``()`` is multinomial logistic regression.
-    activation : {"relu", "tanh", "sigmoid"}, default="relu"
+        Hidden layer sizes; ``()`` is {linear_model}.
+    activation : {{"relu", "tanh", "sigmoid"}}, default="relu"
         Hidden-layer activation (He initialisation for ReLU, Glorot otherwise).
     optimizer : str, default="adam"
         One of descend's optimizers: sgd, momentum, nesterov, adagrad, rmsprop,
@@ -138,7 +141,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         ``constant | step:FACTOR:EVERY | exponential:K | inverse:K | plateau[:FACTOR[:PATIENCE]] |
         cosine[:WARMUP[:LR_MIN]]``; cosine decays over the epochs of one call (a warm start or a
         later ``partial_fit`` continues at LR_MIN).
-    schedule_unit : {"epoch", "step"}, default="epoch"
+    schedule_unit : {{"epoch", "step"}}, default="epoch"
         What ``t`` counts in the schedule.
     l1, l2 : float, default=0.0
         ``l1 * sum|W| + l2/2 * sum W**2`` over weight matrices (not biases).
@@ -151,8 +154,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     max_norm : float, default=0.0
         Cap on each unit's incoming weight norm (0 = off).
     early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the rows (stratified) and stop when
-        their accuracy has not improved by ``tol`` for ``n_iter_no_change``
+        Hold out ``validation_fraction`` of the rows ({split}) and stop when
+        their {score} has not improved by ``tol`` for ``n_iter_no_change``
         epochs, keeping the best weights.  Without it the training loss is
         watched instead.  ``partial_fit`` never stops early.
     validation_fraction : float, default=0.1
@@ -160,8 +163,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     tol : float, default=1e-4
     engine : str, default="numpy"
         Training engine: numpy, jax, torch, tensorflow, pytensor or auto.
-    device : {"auto", "cpu", "gpu"}, default="auto"
-    dtype : {None, "float32", "float64"}, default=None
+    device : {{"auto", "cpu", "gpu"}}, default="auto"
+    dtype : {{None, "float32", "float64"}}, default=None
         Compute precision; None follows the input (float32 stays float32,
         anything else is float64).
     threads : int or None, default=None
@@ -186,14 +189,12 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         ``(height, width)`` or ``(height, width, channels)``: how each row
         of ``X`` (flattened row-major, channels last) is seen by convolution
         and pooling layers; required by them.
+"""
 
-    Attributes
-    ----------
-    classes_ : ndarray of shape (n_classes,)
-    n_features_in_ : int
+_TRAINING_ATTRIBUTES = """    n_features_in_ : int
     feature_names_in_ : ndarray, only when X had string column names
     loss_curve_ : list of float
-        Mean training loss (cross-entropy + penalties) of each epoch.
+        Mean training loss ({loss} + penalties) of each epoch.
     n_iter_ : int
         Epochs run so far (all ``fit`` calls of a warm start, all ``partial_fit`` calls).
     t_ : int
@@ -201,7 +202,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     best_loss_ : float or None
         Lowest epoch loss seen (None with early stopping).
     validation_scores_ : list of float or None
-        Held-out accuracy of each epoch, with ``early_stopping=True``.
+        Held-out {score} of each epoch, with ``early_stopping=True``.
     best_validation_score_ : float or None
     spec_ : descend.model.Network
         The network description.
@@ -209,7 +210,18 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         Weights, by descend's names (``dense0.W``, ``dense0.b``, ``bn0.gamma``...).
     model_state_ : dict of str to ndarray
         Batch-norm running statistics (empty without batch norm).
+"""
+
+
+class _BaseMLP(BaseEstimator):
+    """What the classifier and the regressor share: options, validation, the fit loop, warm starts.
+
+    A subclass says what its targets are (:meth:`_targets`: the array the
+    engine trains on, after setting the fitted attributes that describe them)
+    and how early stopping scores a history row (:meth:`_score_of`).
     """
+
+    _task = None  # the network's task (None: classification, the library's default)
 
     def __init__(self, hidden=(100,), activation="relu", *, optimizer="adam", lr=0.001, momentum=0.9,
                  batch_size=200, epochs=200, schedule="constant", schedule_unit="epoch", l1=0.0, l2=0.0,
@@ -245,7 +257,6 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.layers = layers
         self.image_shape = image_shape
 
-    # scikit-learn API ---------------------------------------------------------
     def fit(self, X, y):
         """Train on ``(X, y)`` for up to ``epochs`` epochs; returns self.
 
@@ -254,29 +265,30 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         """
         return self._fit(X, y, incremental=False)
 
-    def partial_fit(self, X, y, classes=None):
-        """One epoch over ``(X, y)``, continuing from the current weights and optimizer state.
+    # hooks of the subclasses -----------------------------------------------------
+    def _validate(self, X, y, reset: bool):
+        return validate_data(self, X, y, reset=reset, dtype=(np.float64, np.float32))
 
-        ``classes`` (every label that will ever occur) is required on the first call.
-        """
-        return self._fit(X, y, classes=classes, incremental=True)
+    def _targets(self, y, classes, first: bool, incremental: bool) -> np.ndarray:
+        raise NotImplementedError
 
-    def predict_proba(self, X):
-        """Class probabilities, columns in the order of ``classes_``."""
+    def _n_outputs(self) -> int:
+        raise NotImplementedError
+
+    def _score_of(self, y_valid):
+        """``row -> held-out score`` (higher is better) for the stopping rule, and the ``target_std`` that
+        makes :func:`~descend.train.fit` keep the weights of the best such score."""
+        raise NotImplementedError
+
+    # internals ------------------------------------------------------------------
+    def _network_outputs(self, X) -> np.ndarray:
+        """The network's outputs (NumPy, inference mode) for the rows of ``X``, as a list of chunks."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         x = np.asarray(X, dtype=self._dtype)
-        out = [softmax(predict_logits(numpy_ops, self.spec_, self.params_, self.model_state_,
-                                      x[i:i + PREDICT_CHUNK]))
-               for i in range(0, len(x), PREDICT_CHUNK)]
-        return np.concatenate(out) if out else np.zeros((0, len(self.classes_)))
+        return [predict_logits(numpy_ops, self.spec_, self.params_, self.model_state_, x[i:i + PREDICT_CHUNK])
+                for i in range(0, len(x), PREDICT_CHUNK)]
 
-    def predict(self, X):
-        """The most probable label of each row (labels as given to ``fit``)."""
-        proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)]
-
-    # internals ------------------------------------------------------------------
     def _config(self, seed: int, dtype: str) -> TrainConfig:
         """The options as a validated TrainConfig (bad values raise ValueError naming them)."""
         require(isinstance(self.batch_size, (int, np.integer)) and not isinstance(self.batch_size, bool),
@@ -295,45 +307,22 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             l1=float(self.l1), l2=float(self.l2), dropout_keep=_as_tuple(self.dropout_keep, float),
             batchnorm=bool(self.batchnorm), max_norm=float(self.max_norm), engine=self.engine,
             device=self.device, dtype=dtype, threads=self.threads, seed=seed, normalize="none",
-            early_stopping="none")
+            early_stopping="none", task=self._task)
         if cfg.layers is None:
             network_spec(cfg)  # validates hidden and activation
         return cfg
 
-    def _labels(self, y, classes, first: bool, incremental: bool) -> np.ndarray:
-        """Set ``classes_`` on a first call and return ``y`` as class indices."""
-        check_classification_targets(y)
-        if first:
-            if incremental:
-                if classes is None:
-                    raise ValueError("classes must be passed on the first call to partial_fit.")
-                self.classes_ = unique_labels(np.asarray(classes))
-            else:
-                self.classes_ = unique_labels(y)
-        elif incremental and classes is not None and not np.array_equal(unique_labels(np.asarray(classes)),
-                                                                         self.classes_):
-            raise ValueError(f"`classes={list(classes)!r}` is not the same as on the first call to "
-                             f"partial_fit ({list(self.classes_)!r}).")
-        elif not incremental and not np.array_equal(unique_labels(y), self.classes_):
-            raise ValueError(f"warm_start can only be used where `y` has the same classes as in the previous "
-                             f"call to fit. Previously got {self.classes_}, `y` has {unique_labels(y)}.")
-        if not np.all(np.isin(y, self.classes_)):
-            unknown = np.setdiff1d(unique_labels(y), self.classes_)
-            raise ValueError(f"`y` has classes not in `self.classes_`: {unknown}; pass every class to the "
-                             f"first partial_fit call with `classes=`.")
-        return np.searchsorted(self.classes_, y).astype(np.int64)
-
     def _fit(self, X, y, *, classes=None, incremental: bool):
         fitted = hasattr(self, "params_")
         first = not fitted or (not incremental and not self.warm_start)
-        X, y = validate_data(self, X, y, reset=first, dtype=(np.float64, np.float32))
+        X, y = self._validate(X, y, first)
         if first:
             self._dtype = self.dtype or ("float32" if X.dtype == np.float32 else "float64")
             self._seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         cfg = self._config(self._seed, self._dtype)
-        y_idx = self._labels(y, classes, first, incremental)
+        targets = self._targets(y, classes, first, incremental)
         if first:
-            self.spec_, self.params_, self.model_state_ = build_network(cfg, X.shape[1], len(self.classes_),
+            self.spec_, self.params_, self.model_state_ = build_network(cfg, X.shape[1], self._n_outputs(),
                                                                         self._image_shape(X.shape[1]))
             self._opt_state, self._opt_key, self._plateau = None, None, None
             self.n_iter_, self.t_, self.loss_curve_ = 0, 0, []
@@ -353,22 +342,22 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             self.spec_ = spec
 
         early = bool(self.early_stopping) and not incremental
-        X_valid = y_valid = None
+        X_valid = y_valid = score = target_std = None
         if early:
-            X, y_idx, X_valid, y_valid = self._validation_split(X, y_idx)
+            X, targets, X_valid, y_valid = self._validation_split(X, targets)
+            score, target_std = self._score_of(y_valid)
             if self.validation_scores_ is None:
                 self.validation_scores_ = []
         options = fit_options(cfg, epochs=1 if incremental else cfg.epochs, equal_batches=True, restore_best=early)
         opt_key = (cfg.optimizer, cfg.momentum, cfg.max_norm > 0)
-        engine, trainer = self._trainer(cfg, options, len(y_idx))
+        engine, trainer = self._trainer(cfg, options, len(targets))
         start = FitState(self.params_, self.model_state_, self._opt_state if opt_key == self._opt_key else None,
                          self.t_, self.n_iter_, self._plateau)
-        record = _NoChange(self.tol, self.n_iter_no_change, len(y_valid) if early else None,
-                           stops=not incremental, verbose=self.verbose)
+        record = _NoChange(self.tol, self.n_iter_no_change, score, stops=not incremental, verbose=self.verbose)
         try:
-            result = fit(engine, self.spec_, options, engine.asarray(X), engine.put_labels(y_idx),
+            result = fit(engine, self.spec_, options, engine.asarray(X), engine.put_labels(targets),
                          engine.asarray(X_valid) if early else None, y_valid, start=start, trainer=trainer,
-                         callbacks=[record])
+                         callbacks=[record], target_std=target_std)
         except DivergenceError as exc:
             self._keep(exc.result, record, opt_key, early, incremental)
             raise DivergenceError(
@@ -377,7 +366,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 f"lr, scaled inputs (e.g. StandardScaler) or optimizer='adam'") from None
         self._keep(result, record, opt_key, early, incremental)
         if not incremental and not record.converged:
-            warnings.warn(f"descend MLPClassifier: stopped after epochs={cfg.epochs} before the "
+            warnings.warn(f"descend {type(self).__name__}: stopped after epochs={cfg.epochs} before the "
                           f"{'validation score' if early else 'training loss'} stopped improving by tol={self.tol}; "
                           f"raise `epochs` to train longer.", ConvergenceWarning, stacklevel=3)
         return self
@@ -431,26 +420,216 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         state.pop("_trainer_cache", None)
         return state
 
-    def _validation_split(self, X, y_idx):
-        """Stratified when every class has 2 rows or more, else a plain random split."""
-        n = len(y_idx)
+    def _check_split(self, n: int) -> int:
+        """The number of validation rows of ``n``; a ValueError when either side would be empty."""
         n_valid = int(round(self.validation_fraction * n))
         if n_valid < 1 or n - n_valid < 1:
             raise ValueError(f"early_stopping needs at least one training and one validation row: "
                              f"{n} samples with validation_fraction={self.validation_fraction}")
-        rng = np.random.default_rng([self._seed, 0x7A11D])
+        return n_valid
+
+    def _split_rng(self):
+        return np.random.default_rng([self._seed, 0x7A11D])
+
+    def _validation_split(self, X, targets):
+        """A plain random split (the classifier stratifies)."""
+        n = len(targets)
+        valid = self._split_rng().permutation(n)[:self._check_split(n)]
+        mask = np.zeros(n, dtype=bool)
+        mask[valid] = True
+        return X[~mask], targets[~mask], X[mask], targets[mask]
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """A multilayer perceptron classifier trained by descend, with the scikit-learn API.
+{parameters}
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+{attributes}"""
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over ``(X, y)``, continuing from the current weights and optimizer state.
+
+        ``classes`` (every label that will ever occur) is required on the first call.
+        """
+        return self._fit(X, y, classes=classes, incremental=True)
+
+    def predict_proba(self, X):
+        """Class probabilities, columns in the order of ``classes_``."""
+        out = [softmax(z) for z in self._network_outputs(X)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes_)))
+
+    def predict(self, X):
+        """The most probable label of each row (labels as given to ``fit``)."""
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def _n_outputs(self) -> int:
+        return len(self.classes_)
+
+    def _score_of(self, y_valid):
+        n_valid = len(y_valid)
+        # the exact accuracy: the error is a count of wrong rows over n_valid
+        return (lambda row: (n_valid - round(row["valid_error"] * n_valid)) / n_valid), None
+
+    def _targets(self, y, classes, first: bool, incremental: bool) -> np.ndarray:
+        """Set ``classes_`` on a first call and return ``y`` as class indices."""
+        check_classification_targets(y)
+        if first:
+            if incremental:
+                if classes is None:
+                    raise ValueError("classes must be passed on the first call to partial_fit.")
+                self.classes_ = unique_labels(np.asarray(classes))
+            else:
+                self.classes_ = unique_labels(y)
+        elif incremental and classes is not None and not np.array_equal(unique_labels(np.asarray(classes)),
+                                                                         self.classes_):
+            raise ValueError(f"`classes={list(classes)!r}` is not the same as on the first call to "
+                             f"partial_fit ({list(self.classes_)!r}).")
+        elif not incremental and not np.array_equal(unique_labels(y), self.classes_):
+            raise ValueError(f"warm_start can only be used where `y` has the same classes as in the previous "
+                             f"call to fit. Previously got {self.classes_}, `y` has {unique_labels(y)}.")
+        if not np.all(np.isin(y, self.classes_)):
+            unknown = np.setdiff1d(unique_labels(y), self.classes_)
+            raise ValueError(f"`y` has classes not in `self.classes_`: {unknown}; pass every class to the "
+                             f"first partial_fit call with `classes=`.")
+        return np.searchsorted(self.classes_, y).astype(np.int64)
+
+    def _validation_split(self, X, y_idx):
+        """Stratified when every class has 2 rows or more, else a plain random split."""
+        n = len(y_idx)
+        n_valid = self._check_split(n)
         counts = np.bincount(y_idx)
-        if np.all(counts[counts > 0] >= 2) and n_valid >= np.count_nonzero(counts):
-            # per-class share of the validation rows, largest remainders first
-            share = counts * n_valid / n
-            take = np.floor(share).astype(int)
-            extra = np.argsort(-(share - take), kind="stable")[: n_valid - take.sum()]
-            take[extra] += 1
-            take = np.minimum(take, counts - 1)
-            valid = np.concatenate([rng.permutation(np.flatnonzero(y_idx == c))[:k]
-                                    for c, k in enumerate(take) if k > 0])
-        else:
-            valid = rng.permutation(n)[:n_valid]
+        if not (np.all(counts[counts > 0] >= 2) and n_valid >= np.count_nonzero(counts)):
+            return super()._validation_split(X, y_idx)
+        rng = self._split_rng()
+        # per-class share of the validation rows, largest remainders first
+        share = counts * n_valid / n
+        take = np.floor(share).astype(int)
+        extra = np.argsort(-(share - take), kind="stable")[: n_valid - take.sum()]
+        take[extra] += 1
+        take = np.minimum(take, counts - 1)
+        valid = np.concatenate([rng.permutation(np.flatnonzero(y_idx == c))[:k]
+                                for c, k in enumerate(take) if k > 0])
         mask = np.zeros(n, dtype=bool)
         mask[valid] = True
         return X[~mask], y_idx[~mask], X[mask], y_idx[mask]
+
+
+MLPClassifier.__doc__ = MLPClassifier.__doc__.format(
+    parameters=_PARAMETERS.format(linear_model="multinomial logistic regression", split="stratified",
+                                  score="accuracy"),
+    attributes=_TRAINING_ATTRIBUTES.format(loss="cross-entropy", score="accuracy"))
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """A multilayer perceptron regressor trained by descend, with the scikit-learn API.
+
+    The output layer is linear, one unit per target, and the loss is the mean
+    squared error on *standardized* targets: ``fit`` standardizes ``y`` with
+    the mean and standard deviation of the rows of the first ``fit`` (or
+    ``partial_fit``) call, stored as ``target_mean_`` and ``target_scale_``,
+    and ``predict`` undoes it, so predictions are in ``y``'s units.  ``y`` may
+    be 1-D (one target) or 2-D (several targets, ``n_outputs_`` columns);
+    predictions have the same number of dimensions.  ``score`` is R²
+    (averaged uniformly over the targets).
+
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from descend import MLPRegressor
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> model = make_pipeline(StandardScaler(), MLPRegressor(hidden=(32,), epochs=100, random_state=0))
+    >>> model.fit(X, y).predict(X[:2]).shape
+    (2,)
+
+    Differences from scikit-learn's ``MLPRegressor``:
+
+    - Targets are standardized inside (scikit-learn fits ``y`` as given): the
+      counterpart is scikit-learn's regressor wrapped in
+      ``TransformedTargetRegressor(regressor, transformer=StandardScaler())``.
+      With ``partial_fit`` the first call's rows fix the standardization.
+    - The loss is the mean squared error, not half of it, in standardized
+      units: ``loss_curve_`` and ``best_loss_`` are twice scikit-learn's
+      (wrapped as above), and so is a ``tol`` on the training loss.  ``l2``
+      adds ``l2/2 * sum W**2`` to each batch's mean loss, where scikit-learn's
+      ``alpha`` adds ``alpha/(2 * batch rows) * sum W**2`` to half of it:
+      ``l2 = 2 * alpha / batch_size`` is the same objective.
+    - Names: ``hidden`` (``hidden_layer_sizes``), ``optimizer``
+      (``solver``; no ``lbfgs``), ``lr`` (``learning_rate_init``),
+      ``epochs`` (``max_iter``), ``l2`` (``alpha``), ``schedule``
+      (``learning_rate``), activation ``"sigmoid"`` (``"logistic"``; no
+      ``"identity"``: ``hidden=()`` is linear regression).
+    - Equal batches (see the module notes) rather than full batches and a
+      smaller last one.
+    - A 2-D ``y`` of one column gives 2-D predictions (scikit-learn's
+      flattens them).
+    - Early stopping scores the validation rows by R², as scikit-learn does,
+      on a plain random split seeded by ``random_state``.
+{parameters}
+    Attributes
+    ----------
+    n_outputs_ : int
+        Number of targets.
+    target_mean_, target_scale_ : ndarray of shape (n_outputs_,)
+        The standardization of the targets (a constant target gets scale 1).
+{attributes}"""
+
+    _task = "regression"
+
+    def partial_fit(self, X, y):
+        """One epoch over ``(X, y)``, continuing from the current weights and optimizer state.
+
+        The first call's targets set the standardization kept for every later call.
+        """
+        return self._fit(X, y, incremental=True)
+
+    def predict(self, X):
+        """Predicted targets in ``y``'s units: shape ``(n,)`` when ``fit`` saw a 1-D ``y``, else ``(n, n_outputs_)``."""
+        out = self._network_outputs(X)
+        z = np.concatenate(out) if out else np.zeros((0, self.n_outputs_))
+        values = TargetScaler(self.target_mean_, self.target_scale_).inverse(z)
+        return values[:, 0] if self._y_1d else values
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"multioutput": True}
+
+    def _validate(self, X, y, reset: bool):
+        return validate_data(self, X, y, reset=reset, dtype=(np.float64, np.float32), multi_output=True,
+                             y_numeric=True)
+
+    def _n_outputs(self) -> int:
+        return self.n_outputs_
+
+    def _targets(self, y, classes, first: bool, incremental: bool) -> np.ndarray:
+        """Set the standardization on a first call and return ``y`` standardized, (rows, outputs)."""
+        values = np.asarray(y, dtype=np.float64)
+        table = values.reshape(len(values), -1)
+        if first:
+            scaler = TargetScaler.fit(table)
+            self.n_outputs_, self.target_mean_, self.target_scale_ = table.shape[1], scaler.mean, scaler.std
+        elif table.shape[1] != self.n_outputs_:
+            raise ValueError(f"`y` has {table.shape[1]} target columns but the estimator was fitted on "
+                             f"n_outputs_={self.n_outputs_}; set warm_start=False to start over")
+        self._y_1d = values.ndim == 1
+        return TargetScaler(self.target_mean_, self.target_scale_).transform(table, self._dtype)
+
+    def _score_of(self, y_valid):
+        # fit keeps the weights of the lowest validation RMSE; per-target scales of 1/sqrt(SST) make that
+        # RMSE sqrt((1 - R²) / n_valid), so the weights kept are those of the best R², as in scikit-learn
+        # (a constant validation target has R² 0 whatever the weights: scale 0).
+        t = np.asarray(y_valid, dtype=np.float64)
+        sst = np.sum((t - t.mean(axis=0)) ** 2, axis=0)
+        scale = np.where(sst > 0, 1.0 / np.sqrt(np.where(sst > 0, sst, 1.0)), 0.0)
+        return (lambda row: row["valid_r2"]), scale
+
+
+MLPRegressor.__doc__ = MLPRegressor.__doc__.format(
+    parameters=_PARAMETERS.format(linear_model="linear regression", split="a random split", score="R²"),
+    attributes=_TRAINING_ATTRIBUTES.format(loss="mean squared error of the standardized targets", score="R²"))
