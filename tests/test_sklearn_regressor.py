@@ -130,13 +130,26 @@ def test_bad_options_raise_value_error_naming_the_option():
                           ({"activation": "identity"}, "activation"), ({"batch_size": 2.5}, "batch_size"),
                           ({"epochs": 0}, "epochs"), ({"tol": -1}, "tol"),
                           ({"n_iter_no_change": 0}, "n_iter_no_change"),
-                          ({"validation_fraction": 1.5}, "validation_fraction"), ({"dtype": "int8"}, "dtype")]:
+                          ({"validation_fraction": 1.5}, "validation_fraction"), ({"dtype": "int8"}, "dtype"),
+                          ({"init": "xavier"}, "init")]:
         with pytest.raises(ValueError, match=f"{name}.*Received: {name}="):
             MLPRegressor(**options).fit(X, y)
     with pytest.raises(NotFittedError):
         MLPRegressor().predict(X)
     with pytest.raises(ValueError, match="[Ii]nput y contains NaN"):
         MLPRegressor().fit(X, np.where(np.arange(40) == 3, np.nan, y))
+
+
+def test_init_draws_the_named_initialisation():
+    X, y = _sine(n=40)
+    fan_in, width = X.shape[1], 64
+    spreads = {}
+    for init in (None, "he", "glorot"):
+        reg = MLPRegressor(hidden=(width,), init=init, epochs=1, batch_size=40, lr=1e-9, random_state=0).fit(X, y)
+        spreads[init] = float(np.std(reg.params_["dense0.W"]))
+    assert spreads[None] == spreads["he"]  # ReLU's default is He
+    assert spreads["he"] == pytest.approx(np.sqrt(2 / fan_in), rel=0.25)
+    assert spreads["glorot"] == pytest.approx(np.sqrt(2 / (fan_in + width)), rel=0.25)
 
 
 def test_clone_pickle_and_pipeline():

@@ -126,6 +126,10 @@ _PARAMETERS = """
         Hidden layer sizes; ``()`` is {linear_model}.
     activation : {{"relu", "tanh", "sigmoid"}}, default="relu"
         Hidden-layer activation (He initialisation for ReLU, Glorot otherwise).
+    init : {{"he", "glorot", "normal"}} or None, default=None
+        Weight initialisation; None follows the activation (He-normal for
+        ReLU, Glorot-uniform otherwise), ``"glorot"`` is scikit-learn's MLP
+        initialisation, ``"normal"`` draws weights and biases from N(0, 0.1²).
     optimizer : str, default="adam"
         One of descend's optimizers: sgd, momentum, nesterov, adagrad, rmsprop,
         adam and their combinations (see ``descend.optim.OPTIMIZERS``).
@@ -223,7 +227,7 @@ class _BaseMLP(BaseEstimator):
 
     _task = None  # the network's task (None: classification, the library's default)
 
-    def __init__(self, hidden=(100,), activation="relu", *, optimizer="adam", lr=0.001, momentum=0.9,
+    def __init__(self, hidden=(100,), activation="relu", *, init=None, optimizer="adam", lr=0.001, momentum=0.9,
                  batch_size=200, epochs=200, schedule="constant", schedule_unit="epoch", l1=0.0, l2=0.0,
                  dropout_keep=None, batchnorm=False, max_norm=0.0, early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, engine="numpy", device="auto",
@@ -231,6 +235,7 @@ class _BaseMLP(BaseEstimator):
                  image_shape=None):
         self.hidden = hidden
         self.activation = activation
+        self.init = init
         self.optimizer = optimizer
         self.lr = lr
         self.momentum = momentum
@@ -301,7 +306,7 @@ class _BaseMLP(BaseEstimator):
         require(self.tol >= 0, "tol", ">= 0", self.tol)
         cfg = TrainConfig(
             dataset="<array>", hidden=() if self.layers is not None else _as_tuple(self.hidden), layers=self.layers,
-            activation=self.activation, optimizer=self.optimizer,
+            activation=self.activation, init=self.init, optimizer=self.optimizer,
             lr=float(self.lr), momentum=float(self.momentum), batch_size=int(self.batch_size),
             epochs=int(self.epochs), schedule=self.schedule, schedule_unit=self.schedule_unit,
             l1=float(self.l1), l2=float(self.l2), dropout_keep=_as_tuple(self.dropout_keep, float),
