@@ -31,6 +31,8 @@ Acceptance: descend's mean R² within 0.02 of, or above, scikit-learn's
     python benchmarks/diabetes_regressor.py                   # prints a Markdown table
     python benchmarks/diabetes_regressor.py --write           # and replaces its section in docs/results.md
     python benchmarks/diabetes_regressor.py --seeds 0 --early-stopping on
+    python benchmarks/diabetes_regressor.py --batch-size 59          # where both split the rows alike
+    python benchmarks/diabetes_regressor.py --fixed-epochs 50 400    # R² after exactly N epochs, no stopping
 """
 
 from __future__ import annotations
@@ -139,9 +141,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="models' random_state values")
     ap.add_argument("--early-stopping", choices=("off", "on", "both"), default="both")
     ap.add_argument("--write", action="store_true", help="replace this benchmark's section in docs/results.md")
+    ap.add_argument("--batch-size", type=int, default=SETTINGS["batch_size"],
+                    help="the shared batch size (both libraries' l2 / alpha follow it)")
     ap.add_argument("--fixed-epochs", type=int, nargs="+", metavar="N",
                     help="instead: mean R² of sklearn+TTR and descend after exactly N epochs each (no stopping rule)")
     args = ap.parse_args(argv)
+    SETTINGS["batch_size"] = args.batch_size
     if args.fixed_epochs:
         for n in args.fixed_epochs:
             for seed in args.seeds:
@@ -151,6 +156,7 @@ def main(argv=None) -> int:
     command = "python benchmarks/diabetes_regressor.py" + " ".join(
         [""] + (["--seeds", *map(str, args.seeds)] if args.seeds != [0, 1, 2] else [])
         + ([f"--early-stopping {args.early_stopping}"] if args.early_stopping != "both" else [])
+        + ([f"--batch-size {args.batch_size}"] if args.batch_size != 32 else [])
         + (["--write"] if args.write else []))
     tables = []
     for early in {"off": [False], "on": [True], "both": [False, True]}[args.early_stopping]:
