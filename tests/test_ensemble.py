@@ -379,6 +379,7 @@ def test_regression_ensemble_averages_members_values_and_reports_rmse(linear, tm
     assert "test_error" not in header
     html = (run.run_dir / "report.html").read_text()
     assert "RMSE vs ensemble size" in html and "R^2" in html and "hard vote" not in html
+    assert (run.run_dir / "rmse_vs_size.png").stat().st_size > 0
     # the saved ensemble predicts values with `descend predict`
     csv = tmp_path / "test.csv"
     csv.write_text("x1,x2,x3,y\n" + "".join(f"{a!r},{b!r},{c!r},{t!r}\n"

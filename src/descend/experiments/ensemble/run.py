@@ -334,23 +334,30 @@ def _write_members_csv(path: Path, rows: list[dict], columns=MEMBER_COLUMNS) -> 
     atomic_write_csv(path, columns, rows)
 
 
-def plot_error_by_size(curves: dict, metrics: dict, path) -> Path:
-    """Error (%) of the first k members' soft and hard vote, with the mean and best single member."""
+def _plot_by_size(sizes, lines, metrics: dict, single: tuple[float, float], title: str, ylabel: str, path) -> Path:
+    """``lines`` (``(values, style, label)``) against the number of members, with the mean and best single member."""
     from descend.reports.plots import new_figure, save_figure
 
     fig, ax = new_figure()
-    sizes = curves["size"]
-    ax.plot(sizes, [100 * e for e in curves["soft"]], "o-", label="soft vote (mean probability)")
-    ax.plot(sizes, [100 * e for e in curves["hard"]], "s--", label="hard vote (majority)")
-    ax.axhline(100 * metrics["mean_member_error"], color="0.4", ls=":", label="mean single member")
-    ax.axhline(100 * metrics["best_member_error"], color="0.6", ls="-.", label="best single member")
+    for values, style, label in lines:
+        ax.plot(sizes, values, style, label=label)
+    ax.axhline(single[0], color="0.4", ls=":", label="mean single member")
+    ax.axhline(single[1], color="0.6", ls="-.", label="best single member")
     ax.set_xticks(sizes if len(sizes) <= 20 else sizes[:: math.ceil(len(sizes) / 20)])
-    ax.set_title(f"Ensemble error vs size ({metrics['eval_split']} set)")
+    ax.set_title(f"{title} ({metrics['eval_split']} set)")
     ax.set_xlabel("members (first k)")
-    ax.set_ylabel("error (%)")
+    ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best")
     return save_figure(fig, path)
+
+
+def plot_error_by_size(curves: dict, metrics: dict, path) -> Path:
+    """Error (%) of the first k members' soft and hard vote, with the mean and best single member."""
+    lines = [([100 * e for e in curves["soft"]], "o-", "soft vote (mean probability)"),
+             ([100 * e for e in curves["hard"]], "s--", "hard vote (majority)")]
+    single = (100 * metrics["mean_member_error"], 100 * metrics["best_member_error"])
+    return _plot_by_size(curves["size"], lines, metrics, single, "Ensemble error vs size", "error (%)", path)
 
 
 def plot_dropout(dropout: dict, path) -> Path:
@@ -427,20 +434,10 @@ def write_report(run_dir: Path, cfg: EnsembleConfig, metrics: dict, rows: list[d
 
 def plot_rmse_by_size(curves: dict, metrics: dict, path) -> Path:
     """RMSE of the mean of the first k members' values, with the mean and best single member."""
-    from descend.reports.plots import new_figure, save_figure
-
-    fig, ax = new_figure()
-    sizes = curves["size"]
-    ax.plot(sizes, curves["rmse"], "o-", label="ensemble (mean of the members' values)")
-    ax.axhline(metrics["mean_member_rmse"], color="0.4", ls=":", label="mean single member")
-    ax.axhline(metrics["best_member_rmse"], color="0.6", ls="-.", label="best single member")
-    ax.set_xticks(sizes if len(sizes) <= 20 else sizes[:: math.ceil(len(sizes) / 20)])
-    ax.set_title(f"Ensemble RMSE vs size ({metrics['eval_split']} set)")
-    ax.set_xlabel("members (first k)")
-    ax.set_ylabel("RMSE (targets' units)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best")
-    return save_figure(fig, path)
+    lines = [(curves["rmse"], "o-", "ensemble (mean of the members' values)")]
+    single = (metrics["mean_member_rmse"], metrics["best_member_rmse"])
+    return _plot_by_size(curves["size"], lines, metrics, single, "Ensemble RMSE vs size", "RMSE (targets' units)",
+                         path)
 
 
 def write_regression_report(run_dir: Path, cfg: EnsembleConfig, metrics: dict, rows: list[dict], curves) -> Path:
