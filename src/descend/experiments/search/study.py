@@ -47,7 +47,7 @@ from descend.errors import ConfigError, DescendError, require
 from descend.experiments.search.kfold import make_folds
 from descend.experiments.search.report import best_row, trial_rows, write_search_report, write_trials_csv
 from descend.experiments.search.space import Space, parse_space
-from descend.experiments.search.worker import run_worker, search_dataset
+from descend.experiments.search.worker import TASK_METRICS, run_worker, search_dataset
 from descend.experiments.search.storage import (fail_orphans, fail_stale, has_password, import_optuna,
                                                 make_storage, safe_url, state_counts, ticket_status,
                                                 ticket_trials)
@@ -57,9 +57,6 @@ from descend.train.config import TrainConfig
 
 METHODS = ("grid", "random", "hillclimb", "tpe")
 METRICS = ("valid_error", "valid_cost", "valid_rmse")
-# What each --metric minimizes per task: valid_error (the default) is the task's error measure, RMSE for regression.
-TASK_METRICS = {"classification": {"valid_error": "valid_error", "valid_cost": "valid_cost"},
-                "regression": {"valid_error": "valid_rmse", "valid_rmse": "valid_rmse", "valid_cost": "valid_cost"}}
 PRUNERS = ("median", "none")
 DEFAULT_TRIALS = 20
 POLL_SECONDS = 1.0
@@ -375,7 +372,7 @@ def run_search(sc: SearchConfig | None = None, *, workers: int | None = None, da
     space = sc.parse_space()
     work = tickets(sc, space)
     ds = search_dataset(sc.base)
-    task = getattr(ds, "task", "classification")
+    task = ds.task
     sc = sc.for_task(task)
     make_folds(ds.train.y, sc.folds, sc.base.seed, task)  # validates K against the rows
 

@@ -21,6 +21,9 @@ import socket
 import time
 
 HOOK_VARIABLE = "DESCEND_SEARCH_TEST_HOOK"
+# What each --metric minimizes per task: valid_error (the default) is the task's error measure, RMSE for regression.
+TASK_METRICS = {"classification": {"valid_error": "valid_error", "valid_cost": "valid_cost"},
+                "regression": {"valid_error": "valid_rmse", "valid_rmse": "valid_rmse", "valid_cost": "valid_cost"}}
 
 
 class CVContext:
@@ -35,10 +38,9 @@ class CVContext:
         self.base = TrainConfig.from_dict(spec["config"])
         self.space = parse_space(spec["space"], self.base)
         self.k = int(spec["folds"])
-        self.metric = spec["metric"]
         self.threads = int(spec.get("threads") or 1)
         self.X, self.y, self.classes, self.image_shape, self.task, self.n_out = training_rows(self.base)
-        self.n_classes = len(self.classes)
+        self.metric = TASK_METRICS[self.task][spec["metric"]]  # valid_error is RMSE on regression targets
         self.folds = make_folds(self.y, self.k, self.base.seed, self.task)
         self.digest = fold_digest(self.folds)
         self._engines: dict = {}
@@ -59,7 +61,7 @@ class CVContext:
         import numpy as np
 
         from descend.experiments.search.kfold import fold_rows
-        from descend.train.loop import evaluate, fit, fit_options
+        from descend.train.loop import evaluate_metrics, fit, fit_options
         from descend.train.setup import prepare_rows, setup_run
 
         started = time.perf_counter()
@@ -68,46 +70,22 @@ class CVContext:
             if value is not None:
                 return {"score": float(value), "seconds": time.perf_counter() - started, "steps": 0}
         train, held = fold_rows(self.folds, fold)
-        if self.task == "regression":
-            return self._regression_fold_score(cfg, train, held, started)
-        data = prepare_rows(cfg, self.X[train], self.y[train], self.n_classes, self.X[held], self.y[held],
-                            image_shape=self.image_shape)
-        run = setup_run(cfg, data.n_in, data.n_out, data.n_train, engine=self.engine(cfg), image_shape=data.image_shape)
-        engine, spec = run.engine, run.spec
-        X_held, y_held = engine.asarray(data.X_valid), data.y_valid
-        result = fit(engine, spec, fit_options(cfg), engine.asarray(data.X_train), engine.put_labels(data.y_train),
-                     X_held, y_held, params=run.params, model_state=run.model_state, image_shape=data.image_shape)
-        cost, error = evaluate(engine, spec, engine.put_tree(result.params), engine.put_tree(result.model_state),
-                               X_held, y_held)
-        score = error if self.metric == "valid_error" else cost
-        if not np.isfinite(score):
-            score = float("inf")
-        return {"score": float(score), "valid_cost": float(cost), "valid_error": float(error),
-                "seconds": time.perf_counter() - started, "steps": int(result.steps)}
-
-    def _regression_fold_score(self, cfg, train, held, started: float) -> dict:
-        """:meth:`fold_score` of regression targets: standardized with the fold's training rows, scored in the
-        targets' units."""
-        import numpy as np
-
-        from descend.train.loop import evaluate_metrics, fit, fit_options
-        from descend.train.setup import prepare_rows, setup_run
-
         data = prepare_rows(cfg, self.X[train], self.y[train], self.n_out, self.X[held], self.y[held],
-                            image_shape=self.image_shape, task="regression")
+                            image_shape=self.image_shape, task=self.task)
         run = setup_run(cfg, data.n_in, data.n_out, data.n_train, engine=self.engine(cfg),
-                        image_shape=data.image_shape, task="regression")
+                        image_shape=data.image_shape, task=self.task)
         engine, spec = run.engine, run.spec
         X_held, y_held = engine.asarray(data.X_valid), data.y_valid
         result = fit(engine, spec, fit_options(cfg), engine.asarray(data.X_train), engine.put_labels(data.y_train),
                      X_held, y_held, params=run.params, model_state=run.model_state, target_std=data.target_std,
                      image_shape=data.image_shape)
-        m = evaluate_metrics(engine, spec, engine.put_tree(result.params), engine.put_tree(result.model_state),
-                             X_held, y_held, data.target_std)
-        score = m["rmse"] if self.metric == "valid_rmse" else m["cost"]
+        # regression targets are standardized with the fold's training rows and scored in the targets' units
+        measured = evaluate_metrics(engine, spec, engine.put_tree(result.params), engine.put_tree(result.model_state),
+                                    X_held, y_held, data.target_std)
+        score = measured[self.metric.removeprefix("valid_")]
         if not np.isfinite(score):
             score = float("inf")
-        return {"score": float(score), **{f"valid_{k}": float(v) for k, v in m.items()},
+        return {"score": float(score), **{f"valid_{k}": float(v) for k, v in measured.items()},
                 "seconds": time.perf_counter() - started, "steps": int(result.steps)}
 
 
@@ -126,9 +104,7 @@ def training_rows(cfg):
     """(X, y, classes, image shape, task, outputs) of the dataset's training rows: what a worker searches on
     (never the test set)."""
     ds = search_dataset(cfg)
-    task = getattr(ds, "task", "classification")
-    n_out = ds.n_outputs if task == "regression" else len(ds.classes)
-    return ds.train.X, ds.train.y, tuple(ds.classes), ds.image_shape, task, n_out
+    return ds.train.X, ds.train.y, tuple(ds.classes), ds.image_shape, ds.task, ds.n_outputs
 
 
 def _load_hook():
