@@ -105,34 +105,35 @@ class Ensemble:
         if self.task == "regression":
             raise ConfigError("this ensemble is a regression ensemble: it predicts values (predict_values), "
                               "not class probabilities")
-        x = np.asarray(X, dtype=np.float32) if normalized else self._normalized(X)
-        out = np.empty((len(self.members), len(x), len(self.classes)))
-        mc = mc_samples > 0 and self.spec.uses_dropout
-        batch_size = batch_size or inference_rows(self.spec)
-        for i, m in enumerate(self.members):
-            dtype = m.params["dense0.W"].dtype
-            for s in range(0, len(x), batch_size):
-                xb = x[s:s + batch_size][:, m.features].astype(dtype, copy=False)
-                if mc:
-                    out[i, s:s + batch_size] = mc_dropout_proba(self.spec, m.params, m.state, xb, samples=mc_samples,
-                                                                seed=_mc_seed(seed, m.seed, s))
-                else:
-                    out[i, s:s + batch_size] = softmax(predict_logits(numpy_ops, self.spec, m.params, m.state, xb))
-        return out
+        if mc_samples > 0 and self.spec.uses_dropout:
+            def proba(m, xb, s):
+                return mc_dropout_proba(self.spec, m.params, m.state, xb, samples=mc_samples,
+                                        seed=_mc_seed(seed, m.seed, s))
+        else:
+            def proba(m, xb, s):
+                return softmax(predict_logits(numpy_ops, self.spec, m.params, m.state, xb))
+        return self._per_member(X, normalized, batch_size, len(self.classes), proba)
 
     def member_values(self, X, *, normalized: bool = False, batch_size: int | None = None) -> np.ndarray:
         """A regression ensemble's ``(members, rows, targets)`` predictions, in the targets' units."""
         if self.task != "regression":
             raise ConfigError("this ensemble classifies; its predictions are labels and probabilities, not values")
+        def values(m, xb, s):
+            return self.target_scaler.inverse(predict_logits(numpy_ops, self.spec, m.params, m.state, xb))
+
+        return self._per_member(X, normalized, batch_size, len(self.targets), values)
+
+    def _per_member(self, X, normalized: bool, batch_size: int | None, width: int, outputs) -> np.ndarray:
+        """``(members, rows, width)``: ``outputs(member, rows, first row)`` on each member's columns of the rows,
+        ``batch_size`` rows at a time."""
         x = np.asarray(X, dtype=np.float32) if normalized else self._normalized(X)
-        out = np.empty((len(self.members), len(x), len(self.targets)))
+        out = np.empty((len(self.members), len(x), width))
         batch_size = batch_size or inference_rows(self.spec)
         for i, m in enumerate(self.members):
             dtype = m.params["dense0.W"].dtype
             for s in range(0, len(x), batch_size):
                 xb = x[s:s + batch_size][:, m.features].astype(dtype, copy=False)
-                out[i, s:s + batch_size] = self.target_scaler.inverse(
-                    predict_logits(numpy_ops, self.spec, m.params, m.state, xb))
+                out[i, s:s + batch_size] = outputs(m, xb, s)
         return out
 
     def predict_values(self, X, *, normalized: bool = False) -> np.ndarray:

@@ -192,7 +192,7 @@ def equal_batch_layout(n: int, batch_size: int) -> tuple[int, int]:
 
 def batch_plan(options: FitOptions, n_train: int) -> tuple[int, int]:
     """``(batch_size, steps_per_epoch)`` of ``n_train`` rows."""
-    if getattr(options, "sampling", "shuffle") == "replacement":
+    if options.sampling == "replacement":
         # Rows drawn with replacement need not fit in the data: ten points still give batches of 50.
         batch_size = options.batch_size or n_train
         return batch_size, max(1, n_train // batch_size)
@@ -207,11 +207,11 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, 0x5EED, epoch]).permutation(n)
 
 
-def batch_order(options, epoch: int, n: int) -> np.ndarray:
+def batch_order(options: FitOptions, epoch: int, n: int) -> np.ndarray:
     """The row indices one epoch's steps take, batch after batch: :func:`epoch_order` (a permutation), or with
     ``sampling="replacement"`` ``steps x batch_size`` indices drawn uniformly with replacement; a pure
     function of (seed, epoch) either way, so resume replays it."""
-    if getattr(options, "sampling", "shuffle") != "replacement":
+    if options.sampling != "replacement":
         return epoch_order(options.seed, epoch, n)
     batch_size, steps = batch_plan(options, n)
     return np.random.default_rng([options.seed, 0x5EED, 0x4E91, epoch]).integers(0, n, steps * batch_size)

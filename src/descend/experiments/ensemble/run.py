@@ -39,14 +39,13 @@ scattered to every worker once.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import platform
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import dataclasses
 
 import numpy as np
 
