@@ -48,13 +48,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import docsection  # noqa: E402
 from peers import available, gemm_gflops, versions  # noqa: E402
 
 LR, BATCH, ROWS = 1e-3, 128, 60000
 ENGINES = ("jax", "torch", "tensorflow", "numpy", "pytensor")
 FRAMEWORKS = tuple(f"descend-{e}" for e in ENGINES) + ("torch", "keras")
-MARK_BEGIN = "<!-- cnn:begin -->"
-MARK_END = "<!-- cnn:end -->"
 
 
 def child_env(threads: int) -> dict:
@@ -318,16 +317,7 @@ def command_text(args) -> str:
 
 
 def write_section(table: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text()
-    section = f"{MARK_BEGIN}\n{table}\n{MARK_END}"
-    if MARK_BEGIN in text and MARK_END in text:
-        text = text[:text.index(MARK_BEGIN)] + section + text[text.index(MARK_END) + len(MARK_END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    docsection.write_section(ROOT / "docs" / "benchmarks.md", "cnn", table)
 
 
 def main() -> int:

@@ -51,8 +51,6 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-MARK_BEGIN = "<!-- diabetes-regressor:begin -->"
-MARK_END = "<!-- diabetes-regressor:end -->"
 SETTINGS = dict(hidden=(100,), activation="relu", lr=1e-3, batch_size=32, max_iter=500, alpha=1e-4, tol=1e-4,
                 n_iter_no_change=10)
 MODELS = ("sklearn", "sklearn+TTR", "descend", "descend, He init")
@@ -172,14 +170,9 @@ def main(argv=None) -> int:
     text = "\n\n".join(tables)
     print(text)
     if args.write:
-        path = ROOT / "docs" / "results.md"
-        doc = path.read_text()
-        section = f"{MARK_BEGIN}\n{text}\n{MARK_END}"
-        if MARK_BEGIN in doc:
-            doc = doc[:doc.index(MARK_BEGIN)] + section + doc[doc.index(MARK_END) + len(MARK_END):]
-        else:
-            doc = doc.rstrip("\n") + "\n\n" + section + "\n"
-        path.write_text(doc)
+        from docsection import write_section
+
+        write_section(ROOT / "docs" / "results.md", "diabetes-regressor", text)
     return 0
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
@@ -76,14 +75,10 @@ def write_table(rows, args, seconds) -> None:
     lines += ["", f"The suggestion is {RULE} (the sweep's minimum for Adam at "
               f"{rows['adam'][2].min_loss_lr:.3g}, for momentum at {rows['momentum'][2].min_loss_lr:.3g}); "
               "acceptance: within a factor of 3 of the grid's best rate.", "", END]
-    text = RESULTS.read_text()
-    block = "\n".join(lines)
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n## Learning-rate finder against a grid (MNIST default MLP, 2 epochs)\n\n" \
-            + block + "\n"
-    RESULTS.write_text(text)
+    from docsection import write_section
+
+    write_section(RESULTS, "lr-grid", "\n".join(lines[1:-1]),
+                  heading="## Learning-rate finder against a grid (MNIST default MLP, 2 epochs)")
 
 
 if __name__ == "__main__":

@@ -106,17 +106,12 @@ def main():
     if args.write:
         from pathlib import Path
 
-        path = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-        begin, end = "<!-- numpy-overhead:begin -->", "<!-- numpy-overhead:end -->"
-        section = (f"{begin}\nLatest `make bench` measurement:\n\n{line}\n\nRaw (s): descend "
-                   + " ".join(f"{t:.3f}" for t in times["descend"]) + "; bare "
-                   + " ".join(f"{t:.3f}" for t in times["bare"]) + f"\n{end}")
-        text = path.read_text()
-        if begin in text:
-            text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
-        else:
-            text += "\n" + section + "\n"
-        path.write_text(text)
+        from docsection import write_section
+
+        body = (f"Latest `make bench` measurement:\n\n{line}\n\nRaw (s): descend "
+                + " ".join(f"{t:.3f}" for t in times["descend"]) + "; bare "
+                + " ".join(f"{t:.3f}" for t in times["bare"]))
+        write_section(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md", "numpy-overhead", body)
     return 0 if ratio <= 1.2 else 1
 
 
