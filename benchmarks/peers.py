@@ -38,8 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 LR, MU = 0.05, 0.9
 FRAMEWORKS = ("descend-jax", "descend-torch", "descend-numpy", "descend-tensorflow", "descend-pytensor",
               "torch", "keras", "sklearn")
-MARK_BEGIN = "<!-- peers:begin -->"
-MARK_END = "<!-- peers:end -->"
 
 
 def threads_for(batch: int) -> int:
@@ -335,7 +333,7 @@ def main():
     ap.add_argument("--batches", default="500,32,1")
     ap.add_argument("--only", default=",".join(FRAMEWORKS))
     ap.add_argument("--batch1-samples", type=int, default=10000, help="samples timed per repeat at batch 1")
-    ap.add_argument("--no-ttt", action="store_true", help="skip time-to-98%")
+    ap.add_argument("--no-ttt", action="store_true", help="skip time-to-98%%")
     ap.add_argument("--max-epochs", type=int, default=30)
     ap.add_argument("--timeout", type=int, default=1800)
     ap.add_argument("--write", action="store_true", help="replace the peers section of docs/benchmarks.md")
@@ -371,14 +369,9 @@ def main():
     table = markdown(results, ttt, frameworks, batches, gflops, missing, args)
     print(table)
     if args.write:
-        path = ROOT / "docs" / "benchmarks.md"
-        text = path.read_text()
-        section = f"{MARK_BEGIN}\n{table}\n{MARK_END}"
-        if MARK_BEGIN in text:
-            text = text[:text.index(MARK_BEGIN)] + section + text[text.index(MARK_END) + len(MARK_END):]
-        else:
-            text += "\n" + section + "\n"
-        path.write_text(text)
+        from docsection import write_section
+
+        write_section(ROOT / "docs" / "benchmarks.md", "peers", table)
     return 0
 
 
