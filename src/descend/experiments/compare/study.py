@@ -157,10 +157,25 @@ def run_compare(study: Study, out_dir: str | Path | None = None, *, workers: int
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     if workers is not None and workers < 1:
         raise ConfigError(f"`workers` must be >= 1. Received: workers={workers}")
+    _check_data(study)
     if dask:  # reached before anything is written: a bad address leaves no half-made directory
         with open_pool(Placement(dask=dask, workers=None), log=log, name="descend-compare") as pool:
             return _run_compare(study, out_dir, workers, pool, log, root)
     return _run_compare(study, out_dir, workers, None, log, root)
+
+
+def _check_data(study: Study) -> None:
+    """Load each dataset the runs read, once, before anything is written: a malformed file, a missing
+    ``target`` column or a wrong ``task`` is one line and leaves no half-made directory."""
+    from descend.train.setup import load_dataset
+
+    seen = set()
+    for run in study.runs:
+        c = run.config
+        key = (c.dataset, c.format, c.validation, c.target, c.task)
+        if key not in seen:
+            seen.add(key)
+            load_dataset(c)
 
 
 def _run_compare(study: Study, out_dir, workers: int | None, pool, log, root) -> CompareResult:
