@@ -152,15 +152,20 @@ def _input_grad(g, w, input_shape, stride, padding):
 
 
 def _kernel_grad(x, g, kernel_shape, stride, padding):
-    """dL/dW as one contraction of the strided input windows (im2col by slices) with ``g``."""
+    """dL/dW as matrix products of the strided input windows (im2col by slices) with ``g``, one per kernel row."""
     kh, kw, cin, cout = kernel_shape
     pads = _windows.conv_pads(kh, padding)
-    xp = jnp.pad(x, ((0, 0), pads, pads, (0, 0)))
+    # Channels first, (cin, n, h, w): each kernel row's windows are then a (kw * cin, n * oh * ow) row-major
+    # matrix and its product with g a plain GEMM; XLA:CPU runs the windows-last contraction
+    # (nhwkc,nhwo->kco) as a transposed GEMM over one large window tensor, several times slower.
+    xt = jnp.pad(jnp.transpose(x, (3, 0, 1, 2)), ((0, 0), (0, 0), pads, pads))
     n, oh, ow = g.shape[:3]
     span_h, span_w = (oh - 1) * stride + 1, (ow - 1) * stride + 1
-    windows = jnp.stack([jax.lax.slice(xp, (0, i, j, 0), (n, i + span_h, j + span_w, cin), (1, stride, stride, 1))
-                         for i in range(kh) for j in range(kw)], axis=3)
-    return jnp.einsum("nhwkc,nhwo->kco", windows, g).reshape(kernel_shape)
+    g_rows = g.reshape(n * oh * ow, cout)
+    rows = [jnp.stack([jax.lax.slice(xt, (0, 0, i, j), (cin, n, i + span_h, j + span_w), (1, 1, stride, stride))
+                       for j in range(kw)]).reshape(kw * cin, n * oh * ow) @ g_rows
+            for i in range(kh)]
+    return jnp.stack(rows).reshape(kernel_shape)
 
 
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)

@@ -162,15 +162,18 @@ def _input_grad(g, w, input_shape, k, stride, lo, hi):
 
 
 def _kernel_grad(x, g, kernel_shape, stride, lo, hi):
-    """dL/dW: the strided input windows (im2col by slices) contracted with ``g``."""
-    k = int(kernel_shape[0])
-    xp = tf.pad(x, [[0, 0], [lo, hi], [lo, hi], [0, 0]])
+    """dL/dW: matrix products of the strided input windows (im2col by slices) with ``g``, one per kernel row."""
+    kh, kw, cin, cout = (int(d) for d in kernel_shape)
+    # Channels first, as on the JAX engine: each kernel row's windows form a row-major (kw * cin, n * oh * ow)
+    # matrix, a plain GEMM with g, where the windows-last contraction was a much slower transposed one.
+    xt = tf.pad(tf.transpose(x, [3, 0, 1, 2]), [[0, 0], [0, 0], [lo, hi], [lo, hi]])
     oh, ow = tf.shape(g)[1], tf.shape(g)[2]
     span_h, span_w = (oh - 1) * stride + 1, (ow - 1) * stride + 1
-    windows = tf.stack([xp[:, i:i + span_h:stride, j:j + span_w:stride, :] for i in range(k) for j in range(k)],
-                       axis=3)
-    dw = tf.einsum("nhwkc,nhwo->kco", windows, g)
-    return tf.reshape(dw, kernel_shape)
+    g_rows = tf.reshape(g, [-1, cout])
+    rows = [tf.reshape(tf.stack([xt[:, :, i:i + span_h:stride, j:j + span_w:stride] for j in range(kw)]),
+                       [kw * cin, -1]) @ g_rows
+            for i in range(kh)]
+    return tf.reshape(tf.stack(rows), kernel_shape)
 
 
 def max_pool2d(x, size, stride=None):
