@@ -59,6 +59,9 @@ def _dense_backward(layer, p, x, dy, need_dx):
 
 
 # Conv2D ------------------------------------------------------------------------
+_PATCH_BLOCK_FLOATS = 1 << 20  # a few MB: the block's patch gradients stay in cache for the scatter
+
+
 def _conv_forward(layer, p, s, x, train, key):
     W = p["W"]
     cols, oh, ow = im2col(x, layer.kernel, layer.stride, layer.padding)
@@ -79,10 +82,20 @@ def _conv_backward(layer, p, cache, dy, need_dx):
     if not need_dx:
         return None, grads
     n, h, w, c = shape
-    dcols = (dy2 @ W.reshape(-1, f).T).reshape(n, oh, ow, k, k, c)
     lo, hi = conv_pads(k, layer.padding)
     dxp = np.zeros((n, h + lo + hi, w + lo + hi, c), dtype=dy.dtype)
-    scatter_windows(dxp, dcols, k, layer.stride)
+    # The patch gradients (dy @ W^T) are formed and scattered a block of images at a time, into one
+    # reused buffer: for the whole batch they are the step's largest array, and allocating and
+    # filling it afresh every step costs more than the product itself.  Same products, same sums.
+    per_image = oh * ow * k * k * c
+    block = max(1, _PATCH_BLOCK_FLOATS // per_image)
+    Wt = W.reshape(-1, f).T
+    dcols = np.empty((min(block, n) * oh * ow, k * k * c), dtype=dy.dtype)
+    for start in range(0, n, block):
+        rows = min(block, n - start)
+        part = dcols[:rows * oh * ow]
+        np.matmul(dy2[start * oh * ow:(start + rows) * oh * ow], Wt, out=part)
+        scatter_windows(dxp[start:start + rows], part.reshape(rows, oh, ow, k, k, c), k, layer.stride)
     return dxp[:, lo:lo + h, lo:lo + w], grads
 
 
