@@ -235,3 +235,26 @@ def test_a_run_stored_before_the_new_options_is_not_redone(tmp_path):
     record["config"]["lr"] = 0.02  # a different configuration is redone
     path.write_text(json.dumps(record))
     assert run_compare(study, out, workers=1, log=_quiet).skipped == 0
+
+
+def test_train_takes_init_and_sampling_on_the_command_line(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "overfit-points", "--layers", "dense:8", "--init", "normal", "--sampling", "replacement",
+                 "--batch-size", "32", "--epochs", "2", "--engine", "numpy", "--validation", "0", "--quiet",
+                 "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["init"] == "normal" and config["sampling"] == "replacement"
+    steps = [line.split(",")[1] for line in (out / "history.csv").read_text().splitlines()[1:]]
+    assert steps == ["1", "2"]  # an epoch of 32 rows drawn from 10 is one step
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--init", "uniform"], "--init: invalid choice: 'uniform'"),
+    (["--sampling", "sometimes"], "--sampling: invalid choice: 'sometimes'"),
+])
+def test_train_rejects_an_unknown_init_or_sampling_in_one_line(tmp_path, capsys, argv, message):
+    out = tmp_path / "bad"
+    with pytest.raises(SystemExit) as info:
+        main(["train", "overfit-points", "--out", str(out), *argv])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert info.value.code == 2 and message in err and not out.exists()

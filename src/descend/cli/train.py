@@ -12,7 +12,8 @@ from descend.model.parse import GRAMMAR
 from descend.optim import OPTIMIZERS
 from descend.train import TrainConfig, run_training
 from descend.data.targets import TASK_RULE, TASKS
-from descend.train.config import BALANCING, EARLY_STOPPING, MONITORS, NORMALIZATIONS
+from descend.model.layers import INITS
+from descend.train.config import BALANCING, EARLY_STOPPING, MONITORS, NORMALIZATIONS, SAMPLINGS
 from descend.train.recipes import RECIPES, recipe_values
 
 D = TrainConfig()
@@ -106,6 +107,9 @@ def add_network_options(g, *, epochs_help: str = "passes over the training rows"
                    help="multilayer perceptron shorthand: hidden layer sizes, e.g. 500,300 ('none' = logistic regression)")
     g.add_argument("--layers", default=None, metavar="TOKENS", help=LAYERS_HELP)
     g.add_argument("--activation", choices=("relu", "tanh", "sigmoid"), default=D.activation, help="hidden-layer activation")
+    g.add_argument("--init", choices=INITS, default=D.init,
+                   help="initial weights: he, glorot, or normal (N(0, 0.1^2) for weights and biases); by default "
+                        "the one that suits each layer's activation")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=D.optimizer, metavar="NAME",
                    help=f"one of {', '.join(OPTIMIZERS)}")
     if lr_auto:
@@ -116,6 +120,9 @@ def add_network_options(g, *, epochs_help: str = "passes over the training rows"
         g.add_argument("--lr", type=float, default=D.lr, help="learning rate (initial, with a schedule)")
     g.add_argument("--momentum", type=float, default=D.momentum, help="momentum for momentum / nesterov / +nesterov")
     g.add_argument("--batch-size", type=_batch, default=D.batch_size, help="mini-batch size; 1 = stochastic, 'full' = full batch")
+    g.add_argument("--sampling", choices=SAMPLINGS, default=D.sampling,
+                   help="shuffle: every training row once an epoch, in a new order; replacement: each batch's rows "
+                        "drawn with replacement (the batch may then be larger than the training set)")
     g.add_argument("--epochs", type=int, default=D.epochs, help=epochs_help)
     g.add_argument("--schedule", default=D.schedule,
                    help="constant | step:FACTOR:EVERY | exponential:K | inverse:K | cosine[:WARMUP[:LR_MIN]] | "
@@ -191,7 +198,8 @@ def add_train_options(p, *, lr_auto: bool = False) -> None:
     p.add_argument("--name", default=None, help="run name (default: DATASET-OPTIMIZER)")
 
 
-OPTIONS = ("format", "task", "target", "hidden", "layers", "activation", "optimizer", "lr", "momentum", "batch_size", "epochs", "schedule",
+OPTIONS = ("format", "task", "target", "hidden", "layers", "activation", "init", "optimizer", "lr", "momentum", "batch_size",
+           "sampling", "epochs", "schedule",
            "schedule_unit", "l1", "l2", "dropout_keep", "batchnorm", "max_norm", "augment", "clip_norm",
            "label_smoothing", "balance", "engine", "device",
            "dtype", "threads", "seed", "normalize", "pca", "validation", "eval_every", "early_stopping", "patience",
