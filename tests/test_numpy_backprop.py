@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from descend.backend import numpy_ops
+from descend.engines import numpy_backprop
 from descend.engines.numpy_backprop import VJPS, value_and_grad
 from descend.model import (
     Activation,
@@ -95,6 +96,21 @@ def test_vjp_matches_finite_differences(case, l1, l2):
             idx = np.unravel_index(i, p.shape)
             expected = numeric_gradient(objective, params, name, idx)
             assert grads[name][idx] == pytest.approx(expected, rel=1e-5, abs=1e-8), f"{name}{idx}"
+
+
+# 486 floats hold two images' patch gradients of the strided conv of "conv strided same" (3x3 outputs, 3x3x3
+# patches): the batch of 5 then goes in blocks of 2, 2 and 1; a budget of 1 float puts one image in each block.
+@pytest.mark.parametrize("block_floats", [1, 486])
+@pytest.mark.parametrize("case", ["conv even kernel", "conv strided same", "conv valid", "conv strided valid",
+                                  "batch norm after conv"])
+def test_conv_input_gradient_is_the_same_computed_a_block_of_images_at_a_time(monkeypatch, case, block_floats):
+    net, params, state, x, y = problem(NETWORKS[case])
+    whole = value_and_grad(net, params, state, x, y, rng=np.random.default_rng(9))[1]
+    monkeypatch.setattr(numpy_backprop, "_PATCH_BLOCK_FLOATS", block_floats)
+    blocked = value_and_grad(net, params, state, x, y, rng=np.random.default_rng(9))[1]
+    assert set(blocked) == set(whole)
+    for name in whole:
+        np.testing.assert_allclose(blocked[name], whole[name], rtol=1e-13, atol=1e-15, err_msg=name)
 
 
 REGRESSION_NETWORKS = {
