@@ -265,7 +265,7 @@ def markdown(results: dict, frameworks: list[str], gflops: float, missing: list[
     rows = min(args.samples, ROWS)
     full, minimal = epoch_flops(rows), epoch_flops(rows, first_input_grad=False)
     lines = [
-        "## CNN epoch time (issue 20)", "",
+        "## CNN epoch time", "",
         "conv 5x5x32 same + ReLU -> max-pool 2 -> conv 5x5x64 same + ReLU -> max-pool 2 -> dense 512 ReLU -> "
         f"dense 10; Adam 1e-3, batch {BATCH}, float32, {rows:,} MNIST training rows, "
         f"{args.threads} thread(s) for every framework, each in its own process.", "",
