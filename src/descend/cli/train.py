@@ -12,7 +12,7 @@ from descend.model.parse import GRAMMAR
 from descend.optim import OPTIMIZERS
 from descend.train import TrainConfig, run_training
 from descend.data.targets import TASK_RULE, TASKS
-from descend.model.layers import INITS
+from descend.model.layers import INITS, NORMAL_STD
 from descend.train.config import BALANCING, EARLY_STOPPING, MONITORS, NORMALIZATIONS, SAMPLINGS
 from descend.train.recipes import RECIPES, recipe_values
 
@@ -108,7 +108,7 @@ def add_network_options(g, *, epochs_help: str = "passes over the training rows"
     g.add_argument("--layers", default=None, metavar="TOKENS", help=LAYERS_HELP)
     g.add_argument("--activation", choices=("relu", "tanh", "sigmoid"), default=D.activation, help="hidden-layer activation")
     g.add_argument("--init", choices=INITS, default=D.init,
-                   help="initial weights: he, glorot, or normal (N(0, 0.1^2) for weights and biases); by default "
+                   help=f"initial weights: he, glorot, or normal (N(0, {NORMAL_STD:g}^2) for weights and biases); by default "
                         "the one that suits each layer's activation")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=D.optimizer, metavar="NAME",
                    help=f"one of {', '.join(OPTIMIZERS)}")
