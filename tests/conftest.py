@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,17 @@ def mirror_dir() -> Path:
             return path.resolve()
     pytest.fail("real-data tests need DESCEND_MIRROR set to a folder holding mnist/ and "
                 "fer2013/ (a local copy of the files: <mirror>/mnist/..., <mirror>/fer2013/fer2013.csv.gz)")
+
+
+def ctrl_c_as_in_a_terminal() -> None:
+    """``preexec_fn`` for a child a test will Ctrl-C: SIGINT at its default action.
+
+    A shell without job control (how CI runners and ``cmd &`` in a script start
+    their jobs) starts background jobs with SIGINT ignored, every descendant
+    inherits that, and Python keeps an inherited SIG_IGN, so such a child would
+    never see the SIGINT the test sends.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 # --- servers a test starts: 127.0.0.1 only, a free port, stopped by PID ----------------------------------------

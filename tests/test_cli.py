@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import ctrl_c_as_in_a_terminal
 from descend.io.modelfile import load_checkpoint, load_model
 from descend.reports.submission import read_submission
 
@@ -209,11 +210,9 @@ def test_killed_training_resumes_to_identical_weights(tmp_path, how):
 
     part = tmp_path / "part"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # A shell without job control starts background jobs with SIGINT ignored, and Python keeps an
-    # inherited SIG_IGN: restore the default so the child gets Ctrl-C as it would in a terminal.
     proc = subprocess.Popen([sys.executable, "-m", "descend", "train", str(data), *args, "--out", str(part)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=ctrl_c_as_in_a_terminal)
     deadline = time.time() + 120
     while _checkpoint_step(part / "checkpoint.safetensors") < 1000 and time.time() < deadline:
         assert proc.poll() is None, "training ended before it could be interrupted"

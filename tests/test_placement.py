@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import ctrl_c_as_in_a_terminal
 from descend.errors import ConfigError
 from descend.placement import THREAD_VARIABLES, Placement, WorkerLost, open_pool, run_tasks
 
@@ -195,7 +196,8 @@ run_tasks(compute, [Job(i, marker=m) for i, m in enumerate(markers)], Placement(
 def test_interrupting_the_parent_stops_its_workers(tmp_path, how):
     """Ctrl-C: the parent stops its workers by PID; a parent killed outright: they exit at their next heartbeat."""
     code = textwrap.dedent(SCRIPT).format(tests=str(Path(__file__).parent), tmp=str(tmp_path))
-    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE,
+                            preexec_fn=ctrl_c_as_in_a_terminal)
     try:
         workers = [_wait_for(tmp_path / f"m{i}") for i in range(2)]
         assert all(_alive(pid) for pid in workers)
