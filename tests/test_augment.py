@@ -417,3 +417,61 @@ def test_report_shows_the_first_training_batch_as_the_engine_augmented_it(images
     plain = run_training(cfg.replace(augment=None), out=tmp_path / "plain", progress=False)
     assert not (plain.run_dir / "augmented.png").exists()
     assert "after --augment" not in (plain.run_dir / "report.html").read_text()
+
+
+# test-time augmentation ------------------------------------------------------------------
+
+def test_mirror_rows_is_what_flip_makes_of_a_row_whose_bit_is_set():
+    from descend.model.augment import mirror_rows
+
+    for shape in ((7, 5, 2), (6, 4)):
+        X = RNG.random((40, int(np.prod(shape))))
+        aug = Augmentation.parse("flip").bind(shape)
+        flipped = draws(numpy_ops, aug, X, 3, 5)[2][:, 0] == 1
+        np.testing.assert_array_equal(mirror_rows(X, shape)[flipped], augment_rows(numpy_ops, aug, X, 3, 5)[flipped])
+        assert not np.array_equal(mirror_rows(X, shape), X)
+
+
+def test_a_run_trained_on_mirrors_reports_the_mirror_averaged_errors_and_predict_reproduces_them(tmp_path, capsys):
+    """Mirrored after normalisation: per-pixel standardisation is not mirror-symmetric, so mirroring the raw
+    rows instead would give other probabilities (checked)."""
+    from descend.cli.main import main
+    from descend.model.augment import mirror_rows
+    from descend.train.predict import load_trained
+    from descend.train.run import run_training
+
+    rng = np.random.default_rng(4)
+    y, yt = rng.integers(0, 3, 300), rng.integers(0, 3, 90)
+    X, Xt = ((rng.random((n, 6, 6)) * 50 + labels[:, None, None] * 40 + np.arange(6) * 8).astype(np.uint8)
+             for n, labels in ((300, y), (90, yt)))
+    np.savez(tmp_path / "img.npz", X=X, y=y, X_test=Xt, y_test=yt)
+    cfg = TrainConfig(dataset=str(tmp_path / "img.npz"), layers="conv:4:3,pool:2,dense:16", hidden=(), epochs=2,
+                      batch_size=30, engine="numpy", augment="flip", normalize="standardize", validation=60,
+                      early_stopping="none", seed=1)
+    metrics = run_training(cfg, out=tmp_path / "run", progress=False).metrics
+    model = load_trained(tmp_path / "run" / "model.safetensors")
+    both = model.predict_proba(Xt.reshape(90, -1), tta="flip")
+    plain = model.predict_proba(Xt.reshape(90, -1))
+    mirrored = model.predict_proba(mirror_rows(Xt.reshape(90, -1), (6, 6)))
+    assert not np.allclose(both, (plain + mirrored) / 2)  # raw mirror != mirror of the standardised rows
+    assert metrics["test_error_flip_tta"] == pytest.approx(float(np.mean(both.argmax(1) != yt)))
+    assert "valid_error_flip_tta" in metrics and not np.allclose(both, plain)
+    assert main(["predict", str(tmp_path / "run" / "model.safetensors"), str(tmp_path / "img.npz"),
+                 "--tta", "flip"]) == 0
+    assert "each averaged with its mirror image" in capsys.readouterr().err
+    plain_run = run_training(cfg.replace(augment="shift:1"), out=tmp_path / "plain", progress=False)
+    assert "test_error_flip_tta" not in plain_run.metrics
+
+
+def test_flip_tta_on_rows_that_are_not_images_is_one_line_exit_2(tmp_path, capsys):
+    from descend.cli.main import main
+
+    rng = np.random.default_rng(5)
+    np.savez(tmp_path / "flat.npz", X=rng.random((80, 10)), y=rng.integers(0, 2, 80))
+    assert main(["train", str(tmp_path / "flat.npz"), "--hidden", "8", "--epochs", "1", "--engine", "numpy",
+                 "--quiet", "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "run" / "model.safetensors"), str(tmp_path / "flat.npz"),
+                 "--tta", "flip"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "`tta`" in err[0] and "not images" in err[0]

@@ -7,6 +7,7 @@ import sys
 
 from descend.cli.main import HelpFormatter
 from descend.errors import ConfigError
+from descend.model.augment import TTA
 from descend.train.ensemble_model import VOTES
 from descend.train.predict import predict_file
 
@@ -29,6 +30,9 @@ def register(sub) -> None:
                         "column of predicted values per target")
     p.add_argument("--mc-samples", type=int, default=0, metavar="K",
                    help="average K Monte-Carlo dropout passes instead of weight scaling (models with dropout)")
+    p.add_argument("--tta", choices=TTA, default="none",
+                   help="test-time augmentation: flip averages each image's probabilities with those of its "
+                        "left-right mirror image (models trained with --augment ...,flip); none = off")
     p.add_argument("--vote", choices=VOTES, default=None,
                    help="an ensemble's voting rule (default: the one it was trained with)")
     p.set_defaults(func=run)
@@ -38,13 +42,15 @@ def run(args) -> int:
     if args.mc_samples < 0:
         raise ConfigError(f"`mc_samples` must be >= 0. Received: mc_samples={args.mc_samples}")
     result = predict_file(args.model, args.input, format=args.format, submission=args.submission,
-                          mc_samples=args.mc_samples, vote=args.vote, output=args.output)
+                          mc_samples=args.mc_samples, vote=args.vote, output=args.output, tta=args.tta)
     line = f"descend: predicted {len(result.labels if result.values is None else result.values):,} rows"
     if result.members is not None:
         line += f" with an ensemble of {result.members} " + (
             "(mean of its members' values)" if result.vote is None else f"({result.vote} vote)")
     if result.rmse is not None:
         line += f"; RMSE {result.rmse:.4g} against the file's targets"
+    if args.tta != "none":
+        line += " (each averaged with its mirror image)"
     if result.error is not None:
         line += f"; error {100 * result.error:.2f}% against the file's labels"
     written = [str(p) for p in (result.submission, result.output) if p is not None]

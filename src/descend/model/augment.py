@@ -92,6 +92,21 @@ class Augmentation:
         return int(round(math.radians(self.rotate) * Q))
 
 
+#: Test-time augmentation (``descend predict --tta``): ``flip`` averages each image's class probabilities
+#: with those of its left-right mirror image, for networks trained with ``--augment ...,flip``.
+TTA = ("none", "flip")
+
+
+def mirror_rows(x, image_shape):
+    """Host rows ``x`` ``(n, h*w*c)`` (row-major HWC) mirrored left to right: exactly what ``flip`` makes of a
+    row whose flip bit is set, so a network trained with ``flip`` sees these as training-like images."""
+    import numpy as np
+
+    h, w, c = (*image_shape, 1) if len(image_shape) == 2 else image_shape
+    x = np.asarray(x)
+    return np.ascontiguousarray(x.reshape(len(x), h, w, c)[:, :, ::-1, :].reshape(x.shape))
+
+
 def _number(text: str) -> float | None:
     try:
         value = float(text)

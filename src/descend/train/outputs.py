@@ -40,10 +40,30 @@ def _regression_metrics(engine, spec, params, state, data) -> tuple[dict, np.nda
     return metrics, predictions
 
 
-def final_metrics(engine, spec, result: FitResult, data) -> tuple[dict, np.ndarray | None]:
+def trained_on_mirrors(cfg: TrainConfig, data) -> bool:
+    """Whether the run's augmentation mirrors training images (``flip``), so mirrored inputs are in-distribution."""
+    from descend.model.augment import Augmentation
+
+    aug = Augmentation.parse(cfg.augment)
+    return bool(aug is not None and aug.flip and data.image_shape)
+
+
+def mirror_averaged_proba(engine, spec, params, state, X, image_shape) -> np.ndarray:
+    """Test-time augmentation: the mean softmax of each row and its left-right mirror image."""
+    from descend.model.augment import mirror_rows
+    from descend.train.inference import softmax
+
+    rows = inference_rows(spec)
+    return (softmax(engine.logits(spec, params, state, engine.asarray(X), batch_size=rows))
+            + softmax(engine.logits(spec, params, state, engine.asarray(mirror_rows(X, image_shape)),
+                                    batch_size=rows))) / 2
+
+
+def final_metrics(engine, spec, result: FitResult, data, *, flip_tta: bool = False) -> tuple[dict, np.ndarray | None]:
     """``(metrics, test predictions)`` of the fitted weights: validation once more, the test set once.
 
-    ``data`` is the run's :class:`~descend.train.setup.PreparedData`.
+    ``data`` is the run's :class:`~descend.train.setup.PreparedData`.  With ``flip_tta`` (a network trained
+    on mirrored images) the validation and test errors of :func:`mirror_averaged_proba` are added.
     """
     params = engine.put_tree(result.params)
     state = engine.put_tree(result.model_state)
@@ -70,6 +90,11 @@ def final_metrics(engine, spec, result: FitResult, data) -> tuple[dict, np.ndarr
                                      samples=MC_SAMPLES, seed=0)
             metrics["test_error_mc_dropout"] = float(np.mean(np.argmax(proba, axis=1) != data.y_test))
             metrics["mc_dropout_samples"] = MC_SAMPLES
+    if flip_tta:
+        for split, X, y in (("valid", data.X_valid, data.y_valid), ("test", data.X_test, data.y_test)):
+            if y is not None:
+                proba = mirror_averaged_proba(engine, spec, params, state, X, data.image_shape)
+                metrics[f"{split}_error_flip_tta"] = float(np.mean(np.argmax(proba, axis=1) != y))
     return metrics, predictions
 
 

@@ -42,6 +42,13 @@ class LoadedModel:
     def targets(self) -> tuple[str, ...]:
         return tuple(self.metadata.get("targets", ()))
 
+    @property
+    def input_image_shape(self) -> tuple[int, ...] | None:
+        """The image shape of the network's (normalised) input rows; None for feature vectors or principal
+        components."""
+        shape = self.metadata.get("image_shape")
+        return None if not shape or self.normalizer.pca else tuple(int(v) for v in shape)
+
     def _inputs(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features:
@@ -61,16 +68,33 @@ class LoadedModel:
         return self.target_scaler.inverse(z)
 
     def predict_proba(self, X: np.ndarray, *, mc_samples: int = 0, seed: int = 0,
-                      batch_size: int | None = None) -> np.ndarray:
+                      batch_size: int | None = None, tta: str | None = None) -> np.ndarray:
         """Class probabilities for raw (un-normalised) rows ``X``.
 
         ``mc_samples=K > 0`` averages K Monte-Carlo dropout passes instead of
         the deterministic weight-scaling rule (a model without dropout ignores it).
+        ``tta="flip"`` averages each image's probabilities with those of its
+        left-right mirror image (mirrored after normalisation, as ``--augment flip``
+        mirrors training rows).
         """
+        from descend.model.augment import TTA, mirror_rows
+
         if self.task == "regression":
             raise ConfigError("this model is a regression model: it predicts values (predict_values), "
                               "not class probabilities")
+        if tta not in (None, *TTA):
+            raise ConfigError(f"`tta` must be one of {TTA}. Received: tta={tta!r}")
         x = self._inputs(X)
+        if tta == "flip":
+            shape = self.input_image_shape
+            if shape is None:
+                raise ConfigError("`tta` 'flip' mirrors images; this model's inputs are not images (no image "
+                                  "shape, or principal components). Received: tta='flip'")
+            return (self._proba(x, mc_samples, seed, batch_size)
+                    + self._proba(mirror_rows(x, shape), mc_samples, seed, batch_size)) / 2
+        return self._proba(x, mc_samples, seed, batch_size)
+
+    def _proba(self, x: np.ndarray, mc_samples: int, seed: int, batch_size: int | None) -> np.ndarray:
         if mc_samples and self.spec.uses_dropout:
             return mc_dropout_proba(self.spec, self.params, self.state, x, samples=mc_samples, seed=seed)
         batch_size = batch_size or inference_rows(self.spec)
@@ -182,13 +206,14 @@ class PredictResult:
 
 
 def predict_file(model_path, input_path, *, format: str | None = None, submission=None,
-                 mc_samples: int = 0, vote: str | None = None, output=None) -> PredictResult:
+                 mc_samples: int = 0, vote: str | None = None, output=None, tta: str | None = None) -> PredictResult:
     """Predict every row of ``input_path`` with a model or an ensemble file.
 
     Writes a Kaggle submission (``submission``) and a predictions file with
     every class's probability (``output``: the ensemble's combined ones) when
     asked.  ``vote`` ('soft' or 'hard') overrides an ensemble's own voting
-    rule; a single model has no vote to override.
+    rule; a single model has no vote to override.  ``tta`` ('flip'): see
+    :meth:`LoadedModel.predict_proba` (single image models).
     """
     from descend.train.ensemble_model import VOTES, Ensemble
     from descend.reports.predictions import write_predictions
@@ -198,6 +223,10 @@ def predict_file(model_path, input_path, *, format: str | None = None, submissio
         raise ConfigError(f"`vote` must be one of {VOTES}. Received: vote={vote!r}")
     model = load_classifier(model_path)
     ensemble = isinstance(model, Ensemble)
+    tta = None if tta in (None, "none") else tta
+    if tta is not None and (ensemble or getattr(model, "task", "classification") == "regression"):
+        raise ConfigError(f"`tta` applies to a single classification model; {Path(model_path).name} holds "
+                          f"{'an ensemble' if ensemble else 'a regression model'}. Received: tta={tta!r}")
     if getattr(model, "task", "classification") == "regression":
         return _predict_values(model, model_path, input_path, format=format, submission=submission,
                                mc_samples=mc_samples, vote=vote, output=output, ensemble=ensemble)
@@ -213,7 +242,7 @@ def predict_file(model_path, input_path, *, format: str | None = None, submissio
         vote = vote or model.vote
         proba = model.predict_proba(X, mc_samples=mc_samples, vote=vote)
     else:
-        proba = model.predict_proba(X, mc_samples=mc_samples)
+        proba = model.predict_proba(X, mc_samples=mc_samples, tta=tta)
     labels = np.argmax(proba, axis=1)
     error = float(np.mean(labels != y)) if y is not None else None
     written = write_submission(submission, labels, list(model.classes)) if submission else None

@@ -20,6 +20,7 @@ from descend.train.outputs import (
     first_augmented_batch,
     final_metrics,
     save_run_model,
+    trained_on_mirrors,
     write_history_csv,
     write_reports,
 )
@@ -111,6 +112,8 @@ def run_training(cfg: TrainConfig, *, out: str | Path | None = None, root: str |
         summary += f"; test RMSE {metrics['test_rmse']:.4g}, R^2 {metrics['test_r2']:.4f} on {metrics['test_size']:,} rows"
     if metrics.get("test_error") is not None:
         summary += f"; test error {_pct(metrics['test_error'])} on {metrics['test_size']:,} test images"
+    if metrics.get("test_error_flip_tta") is not None:
+        summary += f" ({_pct(metrics['test_error_flip_tta'])} averaged with their mirror images)"
     print(summary + f"; wrote {run_dir}", file=stream, flush=True)
     return RunResult(run_dir, cfg, result, metrics)
 
@@ -123,7 +126,8 @@ def write_run_outputs(run_dir: Path, cfg: TrainConfig, run, data, result: FitRes
     ``config_in_metrics`` the config too (so a rerun can tell the run is already done); returns the metrics.
     """
     write_history_csv(run_dir / "history.csv", result.history, run.spec.task)
-    metrics, test_predictions = final_metrics(run.engine, run.spec, result, data)
+    metrics, test_predictions = final_metrics(run.engine, run.spec, result, data,
+                                              flip_tta=trained_on_mirrors(cfg, data))
     metrics.update(extra_metrics or {})
     save_run_model(run_dir / "model.safetensors", cfg, run.spec, run.engine, result, data, metrics)
     write_json(run_dir / "metrics.json", {**metrics, "config": cfg.to_dict()} if config_in_metrics else metrics)
