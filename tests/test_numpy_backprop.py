@@ -180,3 +180,30 @@ def test_label_smoothing_gradient_matches_finite_differences(smoothing):
             idx = np.unravel_index(i, p.shape)
             expected = numeric_gradient(objective, params, name, idx)
             assert grads[name][idx] == pytest.approx(expected, rel=1e-5, abs=1e-8), f"{name}{idx}"
+
+
+@pytest.mark.parametrize("size,stride", [(2, 2), (3, 2), (2, 1), (3, 3)])
+def test_max_pool_sends_each_window_gradient_to_its_first_maximum(size, stride):
+    """Ties are the rule after a ReLU: the forward value, the chosen offset and the gradient (summed where
+    windows overlap) equal the definition over a copy of every window, to the last bit."""
+    from descend.backend.windows import max_pool_with_argmax, pool_windows
+
+    rng = np.random.default_rng(size * 10 + stride)
+    x = np.maximum(rng.standard_normal((3, 9, 11, 2)), 0)
+    x[0, :4, :4, 0] = 1.0
+    win = pool_windows(x, size, stride)
+    arg = win.argmax(axis=-1)
+    best, offset = max_pool_with_argmax(x, size, stride)
+    np.testing.assert_array_equal(best, win.max(axis=-1))
+    np.testing.assert_array_equal(offset, arg)
+    dy = rng.standard_normal(best.shape)
+    expected = np.zeros_like(x)
+    n, oh, ow, c = best.shape
+    for b, i, j, ch in np.ndindex(n, oh, ow, c):
+        di, dj = divmod(int(arg[b, i, j, ch]), size)
+        expected[b, i * stride + di, j * stride + dj, ch] += dy[b, i, j, ch]
+    layer = MaxPool2D(size, stride)
+    out, _, cache = VJPS[MaxPool2D].forward(layer, {}, {}, x, True, None)
+    dx, _ = VJPS[MaxPool2D].backward(layer, {}, cache, dy, True)
+    np.testing.assert_array_equal(out, best)
+    np.testing.assert_allclose(dx, expected, rtol=0, atol=1e-12)

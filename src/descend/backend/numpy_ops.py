@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from descend.backend import bits as _bits
@@ -100,7 +102,7 @@ def conv2d(x, w, stride=1, padding="same"):
 
 def max_pool2d(x, size, stride=None):
     """The maximum of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
-    return _windows.pool_windows(x, size, stride or size).max(axis=-1)
+    return functools.reduce(np.maximum, _windows.window_offsets(x, size, stride or size))
 
 
 def avg_pool2d(x, size, stride=None):

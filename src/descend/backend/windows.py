@@ -48,6 +48,30 @@ def pool_windows(x: np.ndarray, size: int, stride: int) -> np.ndarray:
     return win.reshape(*win.shape[:4], size * size)
 
 
+def window_offsets(x: np.ndarray, size: int, stride: int):
+    """The pooling windows of ``x`` as ``size*size`` strided views ``(n, oh, ow, c)``, one per offset
+    ``(i, j)`` in row-major order (the order of :func:`pool_windows`' last axis): reductions over windows
+    become elementwise operations on whole maps, with no copy of the windows."""
+    oh, ow = (x.shape[1] - size) // stride + 1, (x.shape[2] - size) // stride + 1
+    for i in range(size):
+        for j in range(size):
+            yield x[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride, :]
+
+
+def max_pool_with_argmax(x: np.ndarray, size: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each window's maximum and the row-major offset of its first maximum (``pool_windows(...).argmax(-1)``)."""
+    views = window_offsets(x, size, stride)
+    best = np.array(next(views))
+    index = np.uint8 if size * size <= 256 else np.int32
+    arg = np.zeros(best.shape, dtype=index)
+    # Plain elementwise arithmetic throughout: NumPy's masked copies are several times slower.
+    for t, view in enumerate(views, start=1):
+        larger = view > best  # strictly: the first of equal maxima keeps the window
+        np.maximum(best, view, out=best)
+        np.maximum(arg, np.multiply(larger, t, dtype=index), out=arg)  # t exceeds every earlier offset
+    return best, arg
+
+
 def scatter_windows(dx: np.ndarray, dwin: np.ndarray, size: int, stride: int) -> np.ndarray:
     """Adds each window position's gradient ``dwin[:, :, :, i, j, :]`` onto the pixels it came from, in place."""
     oh, ow = dwin.shape[1:3]

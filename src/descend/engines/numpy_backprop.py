@@ -21,7 +21,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 from descend.backend import numpy_ops
-from descend.backend.windows import conv_pads, im2col, pool_windows, scatter_windows
+from descend.backend.windows import conv_pads, im2col, max_pool_with_argmax, scatter_windows, window_offsets
 from descend.model.layers import (
     BN_EPS,
     BN_MOMENTUM,
@@ -101,18 +101,17 @@ def _conv_backward(layer, p, cache, dy, need_dx):
 
 # Pooling -----------------------------------------------------------------------
 def _max_pool_forward(layer, p, s, x, train, key):
-    win = pool_windows(x, layer.size, layer.stride)
-    arg = win.argmax(axis=-1)
-    return np.take_along_axis(win, arg[..., None], axis=-1)[..., 0], s, (x.shape, arg)
+    best, arg = max_pool_with_argmax(x, layer.size, layer.stride)
+    return best, s, (x.shape, arg)
 
 
 def _max_pool_backward(layer, p, cache, dy, need_dx):
     shape, arg = cache
-    k = layer.size
+    dx = np.zeros(shape, dtype=dy.dtype)
     # The window's gradient goes to its maximum (the first, on exact ties).
-    dwin = (arg[..., None] == np.arange(k * k)) * dy[..., None]
-    dwin = dwin.reshape(*dy.shape, k, k).transpose(0, 1, 2, 4, 5, 3)
-    return scatter_windows(np.zeros(shape, dtype=dy.dtype), dwin, k, layer.stride), {}
+    for t, pixels in enumerate(window_offsets(dx, layer.size, layer.stride)):
+        pixels += (arg == t) * dy
+    return dx, {}
 
 
 def _avg_pool_forward(layer, p, s, x, train, key):
