@@ -48,15 +48,17 @@ def trained_on_mirrors(cfg: TrainConfig, data) -> bool:
     return bool(aug is not None and aug.flip and data.image_shape)
 
 
-def mirror_averaged_proba(engine, spec, params, state, X, image_shape) -> np.ndarray:
-    """Test-time augmentation: the mean softmax of each row and its left-right mirror image."""
+def mirror_averaged_proba(engine, spec, params, state, X, image_shape, logits=None) -> np.ndarray:
+    """Test-time augmentation: the mean softmax of each row and its left-right mirror image (``logits``:
+    the rows' own, when already computed)."""
     from descend.model.augment import mirror_rows
     from descend.train.inference import softmax
 
     rows = inference_rows(spec)
-    return (softmax(engine.logits(spec, params, state, engine.asarray(X), batch_size=rows))
-            + softmax(engine.logits(spec, params, state, engine.asarray(mirror_rows(X, image_shape)),
-                                    batch_size=rows))) / 2
+    if logits is None:
+        logits = engine.logits(spec, params, state, engine.asarray(X), batch_size=rows)
+    return (softmax(logits) + softmax(engine.logits(spec, params, state, engine.asarray(mirror_rows(X, image_shape)),
+                                                    batch_size=rows))) / 2
 
 
 def final_metrics(engine, spec, result: FitResult, data, *, flip_tta: bool = False) -> tuple[dict, np.ndarray | None]:
@@ -91,9 +93,10 @@ def final_metrics(engine, spec, result: FitResult, data, *, flip_tta: bool = Fal
             metrics["test_error_mc_dropout"] = float(np.mean(np.argmax(proba, axis=1) != data.y_test))
             metrics["mc_dropout_samples"] = MC_SAMPLES
     if flip_tta:
-        for split, X, y in (("valid", data.X_valid, data.y_valid), ("test", data.X_test, data.y_test)):
+        for split, X, y, own in (("valid", data.X_valid, data.y_valid, None),
+                                 ("test", data.X_test, data.y_test, logits if data.y_test is not None else None)):
             if y is not None:
-                proba = mirror_averaged_proba(engine, spec, params, state, X, data.image_shape)
+                proba = mirror_averaged_proba(engine, spec, params, state, X, data.image_shape, own)
                 metrics[f"{split}_error_flip_tta"] = float(np.mean(np.argmax(proba, axis=1) != y))
     return metrics, predictions
 
