@@ -37,6 +37,9 @@ NETWORKS = {
     "conv same": (Conv2D(3, 3), Activation("tanh"), Flatten(), Dense(K)),
     "conv even kernel": (Conv2D(2, 4), Activation("relu"), Conv2D(2, 2), Flatten(), Dense(K)),
     "conv strided same": (Conv2D(3, 3), Activation("tanh"), Conv2D(2, 3, stride=2), Flatten(), Dense(K)),
+    # Three convolutions with patch matrices of one size: each holds its own buffer until its backward pass.
+    "conv three alike": (Conv2D(2, 3), Activation("tanh"), Conv2D(2, 3), Activation("tanh"), Conv2D(2, 3), Flatten(),
+                         Dense(K)),
     "conv valid": (Conv2D(3, 2), Activation("sigmoid"), Conv2D(2, 3, padding="valid"), Flatten(), Dense(K)),
     "conv strided valid": (Conv2D(3, 3), Conv2D(2, 3, stride=2, padding="valid"), Flatten(), Dense(K)),
     "max pool": (Conv2D(3, 3), MaxPool2D(2), Activation("relu"), Flatten(), Dense(K)),
@@ -111,6 +114,20 @@ def test_conv_input_gradient_is_the_same_computed_a_block_of_images_at_a_time(mo
     assert set(blocked) == set(whole)
     for name in whole:
         np.testing.assert_allclose(blocked[name], whole[name], rtol=1e-13, atol=1e-15, err_msg=name)
+
+
+def test_conv_patch_buffers_come_back_after_the_backward_pass_and_serve_the_next_step(monkeypatch):
+    pool = numpy_backprop._PatchBuffers()
+    monkeypatch.setattr(numpy_backprop, "_patch_buffers", pool)
+    net, params, state, x, y = problem(NETWORKS["conv three alike"])
+    first = value_and_grad(net, params, state, x, y)
+    buffers = list(pool._free)
+    assert len(buffers) == 3 and len({id(b) for b in buffers}) == 3
+    second = value_and_grad(net, params, state, x, y)
+    assert {id(b) for b in pool._free} == {id(b) for b in buffers}  # reused, not allocated again
+    assert first[0] == second[0]
+    for name in first[1]:
+        assert np.array_equal(first[1][name], second[1][name]), name
 
 
 REGRESSION_NETWORKS = {

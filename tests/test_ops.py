@@ -85,6 +85,26 @@ def test_conv2d_matches_the_definition(backend, stride, padding):
     assert np.allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 1, "same"), (4, 2, "same"), (2, 1, "valid"), (3, 3, "valid")])
+def test_im2col_rows_are_the_windows_in_hwio_order_into_a_given_buffer_too(kernel, stride, padding, channels):
+    from descend.backend import windows
+
+    x = np.random.default_rng(4).standard_normal((2, 7, 6, channels))
+    lo, hi = windows.conv_pads(kernel, padding)
+    xp = np.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+    oh, ow = windows.conv_out(7, kernel, stride, padding), windows.conv_out(6, kernel, stride, padding)
+    expected = np.array([xp[n, i * stride:i * stride + kernel, j * stride:j * stride + kernel, :].ravel()
+                         for n in range(2) for i in range(oh) for j in range(ow)])
+    cols, got_h, got_w = windows.im2col(x, kernel, stride, padding)
+    assert (got_h, got_w) == (oh, ow) and np.array_equal(cols, expected)
+    size = windows.im2col_size(x.shape, kernel, stride, padding)
+    assert size == expected.size
+    buf = np.full(size, np.nan)
+    cols, _, _ = windows.im2col(x, kernel, stride, padding, out=buf)
+    assert np.shares_memory(cols, buf) and np.array_equal(cols, expected)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("size, stride", [(2, 2), (3, 2), (2, 1)])
 def test_pooling_matches_the_definition(backend, size, stride):

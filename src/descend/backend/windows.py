@@ -9,7 +9,7 @@ outputs.  Images are NHWC; kernels HWIO ``(k, k, c_in, c_out)``.
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 
 def conv_pads(kernel: int, padding: str) -> tuple[int, int]:
@@ -33,12 +33,32 @@ def windows(x: np.ndarray, size: int, stride: int, oh: int, ow: int) -> np.ndarr
                                                                :stride * (ow - 1) + 1:stride]
 
 
-def im2col(x: np.ndarray, kernel: int, stride: int, padding: str) -> tuple[np.ndarray, int, int]:
-    """``(patches, oh, ow)``: one row of ``kernel*kernel*c`` pixels (in HWIO order) per output pixel."""
+def im2col(x: np.ndarray, kernel: int, stride: int, padding: str,
+           out: np.ndarray | None = None) -> tuple[np.ndarray, int, int]:
+    """``(patches, oh, ow)``: one row of ``kernel*kernel*c`` pixels (in HWIO order) per output pixel.
+
+    ``out``: a C-contiguous array of ``n*oh*ow*kernel*kernel*c`` elements of ``x``'s dtype to
+    write the patches into (see :func:`im2col_size`); by default a new one.
+    """
     n, h, w, c = x.shape
     oh, ow = conv_out(h, kernel, stride, padding), conv_out(w, kernel, stride, padding)
-    patches = windows(pad_image(x, kernel, padding), kernel, stride, oh, ow).transpose(0, 1, 2, 4, 5, 3)
-    return patches.reshape(n * oh * ow, kernel * kernel * c), oh, ow
+    xp = np.ascontiguousarray(pad_image(x, kernel, padding))
+    sn, sh, sw, sc = xp.strides
+    # In a C-contiguous NHWC image a window's kernel row, ``kernel`` pixels of ``c`` channels, is one run
+    # of ``kernel*c`` adjacent elements: the copy moves whole runs rather than ``c`` elements at a time.
+    rows = as_strided(xp, (n, oh, ow, kernel, kernel * c), (sn, sh * stride, sw * stride, sh, sc), writeable=False)
+    if out is None:
+        patches = rows.reshape(n * oh * ow, kernel * kernel * c)
+    else:
+        patches = out.reshape(n * oh * ow, kernel * kernel * c)
+        np.copyto(patches.reshape(rows.shape), rows)
+    return patches, oh, ow
+
+
+def im2col_size(shape: tuple[int, ...], kernel: int, stride: int, padding: str) -> int:
+    """The number of elements of :func:`im2col`'s patches for NHWC images of ``shape``."""
+    n, h, w, c = shape
+    return n * conv_out(h, kernel, stride, padding) * conv_out(w, kernel, stride, padding) * kernel * kernel * c
 
 
 def pool_windows(x: np.ndarray, size: int, stride: int) -> np.ndarray:

@@ -17,11 +17,13 @@ the gradient with respect to the input rows, which nothing needs.
 
 from __future__ import annotations
 
+import threading
 from typing import Callable, NamedTuple
 
 import numpy as np
 from descend.backend import numpy_ops
-from descend.backend.windows import conv_pads, im2col, max_pool_with_argmax, scatter_windows, window_offsets
+from descend.backend.windows import (conv_pads, im2col, im2col_size, max_pool_with_argmax, scatter_windows,
+                                     window_offsets)
 from descend.model.layers import (
     BN_EPS,
     BN_MOMENTUM,
@@ -62,21 +64,54 @@ def _dense_backward(layer, p, x, dy, need_dx):
 _PATCH_BLOCK_FLOATS = 1 << 20  # a few MB: the block's patch gradients stay in cache for the scatter
 
 
+class _PatchBuffers:
+    """Reused buffers for the forward pass's patch matrices, which live until the layer's backward pass.
+
+    A large convolution's patches (for the benchmark network's second layer, 80 MB a step) are bigger
+    than the largest block the C allocator recycles, so a fresh array is new memory from the kernel every
+    step, and faulting its pages in costs several times the copy into it.  A buffer is taken in the
+    forward pass and given back by the backward pass once its weight gradient is formed; a step that
+    stops in between only leaves one to the garbage collector.
+    """
+
+    def __init__(self, keep: int = 4):
+        self._free: list[np.ndarray] = []
+        self._keep = keep
+        self._lock = threading.Lock()
+
+    def take(self, size: int, dtype) -> np.ndarray:
+        with self._lock:
+            for i, buf in enumerate(self._free):
+                if buf.size == size and buf.dtype == dtype:
+                    return self._free.pop(i)
+        return np.empty(size, dtype=dtype)
+
+    def give(self, buf: np.ndarray) -> None:
+        with self._lock:
+            self._free.append(buf)
+            del self._free[:-self._keep]
+
+
+_patch_buffers = _PatchBuffers()
+
+
 def _conv_forward(layer, p, s, x, train, key):
     W = p["W"]
-    cols, oh, ow = im2col(x, layer.kernel, layer.stride, layer.padding)
+    buf = _patch_buffers.take(im2col_size(x.shape, layer.kernel, layer.stride, layer.padding), x.dtype)
+    cols, oh, ow = im2col(x, layer.kernel, layer.stride, layer.padding, out=buf)
     z = (cols @ W.reshape(-1, W.shape[3])).reshape(x.shape[0], oh, ow, W.shape[3])
     if layer.bias:
         z += p["b"]
-    return z, s, (cols, x.shape, oh, ow)
+    return z, s, (buf, cols, x.shape, oh, ow)
 
 
 def _conv_backward(layer, p, cache, dy, need_dx):
-    cols, shape, oh, ow = cache
+    buf, cols, shape, oh, ow = cache
     W = p["W"]
     k, f = layer.kernel, W.shape[3]
     dy2 = dy.reshape(-1, f)
     grads = {"W": (cols.T @ dy2).reshape(W.shape)}
+    _patch_buffers.give(buf)
     if layer.bias:
         grads["b"] = dy2.sum(axis=0)
     if not need_dx:
