@@ -269,7 +269,7 @@ def markdown(results: dict, frameworks: list[str], gflops: float, missing: list[
         "conv 5x5x32 same + ReLU -> max-pool 2 -> conv 5x5x64 same + ReLU -> max-pool 2 -> dense 512 ReLU -> "
         f"dense 10; Adam 1e-3, batch {BATCH}, float32, {rows:,} MNIST training rows, "
         f"{args.threads} thread(s) for every framework, each in its own process.", "",
-        f"Command: `{command_text(args)}` ({args.repeats} run(s) of one first epoch + {args.epochs} warm "
+        f"Command: `{command_text(args)}` ({getattr(args, 'runs', args.repeats)} run(s) of one first epoch + {args.epochs} warm "
         "epochs per framework; the median warm epoch, scaled to a full epoch of all the rows; overhead = "
         "building the model/trainer + the first epoch's excess over a warm one).",
         f"Machine: {cpu_model()}, {os.cpu_count()} cores, {platform.machine()}, Python "
@@ -365,7 +365,10 @@ def main() -> int:
             print(f"{fw:20s} {done}", file=sys.stderr, flush=True)
     results = {fw: combine(rs) for fw, rs in runs.items()}
     gflops = gemm_gflops(args.threads, 5)
-    table = markdown(results, frameworks, gflops, missing, args)
+    # A framework named twice in --only runs twice, interleaved with the others, and gets one row.
+    counts = sorted({len(rs) for rs in runs.values()}) or [args.repeats]
+    args.runs = "-".join(str(c) for c in (counts[0], counts[-1])) if len(counts) > 1 else str(counts[0])
+    table = markdown(results, list(runs), gflops, missing, args)
     print(table)
     if args.write:
         write_section(table)
