@@ -106,6 +106,25 @@ def test_im2col_rows_are_the_windows_in_hwio_order_into_a_given_buffer_too(kerne
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_add_bias_adds_one_value_per_channel(backend):
+    b = np.arange(1.0, W.shape[3] + 1)
+    z = reference_conv(X, W, 1, "same")
+    assert np.array_equal(evaluate(backend, lambda ops, z, b: ops.add_bias(z, b), z, b), z + b)
+
+
+def test_jax_add_bias_gradient_sums_the_output_gradient_over_every_pixel():
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    ops = get_ops("jax")
+    rng = np.random.default_rng(5)
+    z, b, r = rng.standard_normal((3, 4, 5, 6)), rng.standard_normal(6), rng.standard_normal((3, 4, 5, 6))
+    dz, db = jax.grad(lambda z, b: (ops.add_bias(z, b) * r).sum(), argnums=(0, 1))(z, b)
+    assert np.array_equal(np.asarray(dz), r)
+    np.testing.assert_allclose(np.asarray(db), r.sum(axis=(0, 1, 2)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("size, stride", [(2, 2), (3, 2), (2, 1)])
 def test_pooling_matches_the_definition(backend, size, stride):
     got = evaluate(backend, lambda ops, x: ops.max_pool2d(x, size, stride), X)

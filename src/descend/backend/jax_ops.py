@@ -102,6 +102,28 @@ def keep_mask(key, layer, keep, shape, dtype):
     return jax.random.bernoulli(jax.random.fold_in(key, layer), keep, shape).astype(dtype)
 
 
+@jax.custom_vjp
+def add_bias(z, b):
+    """``z + b``, ``b`` (one value per channel) broadcast along the last axis of ``z``."""
+    return z + b
+
+
+def _add_bias_fwd(z, b):
+    return z + b, None
+
+
+# The bias gradient sums the output gradient over every pixel of the batch.  Left to autodiff, that
+# reduction of a feature map becomes a strided ``reduce-window`` loop that XLA:CPU runs far slower
+# than a matrix-vector product over the same elements.
+def _add_bias_bwd(_, g):
+    channels = g.shape[-1]
+    rows = g.reshape(-1, channels)
+    return g, jnp.ones((rows.shape[0],), g.dtype) @ rows
+
+
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
 def reshape(x, shape):
     return jnp.reshape(x, shape)
 

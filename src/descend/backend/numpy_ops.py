@@ -85,6 +85,11 @@ def keep_mask(key, layer, keep, shape, dtype):
     return (key.random(shape) < keep).astype(dtype)
 
 
+def add_bias(z, b):
+    """``z + b``, ``b`` (one value per channel) broadcast along the last axis of ``z``."""
+    return z + b
+
+
 def reshape(x, shape):
     return np.reshape(x, shape)
 

@@ -100,6 +100,11 @@ def keep_mask(key, layer, keep, shape, dtype):
     return pt.cast(pt.lt(key.uniform(shape), keep), _dtype(dtype))
 
 
+def add_bias(z, b):
+    """``z + b``, ``b`` (one value per channel) broadcast along the last axis of ``z``."""
+    return z + b
+
+
 def reshape(x, shape):
     return pt.reshape(x, shape)
 

@@ -116,6 +116,11 @@ def keep_mask(key, layer, keep, shape, dtype):
     return tf.cast(tf.random.stateless_uniform(shape, seed=seed, dtype=tf.float32) < keep, dtype)
 
 
+def add_bias(z, b):
+    """``z + b``, ``b`` (one value per channel) broadcast along the last axis of ``z``."""
+    return z + b
+
+
 def reshape(x, shape):
     return tf.reshape(x, shape)
 

@@ -185,6 +185,11 @@ def keep_mask(key, layer, keep, shape, dtype):
     return (torch.rand(tuple(shape), generator=key, dtype=dtype, device=key.device) < keep).to(dtype)
 
 
+def add_bias(z, b):
+    """``z + b``, ``b`` (one value per channel) broadcast along the last axis of ``z``."""
+    return z + b
+
+
 def reshape(x, shape):
     return torch.reshape(_tensor(x), tuple(shape))
 

@@ -211,7 +211,7 @@ class Conv2D(Layer):
 
     def apply(self, ops, params, state, x, *, train, key=None):
         z = ops.conv2d(x, params["W"], self.stride, self.padding)
-        return (z + params["b"] if self.bias else z), state
+        return (ops.add_bias(z, params["b"]) if self.bias else z), state
 
 
 @dataclass(frozen=True)
