@@ -1,7 +1,8 @@
-"""What augmentation adds to a training step: the lenet recipe's network on MNIST rows, with and without.
+"""What augmentation adds to a training step: a LeNet-style network on MNIST rows, with and without.
 
-The network and optimizer are the ``lenet`` recipe's (conv 5x5x32, pool 2,
-conv 5x5x64, pool 2, dense 512, dropout 0.5, Adam 1e-3, batch 128, float32);
+The network and optimizer are the first ``lenet`` recipe's (conv 5x5x32, pool 2,
+conv 5x5x64, pool 2, dense 512, dropout 0.5, Adam 1e-3, batch 128, float32; the
+recipe has since added dropout after each pool);
 the rows are the first ``--rows`` MNIST training rows, scaled to [0, 1].  For
 each engine one trainer is built without augmentation and one with
 ``--augment``; after a warm-up run (compilation), runs of ``--steps`` steps
