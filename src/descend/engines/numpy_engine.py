@@ -12,6 +12,7 @@ import numpy as np
 
 from descend.backend import numpy_ops
 from descend.engines.base import Engine, Trainer, TrainState, batch_indices, blas_threads, step_seed
+from descend.engines.heap import freed_memory_kept
 from descend.engines.numpy_backprop import value_and_grad
 from descend.model.augment import augment_rows
 from descend.optim.base import apply_updates
@@ -23,7 +24,8 @@ class NumpyTrainer(Trainer):
         losses = np.empty(count)
         update = self.optimizer.update
         # A diverging run overflows; the loop reports the non-finite loss itself, in one line.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), self.engine.threads_scope():
+        with (np.errstate(over="ignore", invalid="ignore", divide="ignore"), self.engine.threads_scope(),
+              freed_memory_kept()):
             return self._run(params, model_state, opt_state, losses, update, X, y, order, batch_size, first, count,
                              global_step, seed)
 
