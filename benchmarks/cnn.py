@@ -313,6 +313,8 @@ def command_text(args) -> str:
         parts.append(f"--only {args.only}")
     if args.threads != 2:
         parts.append(f"--threads {args.threads}")
+    if args.timeout != (600 if args.quick else 3600):
+        parts.append(f"--timeout {args.timeout}")
     return " ".join(parts + (["--write"] if args.write else []))
 
 
