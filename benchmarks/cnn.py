@@ -230,7 +230,7 @@ def combine(runs: list[dict]) -> dict:
     scale = ok[0]["rows"] / ok[0]["samples"]
     epoch = statistics.median([t for r in ok for t in r["warm"]]) * scale
     overhead = statistics.median([r["build_s"] + max(r["first_s"] * scale - epoch, 0.0) for r in ok])
-    return {"epoch_s": epoch, "overhead_s": overhead, "samples_per_s": ok[0]["rows"] / epoch,
+    return {"epoch_s": epoch, "overhead_s": overhead, "samples_per_s": ok[0]["rows"] / epoch, "runs": len(ok),
             "epochs": sum(len(r["warm"]) for r in ok), "last_loss": ok[-1]["last_loss"],
             "spread": (min(t for r in ok for t in r["warm"]) * scale, max(t for r in ok for t in r["warm"]) * scale)}
 
@@ -259,6 +259,12 @@ def ratio_lines(results: dict) -> list[str]:
     return out
 
 
+def run_count(results: dict, repeats: int) -> str:
+    """Runs per framework: a framework named twice in --only ran twice as often as the others."""
+    counts = sorted({r["runs"] for r in results.values() if "runs" in r}) or [repeats]
+    return f"{counts[0]}-{counts[-1]}" if len(counts) > 1 else str(counts[0])
+
+
 def markdown(results: dict, frameworks: list[str], gflops: float, missing: list[str], args) -> str:
     import numpy as np
 
@@ -269,8 +275,9 @@ def markdown(results: dict, frameworks: list[str], gflops: float, missing: list[
         "conv 5x5x32 same + ReLU -> max-pool 2 -> conv 5x5x64 same + ReLU -> max-pool 2 -> dense 512 ReLU -> "
         f"dense 10; Adam 1e-3, batch {BATCH}, float32, {rows:,} MNIST training rows, "
         f"{args.threads} thread(s) for every framework, each in its own process.", "",
-        f"Command: `{command_text(args)}` ({getattr(args, 'runs', args.repeats)} run(s) of one first epoch + {args.epochs} warm "
-        "epochs per framework; the median warm epoch, scaled to a full epoch of all the rows; overhead = "
+        f"Command: `{command_text(args)}` ({run_count(results, args.repeats)} run(s) of one first epoch + "
+        f"{args.epochs} warm epochs per framework; the median warm epoch, scaled to a full epoch of all the rows; "
+        "overhead = "
         "building the model/trainer + the first epoch's excess over a warm one).",
         f"Machine: {cpu_model()}, {os.cpu_count()} cores, {platform.machine()}, Python "
         f"{platform.python_version()}, NumPy {np.__version__}, {versions()}. "
@@ -368,8 +375,6 @@ def main() -> int:
     results = {fw: combine(rs) for fw, rs in runs.items()}
     gflops = gemm_gflops(args.threads, 5)
     # A framework named twice in --only runs twice, interleaved with the others, and gets one row.
-    counts = sorted({len(rs) for rs in runs.values()}) or [args.repeats]
-    args.runs = "-".join(str(c) for c in (counts[0], counts[-1])) if len(counts) > 1 else str(counts[0])
     table = markdown(results, list(runs), gflops, missing, args)
     print(table)
     if args.write:
