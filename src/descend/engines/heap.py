@@ -46,10 +46,6 @@ def _glibc():
 _LIBC = _glibc()
 
 
-def _set(option: int, value: int) -> bool:
-    return bool(_LIBC.mallopt(option, value))
-
-
 @contextlib.contextmanager
 def freed_memory_kept():
     """Freed heap memory stays in the process for reuse while the block runs."""
@@ -60,13 +56,13 @@ def freed_memory_kept():
     with _lock:
         _depth += 1
         if _depth == 1:
-            _set(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-            _set(_M_TRIM_THRESHOLD, _KEEP)
+            _LIBC.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+            _LIBC.mallopt(_M_TRIM_THRESHOLD, _KEEP)
     try:
         yield
     finally:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                _set(_M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD)
+                _LIBC.mallopt(_M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD)
                 _LIBC.malloc_trim(0)
