@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from descend.backend import numpy_ops
+from descend.backend import numpy_ops, windows
 from descend.engines import numpy_backprop
 from descend.engines.numpy_backprop import VJPS, value_and_grad
 from descend.model import (
@@ -109,7 +109,7 @@ def test_vjp_matches_finite_differences(case, l1, l2):
 def test_conv_input_gradient_is_the_same_computed_a_block_of_images_at_a_time(monkeypatch, case, block_floats):
     net, params, state, x, y = problem(NETWORKS[case])
     whole = value_and_grad(net, params, state, x, y, rng=np.random.default_rng(9))[1]
-    monkeypatch.setattr(numpy_backprop, "_PATCH_BLOCK_FLOATS", block_floats)
+    monkeypatch.setattr(windows, "_PATCH_BLOCK_FLOATS", block_floats)
     blocked = value_and_grad(net, params, state, x, y, rng=np.random.default_rng(9))[1]
     assert set(blocked) == set(whole)
     for name in whole:

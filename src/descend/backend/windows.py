@@ -61,6 +61,35 @@ def im2col_size(shape: tuple[int, ...], kernel: int, stride: int, padding: str) 
     return n * conv_out(h, kernel, stride, padding) * conv_out(w, kernel, stride, padding) * kernel * kernel * c
 
 
+_PATCH_BLOCK_FLOATS = 1 << 20  # a few MB: the block's patch gradients stay in cache for the scatter
+
+
+def conv_input_grad(dy: np.ndarray, w: np.ndarray, shape: tuple[int, ...], stride: int, padding: str) -> np.ndarray:
+    """dL/dx of :func:`im2col`'s convolution: the patch gradients ``dy @ W^T`` added back onto the pixels they read.
+
+    ``dy``: the output gradient, NHWC; ``w``: the HWIO kernel; ``shape``: the input's NHWC shape.
+    """
+    n, h, wd, c = shape
+    k, f = w.shape[0], w.shape[3]
+    oh, ow = dy.shape[1:3]
+    lo, hi = conv_pads(k, padding)
+    dxp = np.zeros((n, h + lo + hi, wd + lo + hi, c), dtype=dy.dtype)
+    # The patch gradients are formed and scattered a block of images at a time, into one reused
+    # buffer: for the whole batch they are the step's largest array, and allocating and filling it
+    # afresh every step costs more than the product itself.  Same products, same sums.
+    per_image = oh * ow * k * k * c
+    block = max(1, _PATCH_BLOCK_FLOATS // per_image)
+    dy2 = dy.reshape(-1, f)
+    wt = w.reshape(-1, f).T
+    dcols = np.empty((min(block, n) * oh * ow, k * k * c), dtype=dy.dtype)
+    for start in range(0, n, block):
+        rows = min(block, n - start)
+        part = dcols[:rows * oh * ow]
+        np.matmul(dy2[start * oh * ow:(start + rows) * oh * ow], wt, out=part)
+        scatter_windows(dxp[start:start + rows], part.reshape(rows, oh, ow, k, k, c), k, stride)
+    return dxp[:, lo:lo + h, lo:lo + wd]
+
+
 def pool_windows(x: np.ndarray, size: int, stride: int) -> np.ndarray:
     """``(n, oh, ow, c, size*size)``: the valid pooling windows of ``x``."""
     oh, ow = (x.shape[1] - size) // stride + 1, (x.shape[2] - size) // stride + 1
@@ -90,6 +119,14 @@ def max_pool_with_argmax(x: np.ndarray, size: int, stride: int) -> tuple[np.ndar
         np.maximum(best, view, out=best)
         np.maximum(arg, np.multiply(larger, t, dtype=index), out=arg)  # t exceeds every earlier offset
     return best, arg
+
+
+def max_pool_grad(dy: np.ndarray, arg: np.ndarray, shape: tuple[int, ...], size: int, stride: int) -> np.ndarray:
+    """dL/dx of a max pool: each window's gradient goes to the maximum :func:`max_pool_with_argmax` chose."""
+    dx = np.zeros(shape, dtype=dy.dtype)
+    for t, pixels in enumerate(window_offsets(dx, size, stride)):
+        pixels += (arg == t) * dy
+    return dx
 
 
 def scatter_windows(dx: np.ndarray, dwin: np.ndarray, size: int, stride: int) -> np.ndarray:

@@ -22,8 +22,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 from descend.backend import numpy_ops
-from descend.backend.windows import (conv_pads, im2col, im2col_size, max_pool_with_argmax, scatter_windows,
-                                     window_offsets)
+from descend.backend.windows import (conv_input_grad, im2col, im2col_size, max_pool_grad, max_pool_with_argmax,
+                                     scatter_windows)
 from descend.model.layers import (
     BN_EPS,
     BN_MOMENTUM,
@@ -61,9 +61,6 @@ def _dense_backward(layer, p, x, dy, need_dx):
 
 
 # Conv2D ------------------------------------------------------------------------
-_PATCH_BLOCK_FLOATS = 1 << 20  # a few MB: the block's patch gradients stay in cache for the scatter
-
-
 class _PatchBuffers:
     """Reused buffers for the forward pass's patch matrices, which live until the layer's backward pass.
 
@@ -108,30 +105,14 @@ def _conv_forward(layer, p, s, x, train, key):
 def _conv_backward(layer, p, cache, dy, need_dx):
     buf, cols, shape, oh, ow = cache
     W = p["W"]
-    k, f = layer.kernel, W.shape[3]
-    dy2 = dy.reshape(-1, f)
+    dy2 = dy.reshape(-1, W.shape[3])
     grads = {"W": (cols.T @ dy2).reshape(W.shape)}
     _patch_buffers.give(buf)
     if layer.bias:
         grads["b"] = dy2.sum(axis=0)
     if not need_dx:
         return None, grads
-    n, h, w, c = shape
-    lo, hi = conv_pads(k, layer.padding)
-    dxp = np.zeros((n, h + lo + hi, w + lo + hi, c), dtype=dy.dtype)
-    # The patch gradients (dy @ W^T) are formed and scattered a block of images at a time, into one
-    # reused buffer: for the whole batch they are the step's largest array, and allocating and
-    # filling it afresh every step costs more than the product itself.  Same products, same sums.
-    per_image = oh * ow * k * k * c
-    block = max(1, _PATCH_BLOCK_FLOATS // per_image)
-    Wt = W.reshape(-1, f).T
-    dcols = np.empty((min(block, n) * oh * ow, k * k * c), dtype=dy.dtype)
-    for start in range(0, n, block):
-        rows = min(block, n - start)
-        part = dcols[:rows * oh * ow]
-        np.matmul(dy2[start * oh * ow:(start + rows) * oh * ow], Wt, out=part)
-        scatter_windows(dxp[start:start + rows], part.reshape(rows, oh, ow, k, k, c), k, layer.stride)
-    return dxp[:, lo:lo + h, lo:lo + w], grads
+    return conv_input_grad(dy, W, shape, layer.stride, layer.padding), grads
 
 
 # Pooling -----------------------------------------------------------------------
@@ -142,11 +123,8 @@ def _max_pool_forward(layer, p, s, x, train, key):
 
 def _max_pool_backward(layer, p, cache, dy, need_dx):
     shape, arg = cache
-    dx = np.zeros(shape, dtype=dy.dtype)
     # The window's gradient goes to its maximum (the first, on exact ties).
-    for t, pixels in enumerate(window_offsets(dx, layer.size, layer.stride)):
-        pixels += (arg == t) * dy
-    return dx, {}
+    return max_pool_grad(dy, arg, shape, layer.size, layer.stride), {}
 
 
 def _avg_pool_forward(layer, p, s, x, train, key):
