@@ -194,3 +194,58 @@ def test_jax_max_pool_gradient_goes_to_the_first_maximum_like_numpys(shape):
     got_y, vjp = jax.vjp(lambda a: ops.max_pool2d(a, 2), jax.numpy.asarray(x))
     assert np.array_equal(np.asarray(got_y), y)
     assert np.array_equal(np.asarray(vjp(jax.numpy.asarray(dy))[0]), expected)
+
+
+@pytest.mark.parametrize("size, stride, shape", [(2, 2, (2, 7, 6, 3)), (3, 2, (3, 8, 8, 2)), (3, 1, (2, 5, 6, 2))])
+def test_pytensor_max_pool_gradient_goes_to_the_first_maximum_like_numpys(size, stride, shape):
+    """PyTensor's max pool is one op with its own gradient op: on ties it sends each window's gradient
+    where the NumPy reference's does (PyTensor's own ``max`` would split it among the tied pixels)."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    from descend.engines.numpy_backprop import VJPS
+    from descend.model import MaxPool2D
+
+    rng = np.random.default_rng(4)
+    x = np.round(rng.standard_normal(shape))
+    layer = MaxPool2D(size, stride)
+    y, _, cache = VJPS[MaxPool2D].forward(layer, {}, {}, x, True, None)
+    dy = rng.standard_normal(y.shape)
+    expected, _ = VJPS[MaxPool2D].backward(layer, {}, cache, dy, True)
+    xs, gs = pt.tensor4(dtype="float64", shape=shape), pt.tensor4(dtype="float64", shape=y.shape)
+    out = get_ops("pytensor").max_pool2d(xs, size, stride)
+    got_y, got_dx = pytensor.function([xs, gs], [out, pytensor.grad(pt.sum(out * gs), xs)])(x, dy)
+    assert np.array_equal(got_y, y)
+    assert np.array_equal(got_dx, expected)
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 1, "same"), (4, 2, "same"), (3, 2, "valid"), (2, 3, "valid")])
+def test_pytensor_conv2d_gradients_are_its_adjoints(kernel, stride, padding):
+    """conv2d is linear in each argument, so its gradient ops must satisfy <conv(x, w), g> = <x, dx> = <w, dw>
+    for every x and w (two random draws of each), and match the NumPy reference's VJP."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    from descend.engines.numpy_backprop import VJPS
+    from descend.model import Conv2D
+
+    rng = np.random.default_rng(5)
+    shape, wshape = (3, 7, 6, 2), (kernel, kernel, 2, 4)
+    xs, ws = pt.tensor4(dtype="float64", shape=shape), pt.tensor4(dtype="float64", shape=wshape)
+    y = get_ops("pytensor").conv2d(xs, ws, stride, padding)
+    gs = pt.tensor4(dtype="float64", shape=y.type.shape)
+    dx, dw = pytensor.grad(pt.sum(y * gs), [xs, ws])
+    fn = pytensor.function([xs, ws, gs], [y, dx, dw])
+    g = rng.standard_normal(y.type.shape)
+    layer = Conv2D(4, kernel, stride=stride, padding=padding, bias=False)
+    for _ in range(2):
+        x, w = rng.standard_normal(shape), rng.standard_normal(wshape)
+        got_y, got_dx, got_dw = fn(x, w, g)
+        np.testing.assert_allclose(got_y, reference_conv(x, w, stride, padding), rtol=1e-12, atol=1e-12)
+        inner = np.sum(got_y * g)
+        assert np.sum(x * got_dx) == pytest.approx(inner, rel=1e-12)
+        assert np.sum(w * got_dw) == pytest.approx(inner, rel=1e-12)
+        _, _, cache = VJPS[Conv2D].forward(layer, {"W": w}, {}, x, True, None)
+        ref_dx, ref = VJPS[Conv2D].backward(layer, {"W": w}, cache, g, True)
+        np.testing.assert_allclose(got_dx, ref_dx, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got_dw, ref["W"], rtol=1e-12, atol=1e-12)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
+from pytensor.graph.basic import Apply
+from pytensor.gradient import grad_not_implemented
+from pytensor.graph.op import Op
 
 from descend.backend import bits as _bits
 from descend.backend import windows as _windows
@@ -143,17 +146,96 @@ def _gather_windows(x, k, stride, padding):
     return pt.reshape(pixels[index], (oh * ow, k * k, n, c)), oh, ow
 
 
-def conv2d(x, w, stride=1, padding="same"):
-    """Cross-correlation of NHWC ``x`` with the HWIO kernel ``w``: im2col by one gather, one product.
+class _ConvOp(Op):
+    """Base of the convolution ops: NumPy's im2col arithmetic (``descend.backend.windows``) in ``perform``.
 
-    PyTensor has no convolution of its own.  Gathering the windows with one
-    constant index (rather than one slice per window position) keeps the
-    graph, and its compile time, small.
+    PyTensor has no convolution of its own, and as a graph of window gathers (whose
+    gradient scatters the windows back) a convolution of the benchmark network's
+    size ran several times slower than the same im2col in NumPy.  The forward op
+    and its two gradient ops are each one Op, as in Theano's ``CorrMM`` family;
+    BLAS does the products.
     """
-    k, _, c, f = _static(w, "conv2d", first=0)
-    windows, oh, ow = _gather_windows(x, k, stride, padding)
-    cols = pt.reshape(windows.dimshuffle(2, 0, 1, 3), (-1, k * k * c))
-    return pt.reshape(pt.dot(cols, pt.reshape(w, (k * k * c, f))), (-1, oh, ow, f))
+
+    __props__ = ("stride", "padding")
+
+    def __init__(self, stride: int, padding: str):
+        self.stride, self.padding = int(stride), str(padding)
+
+    def _node(self, inputs, like):
+        """An Apply of ``inputs`` with one output shaped and typed like the variable ``like``."""
+        inputs = [pt.as_tensor_variable(v) for v in inputs]
+        dtype = pytensor.scalar.upcast(*(v.dtype for v in inputs))
+        return Apply(self, inputs, [pt.tensor(dtype=dtype, shape=like.type.shape)])
+
+    def pullback(self, inputs, outputs, cotangents):
+        # The gradient ops are not differentiated again (nothing in descend takes second derivatives).
+        return [grad_not_implemented(self, i, v) for i, v in enumerate(inputs)]
+
+
+class _Conv2D(_ConvOp):
+    """``y = conv2d(x, w)``: NHWC ``x``, HWIO ``w``."""
+
+    def make_node(self, x, w):
+        x, w = pt.as_tensor_variable(x), pt.as_tensor_variable(w)
+        n, h, wd, _ = x.type.shape
+        k, f = w.type.shape[0], w.type.shape[3]
+        shape = (n, _windows.conv_out(h, k, self.stride, self.padding),
+                 _windows.conv_out(wd, k, self.stride, self.padding), f)
+        dtype = pytensor.scalar.upcast(x.dtype, w.dtype)
+        return Apply(self, [x, w], [pt.tensor(dtype=dtype, shape=shape)])
+
+    def perform(self, node, inputs, outputs):
+        x, w = inputs
+        cols, oh, ow = _windows.im2col(x, w.shape[0], self.stride, self.padding)
+        y = (cols @ w.reshape(-1, w.shape[3])).reshape(x.shape[0], oh, ow, w.shape[3])
+        outputs[0][0] = np.asarray(y, dtype=node.outputs[0].dtype)
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [(shapes[0][0], *node.outputs[0].type.shape[1:])]
+
+    def pullback(self, inputs, outputs, cotangents):
+        x, w = inputs
+        (dy,) = cotangents
+        return [_Conv2DInputGrad(self.stride, self.padding)(dy, w, x),
+                _Conv2DKernelGrad(self.stride, self.padding)(x, dy, w)]
+
+
+class _Conv2DInputGrad(_ConvOp):
+    """dL/dx from the output gradient ``dy`` and the kernel ``w`` (``x``: only its shape is read)."""
+
+    def make_node(self, dy, w, x):
+        return self._node([dy, w, x], x)
+
+    def perform(self, node, inputs, outputs):
+        dy, w, x = inputs
+        dx = _windows.conv_input_grad(dy, w, x.shape, self.stride, self.padding)
+        outputs[0][0] = np.asarray(dx, dtype=node.outputs[0].dtype)
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [shapes[2]]
+
+
+class _Conv2DKernelGrad(_ConvOp):
+    """dL/dw from the input ``x`` and the output gradient ``dy`` (``w``: only its shape is read)."""
+
+    def make_node(self, x, dy, w):
+        return self._node([x, dy, w], w)
+
+    def perform(self, node, inputs, outputs):
+        x, dy, w = inputs
+        cols, _, _ = _windows.im2col(x, w.shape[0], self.stride, self.padding)
+        dw = (cols.T @ dy.reshape(-1, w.shape[3])).reshape(w.shape)
+        outputs[0][0] = np.asarray(dw, dtype=node.outputs[0].dtype)
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [shapes[2]]
+
+
+def conv2d(x, w, stride=1, padding="same"):
+    """Cross-correlation of NHWC ``x`` with the HWIO kernel ``w``: im2col and one matrix product (see ``_ConvOp``)."""
+    _static(w, "conv2d", first=0)
+    _static(x, "convolution and pooling")
+    return _Conv2D(stride, padding)(x, w)
 
 
 def _pool(x, size, stride, reduce):
@@ -161,9 +243,69 @@ def _pool(x, size, stride, reduce):
     return pt.reshape(reduce(windows, axis=1).dimshuffle(1, 0, 2), (-1, oh, ow, x.type.shape[3]))
 
 
+class _MaxPool(Op):
+    """``(y, arg)``: each window's maximum and the row-major offset of its first maximum (NumPy's, in ``perform``).
+
+    Window gathers and the scatter of their gradient ran several times slower in
+    PyTensor than NumPy's elementwise maxima over strided views; the gradient
+    op reads the offsets the forward pass chose.
+    """
+
+    __props__ = ("size", "stride")
+
+    def __init__(self, size: int, stride: int):
+        self.size, self.stride = int(size), int(stride)
+
+    def make_node(self, x):
+        x = pt.as_tensor_variable(x)
+        n, h, w, c = x.type.shape
+        shape = (n, (h - self.size) // self.stride + 1, (w - self.size) // self.stride + 1, c)
+        index = "uint8" if self.size * self.size <= 256 else "int32"
+        return Apply(self, [x], [pt.tensor(dtype=x.dtype, shape=shape), pt.tensor(dtype=index, shape=shape)])
+
+    def perform(self, node, inputs, outputs):
+        best, arg = _windows.max_pool_with_argmax(inputs[0], self.size, self.stride)
+        outputs[0][0], outputs[1][0] = best, arg
+
+    def infer_shape(self, fgraph, node, shapes):
+        out = (shapes[0][0], *node.outputs[0].type.shape[1:])
+        return [out, out]
+
+    def connection_pattern(self, node):
+        return [[True, False]]
+
+    def pullback(self, inputs, outputs, cotangents):
+        (x,), (_, arg), (dy, _) = inputs, outputs, cotangents
+        return [_MaxPoolGrad(self.size, self.stride)(dy, arg, x)]
+
+
+class _MaxPoolGrad(Op):
+    """dL/dx of :class:`_MaxPool` from the output gradient, the offsets of the maxima and ``x`` (for its shape)."""
+
+    __props__ = ("size", "stride")
+
+    def __init__(self, size: int, stride: int):
+        self.size, self.stride = int(size), int(stride)
+
+    def make_node(self, dy, arg, x):
+        dy, arg, x = (pt.as_tensor_variable(v) for v in (dy, arg, x))
+        return Apply(self, [dy, arg, x], [pt.tensor(dtype=dy.dtype, shape=x.type.shape)])
+
+    def perform(self, node, inputs, outputs):
+        dy, arg, x = inputs
+        outputs[0][0] = _windows.max_pool_grad(dy, arg, x.shape, self.size, self.stride)
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [shapes[2]]
+
+    def pullback(self, inputs, outputs, cotangents):
+        return [grad_not_implemented(self, i, v) for i, v in enumerate(inputs)]
+
+
 def max_pool2d(x, size, stride=None):
     """The maximum of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
-    return _pool(x, size, stride, pt.max)
+    _static(x, "convolution and pooling")
+    return _MaxPool(size, stride or size)(x)[0]
 
 
 def avg_pool2d(x, size, stride=None):
