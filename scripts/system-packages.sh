@@ -4,7 +4,8 @@
 #   chromium    - the browser that `descend serve`'s browser tests drive (Playwright
 #                 never downloads one);
 #   postgresql  - the server binaries (initdb, pg_ctl) of the search-storage test, which
-#                 starts its own throwaway server on 127.0.0.1.
+#                 starts its own throwaway server on 127.0.0.1;
+#   g++         - the compiler of PyTensor's C backend (the `pytensor` engine).
 # Whatever is already present is left alone; nothing is asked of apt-get then.
 # PG_LIB_DIR is where Debian puts the versioned PostgreSQL binaries (not on PATH).
 set -euo pipefail
@@ -15,6 +16,7 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if ! command -v initdb >/dev/null 2>&1 && ! compgen -G "$PG_LIB_DIR/*/bin/initdb" >/dev/null; then
     missing+=(postgresql)
 fi
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then

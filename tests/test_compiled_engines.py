@@ -186,3 +186,35 @@ def test_tensorflow_starts_without_its_startup_noise_and_keeps_other_stderr():
     assert out.returncode == 0, out.stderr
     assert "absl::InitializeLog" not in out.stderr and "oneDNN custom operations" not in out.stderr
     assert "kept: a line of our own" in out.stderr
+
+
+def test_pytensor_variants_compile_with_the_linker_they_name():
+    """``pytensor`` is the C backend and ``pytensor:numba`` numba (PyTensor 3 made numba what ``FAST_RUN``
+    means, which silently turned the C variant into a second numba one)."""
+    from pytensor.compile.mode import get_mode
+    from pytensor.link.numba.linker import NumbaLinker
+    from pytensor.link.vm import VMLinker
+
+    c = get_mode(get_engine("pytensor").mode).linker
+    assert isinstance(c, VMLinker) and c.use_cloop
+    assert isinstance(get_mode(get_engine("pytensor:numba").mode).linker, NumbaLinker)
+
+
+@pytest.mark.parametrize("engine_name", ["pytensor", "pytensor:numba"])
+def test_pytensor_convolutional_network_trains_like_numpy_without_warnings(engine_name, recwarn):
+    """descend's convolution and pooling ops run their NumPy code on both linkers (numba's object mode),
+    step for step like the NumPy engine, and neither PyTensor's BLAS notice nor numba's reaches the user."""
+    from descend.model import Activation, Conv2D, Dense, Flatten, MaxPool2D, Network
+
+    spec = Network((8, 8, 1), (Conv2D(4, 3), Activation("relu"), MaxPool2D(2), Conv2D(3, 3, stride=2, padding="valid"),
+                               Flatten(), Dense(3)))
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((48, 64)), rng.integers(0, 3, 48)
+    losses = {}
+    for name in ("numpy", engine_name):
+        engine = get_engine(name, dtype="float64")
+        trainer = engine.trainer(spec, make_optimizer("adam", 0.01))
+        ts = trainer.init(*spec.init(0, dtype="float64"))
+        losses[name] = trainer.run(ts, engine.asarray(X), engine.put_labels(y), np.arange(48), 8, 0, 6, 0, 0)[1]
+    np.testing.assert_allclose(losses[engine_name], losses["numpy"], rtol=1e-12)
+    assert not [w for w in recwarn if "object mode" in str(w.message) or "BLAS" in str(w.message)]

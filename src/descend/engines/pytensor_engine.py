@@ -8,13 +8,15 @@ gradients from ``pytensor.grad`` of descend's own model function and updates
 from descend's own optimizer, built symbolically.  Each optimizer step is one
 call of that function from Python, as in the Theano tutorials.
 
-Backends: the C backend (``FAST_RUN``, the default) or numba
-(``--engine pytensor:numba``).  Measured here (784-300-10, momentum, 2
-threads): C 0.36 s per batch-500 epoch and 0.67 s at batch 32, numba 0.53 s
-and 1.93 s; both about 7,000 samples/s at batch 1.  Numba's fastmath is turned off: it assumes no NaNs
-(so a diverging run could not be detected) and reorders arithmetic.  Compiled
-code is cached on disk by PyTensor (C modules in its compiledir, numba
-functions through numba's cache), so a second run skips the cold compile.
+Backends: the C backend (PyTensor's ``CVM`` mode: the ``fast_run`` rewrites and C
+code compiled by the system's C++ compiler, the default) or numba (``--engine
+pytensor:numba``).  ``FAST_RUN`` is not named: since PyTensor 3 it means numba.
+Numba's fastmath is turned off: it assumes no NaNs (so a diverging run could not
+be detected) and reorders arithmetic.  Compiled code is cached on disk by
+PyTensor (C modules in its compiledir, numba functions through numba's cache), so
+a second run skips the cold compile.  Convolution and max pooling are descend's
+own ops, NumPy code in ``perform`` (see ``descend.backend.pytensor_ops``); numba
+runs them in its object mode.  Speeds are in docs/benchmarks.md.
 
 Dropout masks come from a RandomStream reseeded from ``(seed, global step)``
 at the start of every run of steps; runs of steps end at evaluations, which
@@ -24,23 +26,40 @@ takes the seed and the global step as two more inputs of the step function.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from descend.engines.base import Engine, Trainer, TrainState, blas_threads, float_targets
+from descend.engines.heap import freed_memory_kept
 from descend.errors import ConfigError
 from descend.io.tree import flatten, unflatten
 from descend.model import loss_fn, predict_logits
 from descend.model.augment import augment_rows
 from descend.optim.base import apply_updates
 
-MODES = {"c": "FAST_RUN", "numba": "NUMBA"}
+MODES = {"c": "CVM", "numba": "NUMBA"}
 
 
 def _pytensor():
     import pytensor
 
     pytensor.config.numba__fastmath = False
+    # PyTensor warns, once, when it finds no BLAS to link its C code to; without one its matrix products
+    # (Dot22) run NumPy's, and NumPy brings its own BLAS, so the warning does not apply here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS", category=UserWarning)
+        pytensor.config.blas__ldflags  # noqa: B018 - reading it runs (and caches) PyTensor's BLAS search
     return pytensor
+
+
+def _compile(inputs, outputs, **kwargs):
+    """``pytensor.function``, without numba's notice that descend's convolution and pooling ops (NumPy code by
+    design, see ``descend.backend.pytensor_ops``) run in its object mode."""
+    pytensor = _pytensor()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Numba will use object mode to run _", category=UserWarning)
+        return pytensor.function(inputs, outputs, **kwargs)
 
 
 class PytensorTrainer(Trainer):
@@ -90,8 +109,7 @@ class PytensorTrainer(Trainer):
         pairs += [(shared, pt.cast(expr, shared.dtype)) for shared, expr in zip(self.o, new_opt_leaves)]
         if key.current is not self.rng:
             pairs.append((self.rng, key.current))
-        self._fn = pytensor.function(inputs, loss, updates=pairs, mode=self.engine.mode,
-                                     name="descend_train_step")
+        self._fn = _compile(inputs, loss, updates=pairs, mode=self.engine.mode, name="descend_train_step")
 
     def init(self, params, model_state, opt_state=None) -> TrainState:
         params = {k: np.asarray(v, dtype=self.engine.dtype) for k, v in params.items()}
@@ -127,7 +145,8 @@ class PytensorTrainer(Trainer):
             self.y.set_value(self.engine.put_labels(y), borrow=True)
             self._data = (X, y)
         self.rng.set_value(np.random.default_rng([seed, global_step]))
-        with blas_threads(self.engine.threads):
+        # The convolution ops allocate their patch matrices afresh every step (see engines.heap).
+        with blas_threads(self.engine.threads), freed_memory_kept():
             return self._steps(order, batch_size, first, count, global_step, seed)
 
     def _steps(self, order, batch_size, first, count, global_step, seed):
@@ -192,7 +211,7 @@ class PytensorEngine(Engine):
         return PytensorTrainer(self, spec, optimizer, l1=l1, l2=l2, augment=augment, label_smoothing=label_smoothing)
 
     def logits(self, spec, params, model_state, X, batch_size=10000):
-        pytensor = _pytensor()
+        _pytensor()
         import pytensor.tensor as pt
 
         key = (spec, tuple((k, np.shape(v)) for k, v in params.items()),
@@ -203,7 +222,7 @@ class PytensorEngine(Engine):
             p = {k: pt.tensor(name=k, dtype=self.dtype, shape=np.shape(v)) for k, v in params.items()}
             s = {k: pt.tensor(name=k, dtype=self.dtype, shape=np.shape(v)) for k, v in model_state.items()}
             out = predict_logits(self.ops, spec, p, s, x)
-            fn = self._logits[key] = pytensor.function([x, *p.values(), *s.values()], out, mode=self.mode)
+            fn = self._logits[key] = _compile([x, *p.values(), *s.values()], out, mode=self.mode)
         pv = [np.asarray(params[k], dtype=self.dtype) for k in params]
         sv = [np.asarray(model_state[k], dtype=self.dtype) for k in model_state]
         out = [fn(np.asarray(X[i:i + batch_size], dtype=self.dtype), *pv, *sv) for i in range(0, len(X), batch_size)]
