@@ -1,7 +1,7 @@
 """scripts/system-packages.sh, which `make test` runs first: it asks apt-get for exactly the
-Debian packages that are missing (chromium, postgresql) and for nothing when both are present.
+Debian packages that are missing (chromium, postgresql, g++) and for nothing when all are present.
 
-The script runs with a PATH of stubs only, so the machine's own chromium and initdb are hidden;
+The script runs with a PATH of stubs only, so the machine's own chromium, initdb and g++ are hidden;
 the stub apt-get and sudo record their arguments instead of installing anything."""
 import os
 import shutil
@@ -67,28 +67,28 @@ def _apt_calls(lines):
     return [line for line in lines if line.startswith("apt-get ")]
 
 
-def test_both_missing_installs_both_after_one_update(box):
+def test_all_missing_installs_all_after_one_update(box):
     proc, lines = _run(box)
     assert proc.returncode == 0, proc.stderr
     assert _apt_calls(lines) == [
         "apt-get DEBIAN_FRONTEND=noninteractive update -qq",
-        "apt-get DEBIAN_FRONTEND=noninteractive install -y -qq chromium postgresql",
+        "apt-get DEBIAN_FRONTEND=noninteractive install -y -qq chromium postgresql g++",
     ]
     # root calls apt-get itself; anyone else goes through sudo
     used_sudo = any(line.startswith("sudo ") for line in lines)
     assert used_sudo == (os.geteuid() != 0)
-    assert "chromium postgresql" in proc.stdout
+    assert "chromium postgresql g++" in proc.stdout
 
 
-def test_nothing_is_installed_when_both_are_on_path(box):
-    proc, lines = _run(box, present=("chromium", "initdb"))
+def test_nothing_is_installed_when_all_are_on_path(box):
+    proc, lines = _run(box, present=("chromium", "initdb", "g++"))
     assert proc.returncode == 0, proc.stderr
     assert lines == []
     assert proc.stdout == "" and proc.stderr == ""
 
 
 def test_initdb_under_the_versioned_postgresql_directory_counts_as_present(box):
-    proc, lines = _run(box, pg_versions=("15",))
+    proc, lines = _run(box, present=("g++",), pg_versions=("15",))
     assert proc.returncode == 0, proc.stderr
     assert _apt_calls(lines) == [
         "apt-get DEBIAN_FRONTEND=noninteractive update -qq",
@@ -97,14 +97,21 @@ def test_initdb_under_the_versioned_postgresql_directory_counts_as_present(box):
 
 
 def test_only_postgresql_when_chromium_is_present(box):
-    proc, lines = _run(box, present=("chromium",))
+    proc, lines = _run(box, present=("chromium", "g++"))
     assert proc.returncode == 0, proc.stderr
     assert _apt_calls(lines)[-1] == "apt-get DEBIAN_FRONTEND=noninteractive install -y -qq postgresql"
     assert len(_apt_calls(lines)) == 2
 
 
+def test_only_the_compiler_when_chromium_and_postgresql_are_present(box):
+    """PyTensor's C backend compiles with g++."""
+    proc, lines = _run(box, present=("chromium", "initdb"))
+    assert proc.returncode == 0, proc.stderr
+    assert _apt_calls(lines)[-1] == "apt-get DEBIAN_FRONTEND=noninteractive install -y -qq g++"
+
+
 def test_not_root_without_sudo_says_what_to_install(box):
-    proc, lines = _run(box, present=("initdb",), sudo=False, as_nobody=True)
+    proc, lines = _run(box, present=("initdb", "g++"), sudo=False, as_nobody=True)
     assert proc.returncode == 1
     assert lines == []
     message = proc.stderr.strip()
