@@ -125,27 +125,6 @@ def _static(x, what, first=1):
     return shape
 
 
-def _window_index(h, w, k, stride, padding):
-    """For each output pixel and window position (row-major), the input pixel it reads; ``h*w`` is a zero pixel."""
-    lo, _ = _windows.conv_pads(k, padding)
-    oh, ow = _windows.conv_out(h, k, stride, padding), _windows.conv_out(w, k, stride, padding)
-    rows = (np.arange(oh) * stride)[:, None, None, None] + np.arange(k)[None, None, :, None] - lo
-    cols = (np.arange(ow) * stride)[None, :, None, None] + np.arange(k)[None, None, None, :] - lo
-    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    return np.where(inside, rows * w + cols, h * w).reshape(-1).astype(np.int64), oh, ow
-
-
-def _gather_windows(x, k, stride, padding):
-    """``(oh*ow, k*k, n, c)``: every window of ``x``, gathered in one indexing op (and its gradient in one)."""
-    _, h, w, c = _static(x, "convolution and pooling")
-    index, oh, ow = _window_index(h, w, k, stride, padding)
-    n = x.shape[0]
-    pixels = pt.reshape(x, (n, h * w, c)).dimshuffle(1, 0, 2)
-    if padding == "same":
-        pixels = pt.concatenate([pixels, pt.zeros((1, n, c), dtype=x.dtype)], axis=0)
-    return pt.reshape(pixels[index], (oh * ow, k * k, n, c)), oh, ow
-
-
 class _ConvOp(Op):
     """Base of the convolution ops: NumPy's im2col arithmetic (``descend.backend.windows``) in ``perform``.
 
@@ -238,17 +217,11 @@ def conv2d(x, w, stride=1, padding="same"):
     return _Conv2D(stride, padding)(x, w)
 
 
-def _pool(x, size, stride, reduce):
-    windows, oh, ow = _gather_windows(x, size, stride or size, "valid")
-    return pt.reshape(reduce(windows, axis=1).dimshuffle(1, 0, 2), (-1, oh, ow, x.type.shape[3]))
+class _PoolOp(Op):
+    """Base of the pooling ops: NumPy's window arithmetic (``descend.backend.windows``) in ``perform``.
 
-
-class _MaxPool(Op):
-    """``(y, arg)``: each window's maximum and the row-major offset of its first maximum (NumPy's, in ``perform``).
-
-    Window gathers and the scatter of their gradient ran several times slower in
-    PyTensor than NumPy's elementwise maxima over strided views; the gradient
-    op reads the offsets the forward pass chose.
+    As window gathers and the scatter of their gradient, pooling ran several times
+    slower in PyTensor than NumPy's elementwise work on strided views.
     """
 
     __props__ = ("size", "stride")
@@ -256,20 +229,36 @@ class _MaxPool(Op):
     def __init__(self, size: int, stride: int):
         self.size, self.stride = int(size), int(stride)
 
+    def _pooled(self, x):
+        """The output type of pooling ``x``."""
+        n, h, w, c = x.type.shape
+        return pt.tensor(dtype=x.dtype, shape=(n, (h - self.size) // self.stride + 1,
+                                               (w - self.size) // self.stride + 1, c))
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [(shapes[0][0], *out.type.shape[1:]) for out in node.outputs]
+
+    def pullback(self, inputs, outputs, cotangents):
+        # The gradient ops are not differentiated again (nothing in descend takes second derivatives).
+        return [grad_not_implemented(self, i, v) for i, v in enumerate(inputs)]
+
+
+class _MaxPool(_PoolOp):
+    """``(y, arg)``: each window's maximum and the row-major offset of its first maximum.
+
+    The gradient op reads the offsets the forward pass chose, so the window's gradient
+    goes to its first maximum, as in the NumPy reference.
+    """
+
     def make_node(self, x):
         x = pt.as_tensor_variable(x)
-        n, h, w, c = x.type.shape
-        shape = (n, (h - self.size) // self.stride + 1, (w - self.size) // self.stride + 1, c)
+        y = self._pooled(x)
         index = "uint8" if self.size * self.size <= 256 else "int32"
-        return Apply(self, [x], [pt.tensor(dtype=x.dtype, shape=shape), pt.tensor(dtype=index, shape=shape)])
+        return Apply(self, [x], [y, pt.tensor(dtype=index, shape=y.type.shape)])
 
     def perform(self, node, inputs, outputs):
         best, arg = _windows.max_pool_with_argmax(inputs[0], self.size, self.stride)
         outputs[0][0], outputs[1][0] = best, arg
-
-    def infer_shape(self, fgraph, node, shapes):
-        out = (shapes[0][0], *node.outputs[0].type.shape[1:])
-        return [out, out]
 
     def connection_pattern(self, node):
         return [[True, False]]
@@ -279,13 +268,8 @@ class _MaxPool(Op):
         return [_MaxPoolGrad(self.size, self.stride)(dy, arg, x)]
 
 
-class _MaxPoolGrad(Op):
+class _MaxPoolGrad(_PoolOp):
     """dL/dx of :class:`_MaxPool` from the output gradient, the offsets of the maxima and ``x`` (for its shape)."""
-
-    __props__ = ("size", "stride")
-
-    def __init__(self, size: int, stride: int):
-        self.size, self.stride = int(size), int(stride)
 
     def make_node(self, dy, arg, x):
         dy, arg, x = (pt.as_tensor_variable(v) for v in (dy, arg, x))
@@ -298,8 +282,34 @@ class _MaxPoolGrad(Op):
     def infer_shape(self, fgraph, node, shapes):
         return [shapes[2]]
 
+
+class _AvgPool(_PoolOp):
+    """Each window's mean."""
+
+    def make_node(self, x):
+        x = pt.as_tensor_variable(x)
+        return Apply(self, [x], [self._pooled(x)])
+
+    def perform(self, node, inputs, outputs):
+        outputs[0][0] = _windows.pool_windows(inputs[0], self.size, self.stride).mean(axis=-1)
+
     def pullback(self, inputs, outputs, cotangents):
-        return [grad_not_implemented(self, i, v) for i, v in enumerate(inputs)]
+        return [_AvgPoolGrad(self.size, self.stride)(cotangents[0], inputs[0])]
+
+
+class _AvgPoolGrad(_PoolOp):
+    """dL/dx of :class:`_AvgPool` from the output gradient and ``x`` (for its shape)."""
+
+    def make_node(self, dy, x):
+        dy, x = pt.as_tensor_variable(dy), pt.as_tensor_variable(x)
+        return Apply(self, [dy, x], [pt.tensor(dtype=dy.dtype, shape=x.type.shape)])
+
+    def perform(self, node, inputs, outputs):
+        dy, x = inputs
+        outputs[0][0] = _windows.avg_pool_grad(dy, x.shape, self.size, self.stride)
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [shapes[1]]
 
 
 def max_pool2d(x, size, stride=None):
@@ -310,7 +320,8 @@ def max_pool2d(x, size, stride=None):
 
 def avg_pool2d(x, size, stride=None):
     """The mean of each valid ``size`` x ``size`` window, every ``stride`` (default ``size``) pixels."""
-    return _pool(x, size, stride, pt.mean)
+    _static(x, "convolution and pooling")
+    return _AvgPool(size, stride or size)(x)
 
 
 # Integer helpers of augmentation (see ``descend.backend.bits``) -----------------

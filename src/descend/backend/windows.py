@@ -129,6 +129,13 @@ def max_pool_grad(dy: np.ndarray, arg: np.ndarray, shape: tuple[int, ...], size:
     return dx
 
 
+def avg_pool_grad(dy: np.ndarray, shape: tuple[int, ...], size: int, stride: int) -> np.ndarray:
+    """dL/dx of an average pool: each window's gradient shared equally among its pixels."""
+    share = dy * (1.0 / (size * size))
+    dwin = np.broadcast_to(share[:, :, :, None, None, :], (*dy.shape[:3], size, size, dy.shape[3]))
+    return scatter_windows(np.zeros(shape, dtype=dy.dtype), dwin, size, stride)
+
+
 def scatter_windows(dx: np.ndarray, dwin: np.ndarray, size: int, stride: int) -> np.ndarray:
     """Adds each window position's gradient ``dwin[:, :, :, i, j, :]`` onto the pixels it came from, in place."""
     oh, ow = dwin.shape[1:3]

@@ -22,8 +22,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 from descend.backend import numpy_ops
-from descend.backend.windows import (conv_input_grad, im2col, im2col_size, max_pool_grad, max_pool_with_argmax,
-                                     scatter_windows)
+from descend.backend.windows import (avg_pool_grad, conv_input_grad, im2col, im2col_size, max_pool_grad,
+                                     max_pool_with_argmax)
 from descend.model.layers import (
     BN_EPS,
     BN_MOMENTUM,
@@ -132,11 +132,7 @@ def _avg_pool_forward(layer, p, s, x, train, key):
 
 
 def _avg_pool_backward(layer, p, cache, dy, need_dx):
-    shape = cache
-    k = layer.size
-    share = dy * (1.0 / (k * k))
-    dwin = np.broadcast_to(share[:, :, :, None, None, :], (*dy.shape[:3], k, k, dy.shape[3]))
-    return scatter_windows(np.zeros(shape, dtype=dy.dtype), dwin, k, layer.stride), {}
+    return avg_pool_grad(dy, cache, layer.size, layer.stride), {}
 
 
 def _gap_forward(layer, p, s, x, train, key):
