@@ -79,6 +79,15 @@ def test_cast_accepts_every_dtype_spelling(dtype):
     assert get_ops("jax").cast(jnp.arange(3), dtype).dtype == jnp.float32
 
 
+def scanned_gradients(conv, xs, w):
+    """(the sum of dL/dw over ``xs``, dL/dx of each x) for L = sum(tanh(conv(x, w))), inside a jitted ``lax.scan``."""
+    def body(total, x):
+        loss = lambda x_, w_: jnp.sum(jnp.tanh(conv(x_, w_)))  # noqa: E731 - a non-uniform output gradient
+        dx, dw = jax.grad(loss, argnums=(0, 1))(x, w)
+        return total + dw, dx
+    return jax.jit(lambda: jax.lax.scan(body, jnp.zeros_like(w), xs))()
+
+
 @pytest.mark.parametrize("kernel, stride, padding", [(5, 1, "same"), (4, 2, "same"), (3, 3, "valid"), (4, 1, "valid")])
 def test_conv2d_gradients_inside_a_scan_equal_xla_autodiff(kernel, stride, padding):
     """conv2d's own kernel gradient (the engine's scan avoids XLA's slow one) against autodiff of XLA's conv."""
@@ -91,15 +100,8 @@ def test_conv2d_gradients_inside_a_scan_equal_xla_autodiff(kernel, stride, paddi
         return jax.lax.conv_general_dilated(x, w_, (stride, stride), [pads, pads],
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-    def scanned(conv):
-        def body(total, x):
-            loss = lambda x_, w_: jnp.sum(jnp.tanh(conv(x_, w_)))  # noqa: E731 - a non-uniform output gradient
-            dx, dw = jax.grad(loss, argnums=(0, 1))(x, w)
-            return total + dw, dx
-        return jax.jit(lambda: jax.lax.scan(body, jnp.zeros_like(w), xs))()
-
-    dw, dx = scanned(lambda x, w_: get_ops("jax").conv2d(x, w_, stride, padding))
-    dw_xla, dx_xla = scanned(xla_conv)
+    dw, dx = scanned_gradients(lambda x, w_: get_ops("jax").conv2d(x, w_, stride, padding), xs, w)
+    dw_xla, dx_xla = scanned_gradients(xla_conv, xs, w)
     np.testing.assert_allclose(np.asarray(dw), np.asarray(dw_xla), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.asarray(dx), np.asarray(dx_xla), rtol=1e-5, atol=1e-6)
 
@@ -291,6 +293,16 @@ def test_cpu_matrix_products_stay_on_eigen():
     assert jax_engine._compiler_options(engine) == jax_engine.CPU_COMPILER_OPTIONS
     compiled = trainer._run.lower(*args).compile().as_text()
     assert " dot(" in compiled and "ynn" not in compiled.lower()
+
+
+def test_a_convolutional_network_compiles_with_xlas_defaults():
+    from descend.model import Conv2D, Dense, Flatten, Network
+
+    engine = get_engine("jax", device="cpu")
+    cnn = Network((28, 28, 1), (Conv2D(8, 3, stride=2), Flatten(), Dense(None)))
+    assert jax_engine._compiler_options(engine, cnn) is None
+    assert jax_engine._compiler_options(engine, MLP()) == jax_engine.CPU_COMPILER_OPTIONS
+    assert jax_engine._compiler_options(engine) == jax_engine.CPU_COMPILER_OPTIONS
 
 
 def test_an_xla_option_the_user_set_is_left_to_them(monkeypatch):

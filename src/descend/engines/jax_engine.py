@@ -139,11 +139,21 @@ DONATE_MIN_BYTES = 256 * 2**20
 # epoch 0.72 s against 0.59 s; batch 500 and inference are faster too).  An
 # empty fusion-type list keeps the products on Eigen.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# Convolutions are the other way round: XLA's defaults hand them to YNNPACK too, which runs them
+# faster than Eigen does, so a network with a convolution compiles with XLA's defaults
+# (docs/benchmarks.md has the figures).
 _CPU_OPTIONS_SUPPORTED: bool | None = None
 
 
-def _compiler_options(engine) -> dict | None:
-    """``CPU_COMPILER_OPTIONS`` for a CPU engine whose jaxlib knows them, else None (XLA's defaults).
+def _convolutional(spec) -> bool:
+    from descend.model.layers import Conv2D
+
+    return any(isinstance(layer, Conv2D) for layer in getattr(spec, "layers", ()))
+
+
+def _compiler_options(engine, spec=None) -> dict | None:
+    """``CPU_COMPILER_OPTIONS`` for a CPU engine whose jaxlib knows them, else None (XLA's defaults,
+    also what a network with a convolution gets).
 
     An XLA without the option refuses the whole compilation, so it is probed
     once per process on a one-element program.  An option the user set in
@@ -151,6 +161,8 @@ def _compiler_options(engine) -> dict | None:
     """
     global _CPU_OPTIONS_SUPPORTED
     if engine.device != "cpu":
+        return None
+    if spec is not None and _convolutional(spec):
         return None
     user_flags = os.environ.get("XLA_FLAGS", "")
     options = {k: v for k, v in CPU_COMPILER_OPTIONS.items() if f"--{k}" not in user_flags}
@@ -204,7 +216,8 @@ def _build_run(engine, spec, optimizer, l1, l2, augment, label_smoothing, donate
         (params, model_state, opt_state), losses = jax.lax.scan(step, (params, model_state, opt_state), (idx, steps))
         return params, model_state, opt_state, losses
 
-    return jax.jit(run_steps, donate_argnums=(0, 1, 2) if donate else (), compiler_options=_compiler_options(engine))
+    return jax.jit(run_steps, donate_argnums=(0, 1, 2) if donate else (),
+                   compiler_options=_compiler_options(engine, spec))
 
 
 # Inference functions per model spec and device, shared by every engine in the process (jit caches per shape).
@@ -326,7 +339,7 @@ class JaxEngine(Engine):
         if fn is None:
             ops = self.ops
             fn = _LOGITS[spec, self.device] = self.jax.jit(lambda p, s, x: predict_logits(ops, spec, p, s, x),
-                                                           compiler_options=_compiler_options(self))
+                                                           compiler_options=_compiler_options(self, spec))
         if not isinstance(X, self.jax.Array):  # NumPy input: in the engine's dtype, on its device
             X = self.asarray(X)
         n = int(X.shape[0])
