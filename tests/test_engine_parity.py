@@ -326,3 +326,23 @@ def test_gpu_matches_numpy(optimizer):
         assert get_engine(name, device="gpu").device == "gpu"
         assert_same(name, MLP(hidden=(16, 8), batchnorm=True), lambda: make_optimizer(optimizer, lr_for(optimizer)),
                     device="gpu")
+
+
+# The JAX engine runs a stride-1 convolution with many channels as products of spectra (the second
+# convolution here): the network still trains like NumPy.
+SPECTRAL_CNN = Network(IMAGE, (Conv2D(16, 3), Activation("relu"), Conv2D(16, 5), Activation("relu"), MaxPool2D(2),
+                               Flatten(), Dense(None)))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_spectral_convolution_network_on_jax(optimizer, dtype, monkeypatch):
+    from descend.backend import jax_ops
+
+    traced = []
+    spectral_conv = jax_ops._conv_dft
+    monkeypatch.setattr(jax_ops, "_conv_dft", lambda x, w, padding: traced.append(x.shape) or spectral_conv(x, w, padding))
+    lr = {"sgd": 0.05, "adam": 0.005}[optimizer]
+    assert_same("jax", SPECTRAL_CNN, lambda: make_optimizer(optimizer, lr), dtype=dtype, steps=20,
+                rtol=1e-9 if dtype == "float64" else 1e-4, data=(X_IMAGES, Y))
+    assert traced and all(shape[1:] == (6, 6, 16) for shape in traced)

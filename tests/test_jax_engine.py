@@ -106,6 +106,49 @@ def test_conv2d_gradients_inside_a_scan_equal_xla_autodiff(kernel, stride, paddi
     np.testing.assert_allclose(np.asarray(dx), np.asarray(dx_xla), rtol=1e-5, atol=1e-6)
 
 
+def test_conv2d_takes_the_spectral_route_only_where_it_pays():
+    spectral = get_ops("jax").spectral
+    assert spectral((128, 14, 14, 32), (5, 5, 32, 64), 1, "same")  # the CNN benchmark's second convolution
+    assert not spectral((128, 28, 28, 1), (5, 5, 1, 32), 1, "same")  # one input channel: windows are cheap
+    assert not spectral((128, 14, 14, 32), (5, 5, 32, 64), 2, "same")
+    assert not spectral((128, 4, 4, 32), (5, 5, 32, 64), 1, "valid")  # no output pixel
+    assert not spectral((128, 48, 48, 64), (3, 3, 64, 64), 1, "same")  # big maps: the transforms cost more
+
+
+@pytest.mark.parametrize("shape, kernel, padding", [((3, 14, 14, 4), 5, "same"), ((2, 9, 7, 3), 3, "valid"),
+                                                    ((2, 8, 11, 2), 4, "same"), ((2, 7, 5, 3), 2, "same"),
+                                                    ((1, 5, 6, 2), 5, "valid"), ((2, 3, 3, 2), 5, "same")])
+def test_spectral_convolution_and_its_gradients_equal_the_direct_ones(shape, kernel, padding):
+    """Forward values and both gradients of the spectral route against XLA's convolution, float64."""
+    jax.config.update("jax_enable_x64", True)
+    ops = get_ops("jax")
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(rng.standard_normal(shape))
+    w = jnp.asarray(rng.standard_normal((kernel, kernel, shape[3], 3)))
+    direct, direct_vjp = jax.vjp(lambda a, b: ops._conv_direct(a, b, 1, padding), x, w)
+    got, got_vjp = jax.vjp(lambda a, b: ops._conv_dft(a, b, padding), x, w)
+    g = jnp.asarray(rng.standard_normal(direct.shape))
+    assert got.shape == direct.shape and got.dtype == jnp.float64
+    np.testing.assert_allclose(np.asarray(got), np.asarray(direct), rtol=0, atol=1e-11)
+    for mine, reference in zip(got_vjp(g), direct_vjp(g)):
+        np.testing.assert_allclose(np.asarray(mine), np.asarray(reference), rtol=0, atol=1e-11)
+
+
+def test_spectral_convolution_gradients_inside_a_scan_equal_xla_autodiff():
+    """float32, inside ``lax.scan`` as the engine runs it, through the public ``conv2d``."""
+    rng = np.random.default_rng(7)
+    xs = jnp.asarray(rng.standard_normal((2, 3, 6, 6, 16)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((5, 5, 16, 16)), jnp.float32)
+    assert get_ops("jax").spectral(xs.shape[1:], w.shape, 1, "same")
+
+    dw, dx = scanned_gradients(lambda x, w_: get_ops("jax").conv2d(x, w_, 1, "same"), xs, w)
+    dw_xla, dx_xla = scanned_gradients(lambda x, w_: jax.lax.conv_general_dilated(
+        x, w_, (1, 1), [(2, 2), (2, 2)], dimension_numbers=("NHWC", "HWIO", "NHWC")), xs, w)
+    for got, reference in ((dw, dw_xla), (dx, dx_xla)):  # float32 rounding, relative to the gradient's scale
+        reference = np.asarray(reference)
+        np.testing.assert_allclose(np.asarray(got), reference, rtol=1e-4, atol=1e-5 * np.abs(reference).max())
+
+
 def test_namespace_of_arrays_and_tracers():
     seen = []
 

@@ -10,6 +10,7 @@ has switched on JAX's x64 mode in the same process.
 
 from __future__ import annotations
 
+import builtins
 import functools
 
 import jax
@@ -142,9 +143,20 @@ def _conv(x, w, stride, padding):
                                         dimension_numbers=_NHWC_HWIO)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv2d(x, w, stride=1, padding="same"):
-    """Cross-correlation of NHWC ``x`` with the HWIO kernel ``w`` (XLA's convolution, no transposes)."""
+    """Cross-correlation of NHWC ``x`` with the HWIO kernel ``w``.
+
+    Stride-1 layers whose window products are many times the work of their spectra run as products
+    of spectra (``_conv_dft``); the others as XLA's convolution (``_conv_direct``).  The two agree
+    to rounding.
+    """
+    if spectral(x.shape, w.shape, stride, padding):
+        return _conv_dft(x, w, padding)
+    return _conv_direct(x, w, stride, padding)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_direct(x, w, stride, padding):
     return _conv(x, w, stride, padding)
 
 
@@ -190,7 +202,141 @@ def _kernel_grad(x, g, kernel_shape, stride, padding):
     return jnp.stack(rows).reshape(kernel_shape)
 
 
-conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+_conv_direct.defvjp(_conv2d_fwd, _conv2d_bwd)
+
+
+# Convolution by discrete Fourier transforms ----------------------------------------------------
+# A stride-1 cross-correlation is a product of spectra on a circle large enough that no window wraps
+# onto image pixels: each map lies at the start of an nh x nw circle, nh >= height + max(pads), and
+# the kernel's tap ``a`` at ``(a - lo) mod nh``, so output pixel ``i`` is the circular correlation at
+# ``i``.  Per frequency the forward pass and both gradients are then one complex (batch x in) @
+# (in x out) product, written as one real batched GEMM on [real | imaginary] stacks.  The transforms
+# themselves are GEMMs with constant DFT matrices: on maps this small XLA:CPU multiplies far faster
+# than its FFT runs (a 16 x 16 map is 256 pixels against 288 spectrum values).
+# The spectral route's products are smaller than the direct route's and run at a lower rate, so it
+# is taken only where it needs well under the direct route's multiply-adds (the thresholds were
+# measured on the benchmark network's layers, docs/benchmarks.md).
+_DFT_SHARE = 0.55
+
+
+def _circle(size, lo, hi):
+    """The circle's length: ``size`` pixels and the larger pad, so no window wraps onto a pixel."""
+    return size + builtins.max(lo, hi)
+
+
+def _dft_geometry(x_shape, k, padding):
+    """(lo, nh, nw, oh, ow): the top/left pad, the circle and the output size of a stride-1 convolution."""
+    _, h, w, _ = x_shape
+    lo, hi = _windows.conv_pads(k, padding)
+    return lo, _circle(h, lo, hi), _circle(w, lo, hi), h + lo + hi - k + 1, w + lo + hi - k + 1
+
+
+def spectral(x_shape, w_shape, stride, padding) -> bool:
+    """Whether ``conv2d`` of these shapes runs as products of spectra: stride 1, and the spectral
+    route's multiply-adds (transforms and per-frequency products, forward and both gradients)
+    well under the direct route's, for one image."""
+    _, h, w, c = x_shape
+    if stride != 1:
+        return False
+    k, _, _, f = w_shape
+    if builtins.min(h, w) < k:
+        return False
+    _, nh, nw, oh, ow = _dft_geometry(x_shape, k, padding)
+    values = 2 * nh * (nw // 2 + 1)
+    cost = 3 * 2 * values * c * f + 2 * values * (c * h * w + f * oh * ow)
+    return cost < _DFT_SHARE * 3 * oh * ow * k * k * c * f
+
+
+def _angles(rows, cols, nh, nw):
+    """(len(rows), len(cols), nh, nw // 2 + 1): the phase of each pixel at each frequency of the real 2-D DFT."""
+    u = np.arange(nh)[None, None, :, None] * np.asarray(rows)[:, None, None, None] / nh
+    v = np.arange(nw // 2 + 1)[None, None, None, :] * np.asarray(cols)[None, :, None, None] / nw
+    return 2 * np.pi * (u + v)
+
+
+@functools.lru_cache(maxsize=64)
+def _dft_matrix(rows, cols, nh, nw):
+    """(pixels, 2, bins): the real and imaginary parts of the DFT on the circle, from the pixels at
+    ``rows`` x ``cols``.  The matrices are a few hundred kilobytes, so they are kept per layer shape."""
+    t = _angles(rows, cols, nh, nw)
+    m = np.stack([np.cos(t), -np.sin(t)], axis=2)
+    m.flags.writeable = False
+    return m.reshape(len(rows) * len(cols), 2, -1)
+
+
+@functools.lru_cache(maxsize=64)
+def _inverse_dft_matrix(rows, cols, nh, nw):
+    """(2, bins, pixels): the real inverse DFT on the circle, evaluated at the pixels ``rows`` x ``cols``;
+    its real and imaginary halves each weigh a frequency and its mirror image (counted once in a real DFT)."""
+    t = _angles(rows, cols, nh, nw)
+    weight = np.full(nw // 2 + 1, 2.0)
+    weight[0] = 1.0
+    if nw % 2 == 0:
+        weight[-1] = 1.0
+    m = np.stack([np.cos(t), -np.sin(t)], axis=0) * (weight / (nh * nw))
+    m = m.transpose(0, 3, 4, 1, 2).reshape(2, nh * (nw // 2 + 1), len(rows) * len(cols))
+    m.flags.writeable = False
+    return m
+
+
+def _spectra(a, nh, nw):
+    """(b, h, w, c) -> (bins, b, 2c): [real | imaginary] parts of each map's DFT on the circle."""
+    b, h, w, c = a.shape
+    dft = jnp.asarray(_dft_matrix(tuple(range(h)), tuple(range(w)), nh, nw), a.dtype)
+    s = jnp.einsum("bpc,prq->qbrc", a.reshape(b, h * w, c), dft)
+    return s.reshape(s.shape[0], b, 2 * c)
+
+
+def _maps(s, nh, nw, rows, cols):
+    """Inverse of ``_spectra``: (bins, b, 2c) -> (b, rows, cols, c), the first rows x cols pixels of each map."""
+    bins, b, c2 = s.shape
+    inverse = jnp.asarray(_inverse_dft_matrix(tuple(range(rows)), tuple(range(cols)), nh, nw), s.dtype)
+    return jnp.einsum("qbrc,rqp->bpc", s.reshape(bins, b, 2, c2 // 2), inverse).reshape(b, rows, cols, c2 // 2)
+
+
+def _taps(k, lo, nh, nw):
+    """Where the kernel's rows and columns lie on the circle."""
+    return tuple((a - lo) % nh for a in range(k)), tuple((a - lo) % nw for a in range(k))
+
+
+def _blocks(a, b, c, d):
+    """The block matrix [[a, b], [c, d]] of (bins, m, n) blocks."""
+    return jnp.concatenate([jnp.concatenate([a, b], -1), jnp.concatenate([c, d], -1)], -2)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_dft(x, w, padding):
+    return _conv_dft_fwd(x, w, padding)[0]
+
+
+def _conv_dft_fwd(x, w, padding):
+    k, _, c, f = w.shape
+    lo, nh, nw, oh, ow = _dft_geometry(x.shape, k, padding)
+    xs = _spectra(x, nh, nw)
+    dft = jnp.asarray(_dft_matrix(*_taps(k, lo, nh, nw), nh, nw), w.dtype)
+    ws = jnp.einsum("pcf,prq->rqcf", w.reshape(k * k, c, f), dft)
+    wr, wi = ws[0], ws[1]
+    # X conj(W) = [Xr | Xi] @ [[Wr, -Wi], [Wi, Wr]]
+    y = _maps(xs @ _blocks(wr, -wi, wi, wr), nh, nw, oh, ow)
+    return y, (xs, wr, wi, x.shape, k)
+
+
+def _conv_dft_bwd(padding, residuals, g):
+    xs, wr, wi, x_shape, k = residuals
+    lo, nh, nw, oh, ow = _dft_geometry(x_shape, k, padding)
+    c, f = wr.shape[1:]
+    gs = _spectra(g, nh, nw)
+    # dx: G W = [Gr | Gi] @ [[Wr^T, Wi^T], [-Wi^T, Wr^T]], back to the input's pixels.
+    wrt, wit = jnp.swapaxes(wr, 1, 2), jnp.swapaxes(wi, 1, 2)
+    dx = _maps(gs @ _blocks(wrt, wit, -wit, wrt), nh, nw, x_shape[1], x_shape[2])
+    # dW: the batch's sum of X conj(G), from the four blocks of [Xr | Xi]^T [Gr | Gi], back to the taps.
+    p = jnp.swapaxes(xs, 1, 2) @ gs
+    spectrum = jnp.stack([p[:, :c, :f] + p[:, c:, f:], p[:, c:, :f] - p[:, :c, f:]])
+    inverse = jnp.asarray(_inverse_dft_matrix(*_taps(k, lo, nh, nw), nh, nw), g.dtype)
+    return dx, jnp.einsum("rqcf,rqp->pcf", spectrum, inverse).reshape(k, k, c, f)
+
+
+_conv_dft.defvjp(_conv_dft_fwd, _conv_dft_bwd)
 
 
 def _pool(x, init, reducer, size, stride):

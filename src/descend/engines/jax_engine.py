@@ -140,7 +140,8 @@ DONATE_MIN_BYTES = 256 * 2**20
 # empty fusion-type list keeps the products on Eigen.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 # Convolutions are the other way round: XLA's defaults hand them to YNNPACK too, which runs them
-# faster than Eigen does, so a network with a convolution compiles with XLA's defaults
+# faster than Eigen does (and the per-frequency products of a convolution run as spectra, see
+# ``jax_ops.conv2d``), so a network with a convolution compiles with XLA's defaults
 # (docs/benchmarks.md has the figures).
 _CPU_OPTIONS_SUPPORTED: bool | None = None
 
