@@ -214,8 +214,8 @@ _conv_direct.defvjp(_conv2d_fwd, _conv2d_bwd)
 # themselves are GEMMs with constant DFT matrices: on maps this small XLA:CPU multiplies far faster
 # than its FFT runs (a 16 x 16 map is 256 pixels against 288 spectrum values).
 # The spectral route's products are smaller than the direct route's and run at a lower rate, so it
-# is taken only where it needs well under the direct route's multiply-adds (the thresholds were
-# measured on the benchmark network's layers, docs/benchmarks.md).
+# is taken only where it needs well under the direct route's multiply-adds (the share was set from
+# timings of both routes on the benchmark's and the recipes' layers, docs/benchmarks.md).
 _DFT_SHARE = 0.55
 
 
