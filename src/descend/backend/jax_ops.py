@@ -228,7 +228,8 @@ def _dft_geometry(x_shape, k, padding):
     """(lo, nh, nw, oh, ow): the top/left pad, the circle and the output size of a stride-1 convolution."""
     _, h, w, _ = x_shape
     lo, hi = _windows.conv_pads(k, padding)
-    return lo, _circle(h, lo, hi), _circle(w, lo, hi), h + lo + hi - k + 1, w + lo + hi - k + 1
+    return (lo, _circle(h, lo, hi), _circle(w, lo, hi),
+            _windows.conv_out(h, k, 1, padding), _windows.conv_out(w, k, 1, padding))
 
 
 def spectral(x_shape, w_shape, stride, padding) -> bool:
@@ -323,7 +324,7 @@ def _conv_dft_fwd(x, w, padding):
 
 def _conv_dft_bwd(padding, residuals, g):
     xs, wr, wi, x_shape, k = residuals
-    lo, nh, nw, oh, ow = _dft_geometry(x_shape, k, padding)
+    lo, nh, nw, _, _ = _dft_geometry(x_shape, k, padding)
     c, f = wr.shape[1:]
     gs = _spectra(g, nh, nw)
     # dx: G W = [Gr | Gi] @ [[Wr^T, Wi^T], [-Wi^T, Wr^T]], back to the input's pixels.
