@@ -90,7 +90,7 @@ def scanned_gradients(conv, xs, w):
 
 @pytest.mark.parametrize("kernel, stride, padding", [(5, 1, "same"), (4, 2, "same"), (3, 3, "valid"), (4, 1, "valid")])
 def test_conv2d_gradients_inside_a_scan_equal_xla_autodiff(kernel, stride, padding):
-    """conv2d's own kernel gradient (the engine's scan avoids XLA's slow one) against autodiff of XLA's conv."""
+    """The direct route's own kernel gradient (the engine's scan avoids XLA's slow one) against autodiff of XLA's conv."""
     rng = np.random.default_rng(2)
     xs = jnp.asarray(rng.standard_normal((2, 3, 9, 8, 4)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((kernel, kernel, 4, 6)), jnp.float32)
@@ -100,7 +100,7 @@ def test_conv2d_gradients_inside_a_scan_equal_xla_autodiff(kernel, stride, paddi
         return jax.lax.conv_general_dilated(x, w_, (stride, stride), [pads, pads],
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-    dw, dx = scanned_gradients(lambda x, w_: get_ops("jax").conv2d(x, w_, stride, padding), xs, w)
+    dw, dx = scanned_gradients(lambda x, w_: get_ops("jax")._conv_direct(x, w_, stride, padding), xs, w)
     dw_xla, dx_xla = scanned_gradients(xla_conv, xs, w)
     np.testing.assert_allclose(np.asarray(dw), np.asarray(dw_xla), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.asarray(dx), np.asarray(dx_xla), rtol=1e-5, atol=1e-6)
@@ -112,7 +112,9 @@ def test_conv2d_takes_the_spectral_route_only_where_it_pays():
     assert not spectral((128, 28, 28, 1), (5, 5, 1, 32), 1, "same")  # one input channel: windows are cheap
     assert not spectral((128, 14, 14, 32), (5, 5, 32, 64), 2, "same")
     assert not spectral((128, 4, 4, 32), (5, 5, 32, 64), 1, "valid")  # no output pixel
-    assert not spectral((128, 48, 48, 64), (3, 3, 64, 64), 1, "same")  # big maps: the transforms cost more
+    assert spectral((128, 48, 48, 64), (3, 3, 64, 64), 1, "same")  # separable transforms stay cheap on big maps
+    assert spectral((128, 28, 28, 32), (3, 3, 32, 32), 1, "same")
+    assert not spectral((128, 14, 14, 16), (3, 3, 16, 16), 1, "same")  # few channels: the transforms cost more
 
 
 @pytest.mark.parametrize("shape, kernel, padding", [((3, 14, 14, 4), 5, "same"), ((2, 9, 7, 3), 3, "valid"),

@@ -210,13 +210,17 @@ _conv_direct.defvjp(_conv2d_fwd, _conv2d_bwd)
 # onto image pixels: each map lies at the start of an nh x nw circle, nh >= height + max(pads), and
 # the kernel's tap ``a`` at ``(a - lo) mod nh``, so output pixel ``i`` is the circular correlation at
 # ``i``.  Per frequency the forward pass and both gradients are then one complex (batch x in) @
-# (in x out) product, written as one real batched GEMM on [real | imaginary] stacks.  The transforms
-# themselves are GEMMs with constant DFT matrices: on maps this small XLA:CPU multiplies far faster
-# than its FFT runs (a 16 x 16 map is 256 pixels against 288 spectrum values).
+# (in x out) product, written as one real batched GEMM on [real | imaginary] stacks.
+# The transforms of the maps are separable, a real DFT along each row and a complex one down each
+# column, each a GEMM with a constant matrix: on maps this small XLA:CPU multiplies far faster than
+# its FFT runs, and two one-axis GEMMs need a fifth of the multiply-adds of one 2-D DFT matrix.  The
+# operands are laid out so that every GEMM reads and writes whole rows (pixels or frequencies major,
+# batch and channels minor), leaving one transpose per transform.  Frequencies are ordered (column
+# frequency v, row frequency u) throughout, the order the row transform produces them in.
 # The spectral route's products are smaller than the direct route's and run at a lower rate, so it
-# is taken only where it needs well under the direct route's multiply-adds (the share was set from
+# is taken only where its multiply-adds are well under the direct route's (the share was set from
 # timings of both routes on the benchmark's and the recipes' layers, docs/benchmarks.md).
-_DFT_SHARE = 0.55
+_DFT_SHARE = 0.7
 
 
 def _circle(size, lo, hi):
@@ -232,6 +236,12 @@ def _dft_geometry(x_shape, k, padding):
             _windows.conv_out(h, k, 1, padding), _windows.conv_out(w, k, 1, padding))
 
 
+def _transform_cost(rows, cols, nh, nw):
+    """Multiply-adds of one map's separable transform (either way) between rows x cols pixels and its spectrum."""
+    v = nw // 2 + 1
+    return 2 * v * rows * cols + 4 * nh * rows * v
+
+
 def spectral(x_shape, w_shape, stride, padding) -> bool:
     """Whether ``conv2d`` of these shapes runs as products of spectra: stride 1, and the spectral
     route's multiply-adds (transforms and per-frequency products, forward and both gradients)
@@ -243,61 +253,103 @@ def spectral(x_shape, w_shape, stride, padding) -> bool:
     if builtins.min(h, w) < k:
         return False
     _, nh, nw, oh, ow = _dft_geometry(x_shape, k, padding)
-    values = 2 * nh * (nw // 2 + 1)
-    cost = 3 * 2 * values * c * f + 2 * values * (c * h * w + f * oh * ow)
-    return cost < _DFT_SHARE * 3 * oh * ow * k * k * c * f
+    products = 3 * 4 * nh * (nw // 2 + 1) * c * f
+    transforms = 2 * _transform_cost(h, w, nh, nw) * c + 2 * _transform_cost(oh, ow, nh, nw) * f
+    return products + transforms < _DFT_SHARE * 3 * oh * ow * k * k * c * f
 
 
-def _angles(rows, cols, nh, nw):
-    """(len(rows), len(cols), nh, nw // 2 + 1): the phase of each pixel at each frequency of the real 2-D DFT."""
-    u = np.arange(nh)[None, None, :, None] * np.asarray(rows)[:, None, None, None] / nh
-    v = np.arange(nw // 2 + 1)[None, None, None, :] * np.asarray(cols)[None, :, None, None] / nw
-    return 2 * np.pi * (u + v)
-
-
-@functools.lru_cache(maxsize=64)
-def _dft_matrix(rows, cols, nh, nw):
-    """(pixels, 2, bins): the real and imaginary parts of the DFT on the circle, from the pixels at
-    ``rows`` x ``cols``.  The matrices are a few hundred kilobytes, so they are kept per layer shape."""
-    t = _angles(rows, cols, nh, nw)
-    m = np.stack([np.cos(t), -np.sin(t)], axis=2)
-    m.flags.writeable = False
-    return m.reshape(len(rows) * len(cols), 2, -1)
-
-
-@functools.lru_cache(maxsize=64)
-def _inverse_dft_matrix(rows, cols, nh, nw):
-    """(2, bins, pixels): the real inverse DFT on the circle, evaluated at the pixels ``rows`` x ``cols``;
-    its real and imaginary halves each weigh a frequency and its mirror image (counted once in a real DFT)."""
-    t = _angles(rows, cols, nh, nw)
+def _mirror_weights(nh, nw):
+    """Each column frequency's weight in a real inverse DFT (its mirror image is not stored), over nh * nw."""
     weight = np.full(nw // 2 + 1, 2.0)
     weight[0] = 1.0
     if nw % 2 == 0:
         weight[-1] = 1.0
-    m = np.stack([np.cos(t), -np.sin(t)], axis=0) * (weight / (nh * nw))
-    m = m.transpose(0, 3, 4, 1, 2).reshape(2, nh * (nw // 2 + 1), len(rows) * len(cols))
+    return weight / (nh * nw)
+
+
+def _frozen(m):
     m.flags.writeable = False
     return m
+
+
+# The matrices are a few kilobytes to a few hundred, so they are kept per layer shape.
+@functools.lru_cache(maxsize=64)
+def _row_dft(cols, nw):
+    """(2v, cols): the real DFT along a row from ``cols`` pixels, rows (frequency, [cos | -sin])."""
+    t = 2 * np.pi * np.outer(np.arange(nw // 2 + 1), np.arange(cols)) / nw
+    return _frozen(np.stack([np.cos(t), -np.sin(t)], 1).reshape(-1, cols))
+
+
+@functools.lru_cache(maxsize=64)
+def _column_dft(rows, nh):
+    """(2nh, 2rows): the complex DFT down a column from ``rows`` pixels, on [real | imaginary] pairs:
+    (a + ib)(cos - i sin) = (a cos + b sin) + i(b cos - a sin)."""
+    t = 2 * np.pi * np.outer(np.arange(nh), np.arange(rows)) / nh
+    c, s = np.cos(t), np.sin(t)
+    return _frozen(np.stack([np.stack([c, s], 1), np.stack([-s, c], 1)], 1).reshape(2 * nh, 2 * rows))
+
+
+@functools.lru_cache(maxsize=64)
+def _inverse_column_dft(rows, nh):
+    """(2rows, 2nh): the inverse complex DFT down a column, at its first ``rows`` pixels:
+    (a + ib)(cos + i sin) = (a cos - b sin) + i(a sin + b cos)."""
+    t = 2 * np.pi * np.outer(np.arange(rows), np.arange(nh)) / nh
+    c, s = np.cos(t), np.sin(t)
+    return _frozen(np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], 0).reshape(2 * rows, 2 * nh))
+
+
+@functools.lru_cache(maxsize=64)
+def _inverse_row_dft(cols, nh, nw):
+    """(cols, 2v): the real inverse DFT along a row, at its first ``cols`` pixels, scaled by 1 / (nh nw)."""
+    t = 2 * np.pi * np.outer(np.arange(cols), np.arange(nw // 2 + 1)) / nw
+    m = np.stack([np.cos(t), -np.sin(t)], -1) * _mirror_weights(nh, nw)[None, :, None]
+    return _frozen(m.reshape(cols, -1))
+
+
+def _tap_angles(k, lo, nh, nw):
+    """(k, k, v, nh): the phase of each kernel tap, placed on the circle, at each frequency."""
+    rows, cols = (np.arange(k) - lo) % nh, (np.arange(k) - lo) % nw
+    return 2 * np.pi * (np.arange(nh)[None, None, None, :] * rows[:, None, None, None] / nh
+                        + np.arange(nw // 2 + 1)[None, None, :, None] * cols[None, :, None, None] / nw)
+
+
+@functools.lru_cache(maxsize=64)
+def _tap_dft(k, lo, nh, nw):
+    """(taps, 2, bins): the real and imaginary parts of the 2-D DFT from the kernel's taps."""
+    t = _tap_angles(k, lo, nh, nw)
+    return _frozen(np.stack([np.cos(t), -np.sin(t)], 2).reshape(k * k, 2, -1))
+
+
+@functools.lru_cache(maxsize=64)
+def _inverse_tap_dft(k, lo, nh, nw):
+    """(2, bins, taps): the real inverse 2-D DFT, evaluated at the kernel's taps."""
+    t = _tap_angles(k, lo, nh, nw)
+    m = np.stack([np.cos(t), -np.sin(t)], 0) * _mirror_weights(nh, nw)[:, None]
+    return _frozen(m.transpose(0, 3, 4, 1, 2).reshape(2, -1, k * k))
+
+
+def _over_column_frequencies(m, a):
+    """``m @ a[i]`` for every column frequency i: (M, K) x (v, K, N) -> (v, M, N)."""
+    return jax.lax.dot_general(jnp.broadcast_to(m, (a.shape[0],) + m.shape), a, (((2,), (1,)), ((0,), (0,))))
 
 
 def _spectra(a, nh, nw):
     """(b, h, w, c) -> (bins, b, 2c): [real | imaginary] parts of each map's DFT on the circle."""
     b, h, w, c = a.shape
-    dft = jnp.asarray(_dft_matrix(tuple(range(h)), tuple(range(w)), nh, nw), a.dtype)
-    s = jnp.einsum("bpc,prq->qbrc", a.reshape(b, h * w, c), dft)
-    return s.reshape(s.shape[0], b, 2 * c)
+    v = nw // 2 + 1
+    by_row = jnp.asarray(_row_dft(w, nw), a.dtype) @ jnp.transpose(a, (2, 1, 0, 3)).reshape(w, h * b * c)
+    s = _over_column_frequencies(jnp.asarray(_column_dft(h, nh), a.dtype), by_row.reshape(v, 2 * h, b * c))
+    return jnp.transpose(s.reshape(v, nh, 2, b, c), (0, 1, 3, 2, 4)).reshape(v * nh, b, 2 * c)
 
 
 def _maps(s, nh, nw, rows, cols):
     """Inverse of ``_spectra``: (bins, b, 2c) -> (b, rows, cols, c), the first rows x cols pixels of each map."""
-    bins, b, c2 = s.shape
-    inverse = jnp.asarray(_inverse_dft_matrix(tuple(range(rows)), tuple(range(cols)), nh, nw), s.dtype)
-    return jnp.einsum("qbrc,rqp->bpc", s.reshape(bins, b, 2, c2 // 2), inverse).reshape(b, rows, cols, c2 // 2)
-
-
-def _taps(k, lo, nh, nw):
-    """Where the kernel's rows and columns lie on the circle."""
-    return tuple((a - lo) % nh for a in range(k)), tuple((a - lo) % nw for a in range(k))
+    _, b, c2 = s.shape
+    c, v = c2 // 2, nw // 2 + 1
+    pairs = jnp.transpose(s.reshape(v, nh, b, 2, c), (0, 1, 3, 2, 4)).reshape(v, 2 * nh, b * c)
+    by_column = _over_column_frequencies(jnp.asarray(_inverse_column_dft(rows, nh), s.dtype), pairs)
+    y = jnp.asarray(_inverse_row_dft(cols, nh, nw), s.dtype) @ by_column.reshape(2 * v, rows * b * c)
+    return jnp.transpose(y.reshape(cols, rows, b, c), (2, 1, 0, 3))
 
 
 def _blocks(a, b, c, d):
@@ -314,8 +366,7 @@ def _conv_dft_fwd(x, w, padding):
     k, _, c, f = w.shape
     lo, nh, nw, oh, ow = _dft_geometry(x.shape, k, padding)
     xs = _spectra(x, nh, nw)
-    dft = jnp.asarray(_dft_matrix(*_taps(k, lo, nh, nw), nh, nw), w.dtype)
-    ws = jnp.einsum("pcf,prq->rqcf", w.reshape(k * k, c, f), dft)
+    ws = jnp.einsum("pcf,prq->rqcf", w.reshape(k * k, c, f), jnp.asarray(_tap_dft(k, lo, nh, nw), w.dtype))
     wr, wi = ws[0], ws[1]
     # X conj(W) = [Xr | Xi] @ [[Wr, -Wi], [Wi, Wr]]
     y = _maps(xs @ _blocks(wr, -wi, wi, wr), nh, nw, oh, ow)
@@ -333,7 +384,7 @@ def _conv_dft_bwd(padding, residuals, g):
     # dW: the batch's sum of X conj(G), from the four blocks of [Xr | Xi]^T [Gr | Gi], back to the taps.
     p = jnp.swapaxes(xs, 1, 2) @ gs
     spectrum = jnp.stack([p[:, :c, :f] + p[:, c:, f:], p[:, c:, :f] - p[:, :c, f:]])
-    inverse = jnp.asarray(_inverse_dft_matrix(*_taps(k, lo, nh, nw), nh, nw), g.dtype)
+    inverse = jnp.asarray(_inverse_tap_dft(k, lo, nh, nw), g.dtype)
     return dx, jnp.einsum("rqcf,rqp->pcf", spectrum, inverse).reshape(k, k, c, f)
 
 
